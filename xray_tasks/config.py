@@ -1,0 +1,243 @@
+"""One typed, frozen configuration for every stage.
+
+CLI flags and DAG params fill it; ``to_dict`` is what gets saved beside every artifact a stage writes, and
+``from_dict`` reads such a file back.  Each stage takes only its own section plus explicit URIs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+PATHOLOGIES: tuple[str, ...] = (
+    "Atelectasis",
+    "Cardiomegaly",
+    "Consolidation",
+    "Edema",
+    "Effusion",
+    "Emphysema",
+    "Fibrosis",
+    "Hernia",
+    "Infiltration",
+    "Mass",
+    "Nodule",
+    "Pleural_Thickening",
+    "Pneumonia",
+    "Pneumothorax",
+)
+"""The 14 ChestX-ray14 findings, sorted: the fixed column order of every multi-hot label vector."""
+
+NO_FINDING = "No Finding"
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class IngestConfig:
+    """Metadata -> manifest -> TFRecord shards."""
+
+    image_size: int = 512
+    """Stored images are ``image_size`` x ``image_size`` 8-bit grayscale (the report used 512)."""
+    encoding: str = "raw"
+    """``raw`` (uint8 pixels, chosen by bench/ingest.py: PNG re-encoding costs more than decoding) or ``png``."""
+    png_level: int = 1
+    resample: str = "box"
+    """Pillow filter for the resize: ``box`` (area average), ``bilinear``, ``lanczos``."""
+    shard_target_mb: float = 200.0
+    max_pixels: int = 40_000_000
+    """Images whose header declares more pixels are quarantined before decoding (decompression bombs)."""
+    max_member_mb: float = 64.0
+    val_fraction: float = 0.1
+    """Share of train_val *patients* carved out for validation when the official lists are used."""
+    split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    """(train, val, test) patient shares when no official split lists exist."""
+    split_seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("raw", "png"):
+            raise ValueError(f"encoding must be 'raw' or 'png', got {self.encoding!r}")
+        if self.resample not in ("box", "bilinear", "lanczos"):
+            raise ValueError(f"resample must be 'box', 'bilinear' or 'lanczos', got {self.resample!r}")
+        if not 16 <= self.image_size <= 4096:
+            raise ValueError(f"image_size must be in [16, 4096], got {self.image_size}")
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(
+            self.split_fractions
+        ) < 0:
+            raise ValueError(f"split_fractions must be three non-negative shares summing to 1, got {self.split_fractions}")
+        if self.shard_target_mb <= 0:
+            raise ValueError(f"shard_target_mb must be positive, got {self.shard_target_mb}")
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Base network and bottleneck-feature extraction."""
+
+    base: str = "resnet50"
+    """``resnet50`` (the report's), ``efficientnetb0``, ``mobilenetv3small``."""
+    weights: str = "imagenet"
+    """``imagenet`` (Keras cache only; nothing is downloaded), a local weights file path, or ``none``."""
+    input_size: int = 512
+    """Side of the square the base sees; shards are resized on the fly when it differs from the stored size."""
+    batch_size: int = 32
+    mixed_precision: str = "auto"
+    """``auto`` (on when a GPU is visible), ``on``, ``off``."""
+    xla: str = "auto"
+    """``auto`` (on when a GPU is visible), ``on``, ``off``."""
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The report's top classifier, trained on pooled features."""
+
+    hidden_units: int = 512
+    activation: str = "tanh"
+    dropout: float = 0.4
+    optimizer: str = "sgd"
+    learning_rate: float = 0.01
+    momentum: float = 0.0
+    epochs: int = 500
+    batch_size: int = 32
+    patience: int = 20
+    """Early stopping on validation loss (best weights restored); 0 turns it off."""
+    class_weight: bool = False
+    multilabel: bool = False
+    """Add a 14-pathology sigmoid head beside the binary one."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """Base + trained head, last layers unfrozen, read from the shards."""
+
+    unfreeze_layers: int = 10
+    learning_rate: float = 1e-4
+    momentum: float = 0.9
+    epochs: int = 5
+    batch_size: int = 32
+    steps_per_epoch: int = 0
+    """0 = one pass over the training shards."""
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    beta: float = 3.0
+    target_sensitivity: float = 0.95
+    bootstrap: int = 1000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GatePolicy:
+    """What a candidate must clear to become champion."""
+
+    min_auroc: float = 0.6
+    sensitivity_tolerance: float = 0.03
+    """Test sensitivity at the operating point may fall at most this far below the target."""
+    min_healthy_cleared: float = 0.0
+    """Share of healthy test studies cleared at the operating point must be strictly above this."""
+    max_auroc_drop: float = 0.005
+    """A candidate may not lose more than this much test AUROC against the champion."""
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    workspace: str = "./workspace"
+    source: str = ""
+    registry: str = "./registry"
+    model_name: str = "xray-triage"
+    ingest: IngestConfig = field(default_factory=IngestConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+    evaluate: EvalConfig = field(default_factory=EvalConfig)
+    gate: GatePolicy = field(default_factory=GatePolicy)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A JSON-able dict of a config dataclass (tuples become lists)."""
+    return json.loads(json.dumps(dataclasses.asdict(cfg)))
+
+
+def from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """Build ``cls`` from a (possibly partial) dict; unknown keys are an error, not silently dropped."""
+    if not isinstance(data, dict):
+        raise ValueError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}")
+    kwargs = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = from_dict(hint, value)
+        else:
+            kwargs[name] = _coerce(value, hint, f"{cls.__name__}.{name}")
+    return cls(**kwargs)
+
+
+def override(cfg: Any, assignments: dict[str, Any]) -> Any:
+    """Return a copy of ``cfg`` with dotted keys replaced, e.g. ``{"head.epochs": "5"}``; strings are coerced."""
+    data = to_dict(cfg)
+    for dotted, value in assignments.items():
+        node = data
+        parts = dotted.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ValueError(f"unknown config section {part!r} in {dotted!r}")
+            node = node[part]
+        if parts[-1] not in node:
+            raise ValueError(f"unknown config key {dotted!r}")
+        node[parts[-1]] = value
+    return from_dict(type(cfg), data)
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    origin = typing.get_origin(hint)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v.strip()]
+        args = typing.get_args(hint)
+        return tuple(_coerce(v, args[0], where) for v in value)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(value, args[0], where)
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("1", "true", "yes", "on"):
+            return True
+        if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{where}: expected a boolean, got {value!r}")
+    if hint in (int, float, str):
+        try:
+            if hint is int and isinstance(value, float) and not value.is_integer():
+                raise ValueError
+            return hint(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+    return value
+
+
+def profile(name: str, **paths: str) -> PipelineConfig:
+    """Named presets: ``full`` is the report's settings; ``demo`` finishes on two CPU cores in minutes."""
+    if name == "full":
+        return PipelineConfig(**paths)
+    if name == "demo":
+        return PipelineConfig(
+            **paths,
+            ingest=IngestConfig(image_size=128, shard_target_mb=8.0),
+            features=FeatureConfig(base="mobilenetv3small", weights="none", input_size=128, batch_size=32),
+            head=HeadConfig(epochs=60, patience=10, learning_rate=0.05, momentum=0.9),
+            finetune=FinetuneConfig(epochs=1, unfreeze_layers=10, batch_size=16),
+            evaluate=EvalConfig(bootstrap=200),
+        )
+    raise ValueError(f"unknown profile {name!r}; allowed: 'demo', 'full'")
