@@ -1,0 +1,124 @@
+"""The reading side of the shards: a ``tf.data`` pipeline for the model stages.
+
+Files are interleaved in parallel, records parsed with the spec the writer used (``shards.FEATURES``), images
+decoded (raw or PNG, as the archive markers say), optionally resized for the base network, batched and
+prefetched.  ``s3://`` shards are read through tensorflow-io's file system, registered on first use.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+from xray_tasks import shards, storage
+
+logger = logging.getLogger(__name__)
+
+_READ_BUFFER = 8 * 1024 * 1024
+
+
+def enable_s3(uris: Sequence[str]) -> None:
+    """Register tensorflow-io's ``s3://`` file system if any URI needs it (the endpoint comes from the env)."""
+    if not any(storage.is_s3(u) for u in uris):
+        return
+    os.environ.update({k: v for k, v in storage.tfio_environment().items() if k not in os.environ})
+    import tensorflow_io  # noqa: F401  (importing registers the S3 file system with TensorFlow)
+
+
+def feature_spec() -> dict:
+    """``tf.io`` parsing spec derived from the writer's ``shards.FEATURES``."""
+    import tensorflow as tf
+
+    dtypes = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
+    return {
+        name: tf.io.FixedLenFeature([] if length == 1 else [length], dtypes[kind])
+        for name, (kind, length) in shards.FEATURES.items()
+    }
+
+
+def make_parser(encoding: str, image_size: int):
+    """A function serialized Example -> dict(image uint8 [H, W, 1], label, labels, image_index, patient_id)."""
+    import tensorflow as tf
+
+    spec = feature_spec()
+    if encoding not in ("raw", "png"):
+        raise ValueError(f"encoding must be 'raw' or 'png', got {encoding!r}")
+
+    def parse(serialized):
+        ex = tf.io.parse_single_example(serialized, spec)
+        if encoding == "raw":
+            image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [image_size, image_size, 1])
+        else:
+            image = tf.ensure_shape(tf.io.decode_png(ex["image"], channels=1), [image_size, image_size, 1])
+        return {
+            "image": image,
+            "label": tf.cast(ex["label"], tf.int32),
+            "labels": tf.cast(ex["labels"], tf.float32),
+            "image_index": ex["image_index"],
+            "patient_id": ex["patient_id"],
+        }
+
+    return parse
+
+
+def make_dataset(uris: Sequence[str], *, encoding: str, image_size: int, batch_size: int,
+                 output_size: int | None = None, channels: int = 3, shuffle: bool = False, seed: int = 0,
+                 shuffle_buffer: int = 1024, repeat: bool = False, drop_remainder: bool = False,
+                 cycle_length: int = 4):
+    """Batched ``tf.data.Dataset`` of dicts over TFRecord shards.
+
+    ``image`` is uint8 ``[B, S, S, channels]`` (``S`` = ``output_size`` or the stored size; grey replicated to
+    RGB when ``channels`` is 3, as the report fed its base network).  Order is deterministic unless ``shuffle``.
+    """
+    import tensorflow as tf
+
+    if not uris:
+        raise ValueError("make_dataset needs at least one shard URI")
+    if channels not in (1, 3):
+        raise ValueError(f"channels must be 1 or 3, got {channels}")
+    enable_s3(uris)
+    autotune = tf.data.AUTOTUNE
+    files = tf.data.Dataset.from_tensor_slices(list(uris))
+    if shuffle:
+        files = files.shuffle(len(uris), seed=seed, reshuffle_each_iteration=True)
+    ds = files.interleave(
+        lambda f: tf.data.TFRecordDataset(f, buffer_size=_READ_BUFFER),
+        cycle_length=max(1, min(cycle_length, len(uris))),
+        num_parallel_calls=autotune,
+        deterministic=not shuffle,
+    )
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    ds = ds.map(make_parser(encoding, image_size), num_parallel_calls=autotune, deterministic=not shuffle)
+    size = output_size or image_size
+
+    def finish(item):
+        image = item["image"]
+        if size != image_size:
+            image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, [size, size], antialias=True)), 0, 255),
+                            tf.uint8)
+        if channels == 3:
+            image = tf.image.grayscale_to_rgb(image)
+        return {**item, "image": image}
+
+    ds = ds.map(finish, num_parallel_calls=autotune, deterministic=not shuffle)
+    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(autotune)
+
+
+def split_dataset(workspace: str, split: str, *, batch_size: int, **kwargs):
+    """``make_dataset`` over one split's committed shards, in the format the markers record."""
+    fmt = shards.shard_format(workspace)
+    uris = shards.committed_shards(workspace, split)
+    if not uris:
+        raise FileNotFoundError(f"{shards.shards_root(workspace)}: no committed shards for split {split!r}")
+    return make_dataset(uris, encoding=fmt["encoding"], image_size=fmt["image_size"], batch_size=batch_size,
+                        **kwargs)
+
+
+def split_size(workspace: str, split: str) -> int:
+    """Records in one split's committed shards (from the markers, no reading)."""
+    return sum(e["records"] for m in shards.read_markers(workspace) for e in m["shards"] if e["split"] == split)
+

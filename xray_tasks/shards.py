@@ -1,0 +1,246 @@
+"""The shard format and the staged, committed writer.
+
+Layout under the workspace::
+
+    shards/<split>/<archive>-NNNNN-of-NNNNN.tfrecord
+    shards/_manifests/<archive>.json        commit marker: written last, lists every shard with its sha256
+
+An archive's records are staged in local part files while it streams; only when the whole archive has been read
+are the parts (re)ordered by image name, moved or uploaded under their final names, and the marker written.
+Readers trust only shards that a marker lists, so a crash leaves nothing that looks done.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from xray_tasks import storage
+from xray_tasks.config import PATHOLOGIES
+from xray_tasks.tfrecord import encode_example, frame_record
+
+logger = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+SHARDS_DIR = "shards"
+MARKERS_DIR = "_manifests"
+STAGING_DIR = "_staging"
+
+# One spec drives the writer (example_bytes) and the tf.data parser (dataset.feature_spec):
+# name -> (kind, length); length 1 is a scalar.
+FEATURES: dict[str, tuple[str, int]] = {
+    "image": ("bytes", 1),
+    "height": ("int64", 1),
+    "width": ("int64", 1),
+    "image_index": ("bytes", 1),
+    "patient_id": ("int64", 1),
+    "label": ("int64", 1),
+    "labels": ("int64", len(PATHOLOGIES)),
+}
+
+
+def example_bytes(*, image: bytes, height: int, width: int, image_index: str, patient_id: int, label: int,
+                  labels: Sequence[int]) -> bytes:
+    """One serialized Example in the shard format."""
+    values = {
+        "image": [image],
+        "height": [height],
+        "width": [width],
+        "image_index": [image_index.encode("utf-8")],
+        "patient_id": [patient_id],
+        "label": [label],
+        "labels": list(labels),
+    }
+    for name, (_, length) in FEATURES.items():
+        if len(values[name]) != length:
+            raise ValueError(f"feature {name!r} needs {length} value(s), got {len(values[name])}")
+    return encode_example({name: (FEATURES[name][0], values[name]) for name in FEATURES})
+
+
+def shard_name(stem: str, index: int, count: int) -> str:
+    return f"{stem}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def shards_root(workspace: str) -> str:
+    return storage.join(workspace, SHARDS_DIR)
+
+
+def marker_uri(workspace: str, stem: str) -> str:
+    return storage.join(workspace, SHARDS_DIR, MARKERS_DIR, f"{stem}.json")
+
+
+@dataclass
+class _Part:
+    path: Path
+    records: int = 0
+    size: int = 0
+
+
+@dataclass
+class _SplitStage:
+    parts: list[_Part] = field(default_factory=list)
+    index: list[tuple[str, int, int, int]] = field(default_factory=list)  # name, part, offset, length
+    in_order: bool = True
+
+
+@dataclass(frozen=True)
+class StagedShard:
+    split: str
+    path: Path
+    records: int
+    size: int
+    sha256: str
+    images: tuple[str, ...]
+
+
+class ShardStager:
+    """Collects framed records for one archive in local part files, per split.
+
+    ``finalize`` returns the final shards in image-name order; when the archive's members were not sorted the
+    records are copied into new parts in sorted order (no re-decoding).
+    """
+
+    def __init__(self, directory: Path, target_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.target_bytes = int(target_bytes)
+        self._splits: dict[str, _SplitStage] = {}
+        self._handle = None
+        self._handle_part: _Part | None = None
+
+    def add(self, split: str, name: str, record: bytes) -> None:
+        stage = self._splits.setdefault(split, _SplitStage())
+        if stage.index and name < stage.index[-1][0]:
+            stage.in_order = False
+        if not stage.parts or stage.parts[-1].size + len(record) > self.target_bytes and stage.parts[-1].records:
+            stage.parts.append(_Part(self.directory / f"{split}-{len(stage.parts):05d}.part"))
+        part = stage.parts[-1]
+        fh = self._open(part)
+        stage.index.append((name, len(stage.parts) - 1, part.size, len(record)))
+        fh.write(record)
+        part.records += 1
+        part.size += len(record)
+
+    def _open(self, part: _Part):
+        if self._handle_part is not part:
+            self._close()
+            self._handle = open(part.path, "ab")
+            self._handle_part = part
+        return self._handle
+
+    def _close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+        self._handle, self._handle_part = None, None
+
+    def finalize(self) -> list[StagedShard]:
+        self._close()
+        out: list[StagedShard] = []
+        for split in sorted(self._splits):
+            stage = self._splits[split]
+            if not stage.in_order:
+                stage = self._reorder(split, stage)
+            for part_no, part in enumerate(stage.parts):
+                names = tuple(n for n, p, _, _ in stage.index if p == part_no)
+                out.append(StagedShard(split, part.path, part.records, part.size, _sha256(part.path), names))
+        return out
+
+    def _reorder(self, split: str, stage: _SplitStage) -> _SplitStage:
+        logger.info("members of split %s arrived unsorted: rewriting %d records in name order", split, len(stage.index))
+        ordered = _SplitStage()
+        sources = [open(p.path, "rb") for p in stage.parts]
+        try:
+            for name, part_no, offset, length in sorted(stage.index):
+                sources[part_no].seek(offset)
+                record = sources[part_no].read(length)
+                self.add(f"{split}.sorted", name, record)
+            self._close()
+            ordered = self._splits.pop(f"{split}.sorted")
+        finally:
+            for fh in sources:
+                fh.close()
+        for part in stage.parts:
+            part.path.unlink(missing_ok=True)
+        return ordered
+
+    def cleanup(self) -> None:
+        self._close()
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(8 * 1024 * 1024):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def publish(staged: list[StagedShard], workspace: str, stem: str) -> list[dict]:
+    """Move (local) or upload (S3) staged shards under their final names; returns the marker's shard entries."""
+    per_split: dict[str, list[StagedShard]] = {}
+    for shard in staged:
+        per_split.setdefault(shard.split, []).append(shard)
+    entries = []
+    for split, shards in sorted(per_split.items()):
+        for i, shard in enumerate(shards):
+            relative = f"{split}/{shard_name(stem, i, len(shards))}"
+            final = storage.join(shards_root(workspace), relative)
+            if storage.is_s3(final):
+                storage.put_file(shard.path, final)
+            else:
+                Path(final).parent.mkdir(parents=True, exist_ok=True)
+                os.replace(shard.path, final)  # same file system: the staging dir lives in the workspace
+            entries.append(
+                {"split": split, "path": relative, "records": shard.records, "bytes": shard.size,
+                 "sha256": shard.sha256, "images": list(shard.images)}
+            )
+    return entries
+
+
+def remove_uncommitted(workspace: str, stem: str) -> int:
+    """Delete final-named shards of ``stem`` that no marker covers (left by a crash); returns how many."""
+    removed = 0
+    for uri in storage.list_files(shards_root(workspace)):
+        name = storage.basename(uri)
+        if f"/{MARKERS_DIR}/" in uri or f"/{STAGING_DIR}/" in uri:
+            continue
+        if name.startswith(f"{stem}-") and name.endswith(".tfrecord"):
+            storage.delete(uri)
+            removed += 1
+    return removed
+
+
+def read_markers(workspace: str) -> list[dict]:
+    """Every committed archive marker in the workspace, sorted by archive."""
+    prefix = storage.join(shards_root(workspace), MARKERS_DIR)
+    return [storage.read_json(u) for u in storage.list_files(prefix) if u.endswith(".json")]
+
+
+def committed_shards(workspace: str, split: str) -> list[str]:
+    """URIs of the committed shards of one split, in archive then index order."""
+    return [
+        storage.join(shards_root(workspace), entry["path"])
+        for marker in read_markers(workspace)
+        for entry in marker["shards"]
+        if entry["split"] == split
+    ]
+
+
+def shard_format(workspace: str) -> dict:
+    """The stored format (encoding, image size) that every committed archive agrees on."""
+    formats = {storage_key(m["format"]): m["format"] for m in read_markers(workspace)}
+    if not formats:
+        raise FileNotFoundError(f"{shards_root(workspace)}: no committed shards (run ingest first)")
+    if len(formats) > 1:
+        raise ValueError(f"{shards_root(workspace)}: archives were ingested with different formats: {list(formats.values())}")
+    return next(iter(formats.values()))
+
+
+def storage_key(fmt: dict) -> tuple:
+    return (fmt["version"], fmt["encoding"], fmt["image_size"], fmt["resample"])
