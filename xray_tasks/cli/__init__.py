@@ -1,0 +1,66 @@
+"""``xray-tasks``: one subcommand per stage.
+
+Each subcommand logs progress to stderr and prints its JSON summary as the last line of stdout (what an Airflow
+task reads back).  Exit status: 0 done, 1 the stage failed (the reason is the last line on stderr), 2 bad usage.
+The process ends with ``os._exit`` after flushing: tensorflow-io's S3 file system aborts a normal interpreter exit
+(``pure virtual method called``) even after success, and that must not turn a finished stage into a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from xray_tasks.cli import common
+
+COMMAND_MODULES = ("xray_tasks.cli.ingest",)
+
+logger = logging.getLogger("xray_tasks")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="xray-tasks", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--log-level", default=os.environ.get("XRAY_LOG_LEVEL", "INFO"),
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """Parse, run one subcommand, print its summary; returns the exit status (no ``os._exit``)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    common.configure_logging(args.log_level)
+    try:
+        result = args.func(args)
+    except common.EXPECTED_ERRORS as exc:
+        logger.error("%s failed: %s", args.command, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if result is not None:
+        print(json.dumps(result, default=str, sort_keys=True))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    try:
+        status = run(argv)
+    except SystemExit as exc:  # argparse usage errors and --help
+        status = exc.code if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:
+        status = 130
+    sys.stdout.flush()
+    sys.stderr.flush()
+    logging.shutdown()
+    os._exit(status)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,3 @@
+from xray_tasks.cli import main
+
+main()

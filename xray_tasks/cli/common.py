@@ -1,0 +1,66 @@
+"""Helpers shared by the subcommand modules: logging, configuration from flags, expected errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+from xray_tasks import storage
+from xray_tasks.archives import ArchiveError
+from xray_tasks.config import PipelineConfig, from_dict, override, profile, to_dict
+from xray_tasks.images import ImageRejected
+from xray_tasks.metadata import MetadataError
+from xray_tasks.tfrecord import RecordError
+
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
+    ArchiveError, MetadataError, ImageRejected, RecordError, storage.StorageError, FileNotFoundError,
+    PermissionError, ValueError, RuntimeError,
+)
+"""Errors a stage raises for bad input or a failing dependency: reported as one clear line, exit status 1."""
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level), stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True,
+    )
+    for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "PIL"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def add_config_args(parser: argparse.ArgumentParser, *paths: str) -> None:
+    """``--profile``, ``--config FILE``, repeatable ``--set section.key=value``, and the named path flags."""
+    parser.add_argument("--profile", default="full", choices=["full", "demo"],
+                        help="preset the other settings start from (default: full, the report's settings)")
+    parser.add_argument("--config", help="JSON file with (part of) a pipeline config")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override one setting, e.g. --set head.epochs=20 (repeatable)")
+    for name in paths:
+        parser.add_argument(f"--{name}", help=f"pipeline {name} (local path or s3:// URI)")
+
+
+def load_config(args: argparse.Namespace) -> PipelineConfig:
+    cfg = profile(args.profile)
+    if args.config:
+        with open(args.config) as fh:
+            data = json.load(fh)
+        base = to_dict(cfg)
+        for section, values in data.items():
+            if isinstance(values, dict) and isinstance(base.get(section), dict):
+                base[section].update(values)
+            else:
+                base[section] = values
+        cfg = from_dict(PipelineConfig, base)
+    assignments = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        assignments[key.strip()] = value
+    for name in ("workspace", "source", "registry", "model_name"):
+        value = getattr(args, name, None)
+        if value:
+            assignments[name] = value
+    return override(cfg, assignments) if assignments else cfg

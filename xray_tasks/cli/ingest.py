@@ -1,0 +1,116 @@
+"""Subcommands of the data side: synth, pack, manifest, ingest-archive, ingest, validate, list-archives."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from concurrent.futures import ProcessPoolExecutor, as_completed
+
+from xray_tasks import storage
+from xray_tasks.archives import ArchiveError
+from xray_tasks.cli.common import add_config_args, load_config
+from xray_tasks.ingest import IngestError, ingest_archive, list_archives, validate
+from xray_tasks.manifest import format_counts, read_manifest, run_manifest
+from xray_tasks.synth import INJECTIONS, RECOVERABLE, generate, pack_real
+
+logger = logging.getLogger(__name__)
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("synth", help="write a synthetic NIH-shaped dataset (archives, metadata, lists)")
+    p.add_argument("out")
+    p.add_argument("--patients", type=int, default=60)
+    p.add_argument("--archives", type=int, default=2)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--csv-style", choices=["2017", "2020", "both"], default="2017")
+    p.add_argument("--no-lists", action="store_true", help="omit train_val_list.txt / test_list.txt")
+    p.add_argument("--signal", type=float, default=1.0, help="strength of the unhealthy visual signal")
+    p.add_argument("--inject", default="", help=f"comma list of {list(INJECTIONS)}, or 'all' (recoverable ones)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_synth)
+
+    p = sub.add_parser("pack", help="build NIH-style archives from a folder of real PNGs (+ cut-down metadata)")
+    p.add_argument("images_dir")
+    p.add_argument("meta_dir")
+    p.add_argument("out")
+    p.add_argument("--archives", type=int, default=2)
+    p.add_argument("--limit", type=int)
+    p.add_argument("--metadata", default="Data_Entry_2017_v2020.csv")
+    p.set_defaults(func=lambda a: pack_real(a.images_dir, a.meta_dir, a.out, a.archives, a.limit, a.metadata))
+
+    p = sub.add_parser("manifest", help="metadata + split lists -> manifest.parquet (counts per split and class)")
+    add_config_args(p, "source", "workspace")
+    p.add_argument("--metadata", help="metadata file name in the source (default: the 2020 release, else 2017)")
+    p.set_defaults(func=_manifest)
+
+    p = sub.add_parser("ingest-archive", help="one images_NNN.tar.gz -> committed TFRecord shards")
+    p.add_argument("archive", help="archive URI (local path or s3://)")
+    add_config_args(p, "workspace")
+    p.set_defaults(func=_ingest_archive)
+
+    p = sub.add_parser("ingest", help="manifest, every archive (in parallel), validate: the whole data stage")
+    add_config_args(p, "source", "workspace")
+    p.add_argument("--metadata")
+    p.add_argument("--jobs", type=int, default=2, help="archives processed at once (one process each)")
+    p.set_defaults(func=_ingest)
+
+    p = sub.add_parser("validate", help="check committed shards against the manifest")
+    add_config_args(p, "workspace")
+    p.set_defaults(func=lambda a: validate(load_config(a).workspace))
+
+    p = sub.add_parser("list-archives", help="the images_*.tar.gz archives at a source")
+    p.add_argument("source")
+    p.set_defaults(func=lambda a: {"archives": list_archives(a.source)})
+
+
+def _synth(args: argparse.Namespace) -> dict:
+    inject = tuple(RECOVERABLE) if args.inject == "all" else tuple(i for i in args.inject.split(",") if i)
+    return generate(args.out, patients=args.patients, archives=args.archives, image_size=args.image_size,
+                    csv_style=args.csv_style, lists=not args.no_lists, inject=inject, signal=args.signal,
+                    seed=args.seed)
+
+
+def _manifest(args: argparse.Namespace) -> dict:
+    cfg = load_config(args)
+    _require(cfg.source, "--source")
+    summary = run_manifest(cfg.source, cfg.workspace, cfg.ingest, args.metadata)
+    print(format_counts(summary["counts"]))
+    return summary
+
+
+def _ingest_archive(args: argparse.Namespace) -> dict:
+    cfg = load_config(args)
+    return ingest_archive(args.archive, cfg.workspace, cfg.ingest)
+
+
+def _one_archive(archive: str, workspace: str, ingest_cfg) -> dict:
+    return ingest_archive(archive, workspace, ingest_cfg)
+
+
+def _ingest(args: argparse.Namespace) -> dict:
+    cfg = load_config(args)
+    _require(cfg.source, "--source")
+    run_manifest(cfg.source, cfg.workspace, cfg.ingest, args.metadata)
+    archives = list_archives(cfg.source)
+    if not archives:
+        raise FileNotFoundError(f"{cfg.source}: no images_*.tar.gz archives")
+    read_manifest(cfg.workspace)  # fail here, once, if the manifest is unreadable
+    results, failures = [], []
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {pool.submit(_one_archive, a, cfg.workspace, cfg.ingest): a for a in archives}
+        for future in as_completed(futures):
+            try:
+                results.append(future.result())
+            except (ArchiveError, IngestError, OSError, ValueError, storage.StorageError) as exc:
+                logger.error("%s failed: %s", storage.basename(futures[future]), exc)
+                failures.append({"archive": storage.basename(futures[future]), "error": str(exc)})
+    summary = validate(cfg.workspace)
+    summary["archives_failed"] = failures
+    if failures:
+        raise RuntimeError(f"{len(failures)} archive(s) failed, the others are committed: {failures}")
+    return summary
+
+
+def _require(value: str, flag: str) -> None:
+    if not value:
+        raise SystemExit(f"{flag} is required")
