@@ -73,6 +73,14 @@ class IngestConfig:
             raise ValueError(f"shard_target_mb must be positive, got {self.shard_target_mb}")
 
 
+_SWITCHES = ("auto", "on", "off")
+
+
+def _check_choice(where: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ValueError(f"{where} must be one of {list(allowed)}, got {value!r}")
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """Base network and bottleneck-feature extraction."""
@@ -88,6 +96,22 @@ class FeatureConfig:
     """``auto`` (on when a GPU is visible), ``on``, ``off``."""
     xla: str = "auto"
     """``auto`` (on when a GPU is visible), ``on``, ``off``."""
+    device: str = "auto"
+    """``auto`` (TensorFlow's placement), ``cpu`` (hide GPUs from this process), ``gpu`` (fail without one)."""
+    seed: int = 0
+    """Initialises a random base (``weights=none``): the final model rebuilds the same base from it."""
+
+    def __post_init__(self) -> None:
+        _check_choice("features.base", self.base, ("resnet50", "efficientnetb0", "mobilenetv3small"))
+        _check_choice("features.mixed_precision", self.mixed_precision, _SWITCHES)
+        _check_choice("features.xla", self.xla, _SWITCHES)
+        _check_choice("features.device", self.device, ("auto", "cpu", "gpu"))
+        if not 32 <= self.input_size <= 2048:
+            raise ValueError(f"features.input_size must be in [32, 2048], got {self.input_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"features.batch_size must be >= 1, got {self.batch_size}")
+        if not self.weights:
+            raise ValueError("features.weights must be 'imagenet', 'none' or a weights file path, got ''")
 
 
 @dataclass(frozen=True)
@@ -98,6 +122,7 @@ class HeadConfig:
     activation: str = "tanh"
     dropout: float = 0.4
     optimizer: str = "sgd"
+    """``sgd`` (the report's) or ``adam``."""
     learning_rate: float = 0.01
     momentum: float = 0.0
     epochs: int = 500
@@ -105,9 +130,27 @@ class HeadConfig:
     patience: int = 20
     """Early stopping on validation loss (best weights restored); 0 turns it off."""
     class_weight: bool = False
+    """Weight each sample by n / (2 * n_class) so both classes carry the same total weight."""
     multilabel: bool = False
     """Add a 14-pathology sigmoid head beside the binary one."""
+    standardize: bool = False
+    """Standardise features with the training set's mean/variance inside the head (not in the report: needed
+    when a random base yields features of a vanishing scale, as MobileNetV3 and EfficientNet do)."""
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("head.optimizer", self.optimizer, ("sgd", "adam"))
+        _check_choice("head.activation", self.activation, ("tanh", "relu", "gelu", "sigmoid"))
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"head.dropout must be in [0, 1), got {self.dropout}")
+        for name in ("hidden_units", "epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"head.{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0 or not 0.0 <= self.momentum < 1.0 or self.patience < 0:
+            raise ValueError(
+                f"head needs learning_rate > 0, momentum in [0, 1), patience >= 0; got {self.learning_rate}, "
+                f"{self.momentum}, {self.patience}"
+            )
 
 
 @dataclass(frozen=True)
@@ -115,21 +158,58 @@ class FinetuneConfig:
     """Base + trained head, last layers unfrozen, read from the shards."""
 
     unfreeze_layers: int = 10
+    """The report's "ten layers that connect to the top layer": counted back from the base's last layer
+    (pooling excluded); BatchNormalization layers among them stay frozen and in inference mode."""
     learning_rate: float = 1e-4
     momentum: float = 0.9
     epochs: int = 5
+    """0 skips training: the final model is the base + the trained head."""
     batch_size: int = 32
     steps_per_epoch: int = 0
     """0 = one pass over the training shards."""
+    restore_best: bool = True
+    """Keep the epoch with the lowest validation loss (else the last one)."""
+    shuffle_buffer: int = 1024
+    mixed_precision: str = "auto"
+    xla: str = "auto"
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("finetune.mixed_precision", self.mixed_precision, _SWITCHES)
+        _check_choice("finetune.xla", self.xla, _SWITCHES)
+        if self.unfreeze_layers < 0 or self.epochs < 0 or self.steps_per_epoch < 0:
+            raise ValueError(
+                "finetune.unfreeze_layers, epochs and steps_per_epoch must be >= 0, got "
+                f"{self.unfreeze_layers}, {self.epochs}, {self.steps_per_epoch}"
+            )
+        if self.batch_size < 1 or self.learning_rate <= 0 or not 0.0 <= self.momentum < 1.0:
+            raise ValueError(
+                f"finetune needs batch_size >= 1, learning_rate > 0, momentum in [0, 1); got {self.batch_size}, "
+                f"{self.learning_rate}, {self.momentum}"
+            )
 
 
 @dataclass(frozen=True)
 class EvalConfig:
+    """Predictions, metrics on test, operating point chosen on validation."""
+
     beta: float = 3.0
+    """F-beta weighting (the report's F3: recall counts nine times as much as precision)."""
     target_sensitivity: float = 0.95
+    """The operating point is the largest threshold whose *validation* sensitivity reaches this."""
     bootstrap: int = 1000
+    """Resamples (of patients) for the 95% intervals; 0 turns intervals off."""
+    batch_size: int = 64
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.beta <= 0:
+            raise ValueError(f"evaluate.beta must be > 0, got {self.beta}")
+        if not 0.0 < self.target_sensitivity <= 1.0:
+            raise ValueError(f"evaluate.target_sensitivity must be in (0, 1], got {self.target_sensitivity}")
+        if self.bootstrap < 0 or self.batch_size < 1:
+            raise ValueError(f"evaluate needs bootstrap >= 0 and batch_size >= 1, got {self.bootstrap}, "
+                             f"{self.batch_size}")
 
 
 @dataclass(frozen=True)
@@ -236,7 +316,7 @@ def profile(name: str, **paths: str) -> PipelineConfig:
             **paths,
             ingest=IngestConfig(image_size=128, shard_target_mb=8.0),
             features=FeatureConfig(base="mobilenetv3small", weights="none", input_size=128, batch_size=32),
-            head=HeadConfig(epochs=60, patience=10, learning_rate=0.05, momentum=0.9),
+            head=HeadConfig(epochs=60, patience=10, learning_rate=0.05, momentum=0.9, standardize=True),
             finetune=FinetuneConfig(epochs=1, unfreeze_layers=10, batch_size=16),
             evaluate=EvalConfig(bootstrap=200),
         )
