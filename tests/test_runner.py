@@ -1,0 +1,113 @@
+"""xray_tasks.runner: stages as child processes, environment from connection fields, secrets masked."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from xray_tasks import runner, storage
+from xray_tasks.runner import StageFailed, child_environment, connection_env, parse_summary, run_stage
+
+
+def test_connection_env_maps_fields_and_derives_tfio_endpoint():
+    env = connection_env("AKID", "s3cr3t-key", {"endpoint_url": "127.0.0.1:9000", "region_name": "eu-west-1"})
+    assert env["AWS_ACCESS_KEY_ID"] == "AKID"
+    assert env["AWS_SECRET_ACCESS_KEY"] == "s3cr3t-key"
+    assert env["AWS_REGION"] == env["AWS_DEFAULT_REGION"] == "eu-west-1"
+    # tensorflow-io tries TLS without a scheme, so a bare host:port must gain http://.
+    assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:9000"
+    assert env["S3_ENDPOINT"] == "http://127.0.0.1:9000"
+    assert env["S3_VERIFY_SSL"] == "0"
+
+
+def test_connection_env_reads_provider_service_config_and_json_text():
+    extra = json.dumps({"service_config": {"s3": {"endpoint_url": "https://minio.local:9000"}}, "verify": False})
+    env = connection_env(None, None, extra)
+    assert env["AWS_ENDPOINT_URL"] == "https://minio.local:9000"
+    assert env["S3_VERIFY_SSL"] == "0"
+    assert "AWS_ACCESS_KEY_ID" not in env
+
+
+@pytest.mark.parametrize("extra", ["{not json", "[1, 2]"])
+def test_connection_env_rejects_bad_extra(extra):
+    with pytest.raises((ValueError, TypeError), match="extra"):
+        connection_env("a", "b", extra)
+
+
+def test_child_environment_never_mixes_worker_and_connection_credentials():
+    base = {"PATH": "/bin", "AWS_ACCESS_KEY_ID": "worker", "AWS_SESSION_TOKEN": "worker-token",
+            "S3_ENDPOINT": "http://elsewhere:1"}
+    env = child_environment(connection_env("conn", "conn-secret", {"endpoint_url": "http://h:2"}), base)
+    assert env["AWS_ACCESS_KEY_ID"] == "conn"
+    assert "AWS_SESSION_TOKEN" not in env
+    assert env["S3_ENDPOINT"] == "http://h:2"
+    assert env["PYTHONUNBUFFERED"] == "1"
+    assert env["PATH"] == "/bin"
+    # Without connection credentials the worker's own environment is kept.
+    assert child_environment({}, base)["AWS_ACCESS_KEY_ID"] == "worker"
+
+
+@pytest.mark.parametrize("stdout, message", [("", "nothing"), ("a\nnot json\n", "not JSON"), ("[1]\n", "not an object")])
+def test_parse_summary_rejects_missing_or_bad_last_line(stdout, message):
+    with pytest.raises(ValueError, match=message):
+        parse_summary(stdout)
+
+
+def test_parse_summary_reads_last_line_after_other_output():
+    assert parse_summary('split counts\n  train 3\n{"images": 3}\n\n') == {"images": 3}
+
+
+def test_run_stage_returns_summary_and_streams_log(synth_tree):
+    source = synth_tree(patients=8, archives=2, image_size=64)
+    lines: list[str] = []
+    summary = run_stage("list-archives", [str(source)], log=lines.append)
+    assert [storage.basename(a) for a in summary["archives"]] == ["images_001.tar.gz", "images_002.tar.gz"]
+    assert summary["_elapsed_s"] > 0
+    assert lines[0] == f"running: xray-tasks list-archives {source}"
+    assert any("list-archives finished" in line for line in lines)
+
+
+def test_failing_stage_raises_with_the_stage_error(tmp_path):
+    lines: list[str] = []
+    with pytest.raises(StageFailed) as info:
+        run_stage("validate", ["--workspace", str(tmp_path / "empty")], log=lines.append)
+    assert info.value.returncode == 1
+    assert "manifest.parquet" in str(info.value)
+    # The stage's own log reached the caller's log, not only the exception.
+    assert any("validate failed" in line and "manifest.parquet" in line for line in lines)
+
+
+def test_secrets_are_masked_in_log_and_error(tmp_path):
+    secret = "Zm9vYmFyLXNlY3JldA"
+    env = child_environment(connection_env("AKIDEXAMPLE", secret, {}))
+    lines: list[str] = []
+    with pytest.raises(StageFailed) as info:
+        # The secret appears in the argument, hence in the command line and the stage's error message.
+        run_stage("validate", ["--workspace", str(tmp_path / secret)], env=env, log=lines.append)
+    assert secret not in str(info.value) and runner.MASK in str(info.value)
+    assert lines and not any(secret in line for line in lines)
+
+
+def test_timeout_kills_the_stage(tmp_path):
+    with pytest.raises(StageFailed, match="killed after") as info:
+        run_stage("synth", [str(tmp_path / "big"), "--patients", "5000", "--image-size", "512"], timeout=2)
+    assert info.value.returncode is None
+
+
+def test_run_stage_validates_arguments():
+    with pytest.raises(ValueError, match="timeout"):
+        run_stage("validate", timeout=0)
+    with pytest.raises(ValueError, match="subcommand"):
+        run_stage("--help")
+
+
+@pytest.mark.s3
+def test_stage_reads_s3_with_credentials_from_connection_fields(s3_server, s3_bucket, synth_tree):
+    source = synth_tree(patients=6, archives=1, image_size=64)
+    storage.put_file(source / "images_001.tar.gz", f"{s3_bucket}/src/images_001.tar.gz")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
+    fields = connection_env("testing", "testing", {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"})
+    summary = run_stage("list-archives", [f"{s3_bucket}/src"], env=child_environment(fields, base))
+    assert summary["archives"] == [f"{s3_bucket}/src/images_001.tar.gz"]

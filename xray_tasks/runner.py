@@ -1,0 +1,255 @@
+"""Run one pipeline stage as a child process of the ``xray-tasks`` CLI and read back its JSON summary.
+
+This is how an orchestrator (the Airflow DAGs, a shell, a notebook) runs heavy stages: TensorFlow state, GPU
+memory and tensorflow-io's abort at interpreter exit stay in the child, the caller only sees the child's log lines
+and the one-line JSON summary it prints last.  Nothing here imports Airflow: object-storage credentials arrive as
+plain connection fields (``login``, ``password``, ``extra``) and are handed to the child through its environment.
+Secret values are never logged: they are masked in every line this module forwards.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from xray_tasks.storage import tfio_environment
+
+logger = logging.getLogger(__name__)
+
+MASK = "***"
+TAIL_LINES = 20
+"""stderr lines kept to quote in the error when a stage fails."""
+AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "S3_ENDPOINT", "S3_VERIFY_SSL",
+)
+
+
+class StageFailed(RuntimeError):
+    """A stage exited with a non-zero status (or timed out); the message carries the stage's own error."""
+
+    def __init__(self, stage: str, returncode: int | None, reason: str) -> None:
+        self.stage = stage
+        self.returncode = returncode
+        self.reason = reason
+        status = "timed out" if returncode is None else f"exit status {returncode}"
+        super().__init__(f"stage {stage!r} failed ({status}): {reason}")
+
+
+def connection_env(login: str | None = None, password: str | None = None,
+                   extra: Mapping[str, Any] | str | None = None) -> dict[str, str]:
+    """Environment variables for an S3 API from the fields of an object-storage connection.
+
+    Args:
+        login: the access key id.
+        password: the secret access key.
+        extra: a mapping (or its JSON text) with optional ``endpoint_url`` (MinIO, moto, any S3 API; also read
+            from ``service_config.s3.endpoint_url`` as the Amazon provider writes it), ``region_name``,
+            ``aws_session_token`` and ``verify``.
+
+    Returns:
+        ``AWS_*`` variables for boto3/pyarrow plus tensorflow-io's ``S3_ENDPOINT``/``S3_VERIFY_SSL``; only the
+        fields that were given.
+
+    Raises:
+        ValueError: ``extra`` is text that is not valid JSON.
+        TypeError: ``extra`` is neither a mapping nor JSON text of an object.
+    """
+    if isinstance(extra, str):
+        try:
+            extra = json.loads(extra) if extra.strip() else {}
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"connection extra is not valid JSON ({exc.msg}); expected a JSON object") from None
+    extra = {} if extra is None else extra
+    if not isinstance(extra, Mapping):
+        raise TypeError(f"connection extra must be a JSON object, got {type(extra).__name__}")
+    env: dict[str, str] = {}
+    if login:
+        env["AWS_ACCESS_KEY_ID"] = login
+    if password:
+        env["AWS_SECRET_ACCESS_KEY"] = password
+    if extra.get("aws_session_token"):
+        env["AWS_SESSION_TOKEN"] = str(extra["aws_session_token"])
+    region = extra.get("region_name") or extra.get("region")
+    if region:
+        env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = str(region)
+    endpoint = extra.get("endpoint_url") or (extra.get("service_config") or {}).get("s3", {}).get("endpoint_url")
+    if endpoint:
+        endpoint = str(endpoint)
+        env["AWS_ENDPOINT_URL"] = endpoint if "://" in endpoint else f"http://{endpoint}"
+    derived = tfio_environment(env)
+    for key in ("S3_ENDPOINT", "S3_VERIFY_SSL"):
+        if key in derived:
+            env[key] = derived[key]
+    if "verify" in extra and extra["verify"] is not None:
+        env["S3_VERIFY_SSL"] = "1" if str(extra["verify"]).lower() not in ("0", "false", "no") else "0"
+    return env
+
+
+def child_environment(overrides: Mapping[str, str] | None = None,
+                      base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a stage process: ``base`` (default: ours) with ``overrides`` applied.
+
+    When the overrides carry credentials, every AWS/S3 variable of the base is dropped first, so a worker's own
+    keys or endpoint can never mix with the connection's.
+    """
+    env = dict(os.environ if base is None else base)
+    overrides = dict(overrides or {})
+    if "AWS_ACCESS_KEY_ID" in overrides or "AWS_ENDPOINT_URL" in overrides:
+        for key in AWS_VARIABLES:
+            env.pop(key, None)
+    env.update(overrides)
+    env = tfio_environment(env)
+    # Progress lines must reach the log as they happen, not when a buffer fills.
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def secret_values(env: Mapping[str, str]) -> list[str]:
+    """The values in ``env`` that must never appear in a log."""
+    names = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
+    return sorted({env[n] for n in names if env.get(n) and len(env[n]) >= 4}, key=len, reverse=True)
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every secret replaced by ``***``."""
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text
+
+
+def parse_summary(stdout: str) -> dict[str, Any]:
+    """The JSON object on the last non-empty line of a stage's stdout.
+
+    Raises:
+        ValueError: there is no such line, or it is not a JSON object.
+    """
+    lines = [line for line in stdout.splitlines() if line.strip()]
+    if not lines:
+        raise ValueError("the stage printed nothing on stdout; expected a JSON summary as the last line")
+    try:
+        summary = json.loads(lines[-1])
+    except json.JSONDecodeError:
+        raise ValueError(f"the last stdout line is not JSON: {lines[-1][:200]!r}") from None
+    if not isinstance(summary, dict):
+        # Malformed output of the stage, not a wrong argument type: a ValueError like the other cases.
+        raise ValueError(f"the last stdout line is JSON but not an object: {lines[-1][:200]!r}")  # noqa: TRY004
+    return summary
+
+
+def stage_command(stage: str, args: Sequence[str] = (), python: str | None = None) -> list[str]:
+    """The argv that runs ``xray-tasks STAGE ARGS...`` with the given interpreter (default: this one)."""
+    if not stage or stage.startswith("-"):
+        raise ValueError(f"stage must be an xray-tasks subcommand name, got {stage!r}")
+    return [python or sys.executable, "-m", "xray_tasks.cli", stage, *[str(a) for a in args]]
+
+
+def run_stage(stage: str, args: Sequence[str] = (), *, env: Mapping[str, str] | None = None,
+              timeout: float | None = None, python: str | None = None,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``xray-tasks STAGE ARGS...`` as a child process and return its JSON summary.
+
+    The child's stderr (its log: progress, throughput, warnings) is forwarded line by line to ``log`` (default:
+    this module's logger at INFO) as it arrives; other stdout lines are forwarded too.  Secrets of ``env`` are
+    masked in everything forwarded and in the error.
+
+    Args:
+        stage: the subcommand, e.g. ``"ingest-archive"``.
+        args: its arguments.
+        env: the child's complete environment (see :func:`child_environment`); default: ours.
+        timeout: seconds before the child (and its process group) is killed; ``None`` waits forever.
+        python: interpreter to run the CLI with (default: the current one).
+        log: where forwarded lines go.
+
+    Returns:
+        The summary the stage printed as its last stdout line, plus ``"_elapsed_s"``.
+
+    Raises:
+        StageFailed: non-zero exit status, timeout, or no JSON summary; the message quotes the stage's error.
+        ValueError: bad arguments.
+    """
+    if timeout is not None and timeout <= 0:
+        raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
+    argv = stage_command(stage, args, python)
+    env = dict(os.environ if env is None else env)
+    secrets = secret_values(env)
+    emit = log or logger.info
+    emit(f"running: xray-tasks {mask(shlex.join(argv[3:]), secrets)}")
+    started = time.monotonic()
+    # A session of its own, so a timeout or a killed task takes the stage's own workers down with it.
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, text=True, errors="replace", bufsize=1, start_new_session=True)
+    tail: deque[str] = deque(maxlen=TAIL_LINES)
+    stdout_lines: list[str] = []
+
+    def pump_stderr() -> None:
+        for line in proc.stderr:
+            line = mask(line.rstrip("\n"), secrets)
+            tail.append(line)
+            emit(line)
+
+    reader = threading.Thread(target=pump_stderr, name=f"{stage}-stderr", daemon=True)
+    reader.start()
+    expired = threading.Event()
+
+    def expire() -> None:
+        expired.set()
+        _kill_group(proc)
+
+    timer = threading.Timer(timeout, expire) if timeout else None
+    try:
+        if timer:
+            timer.start()
+        for line in proc.stdout:
+            line = line.rstrip("\n")
+            stdout_lines.append(line)
+            if line.strip() and not line.lstrip().startswith("{"):
+                emit(mask(line, secrets))
+        returncode = proc.wait()
+    finally:
+        if timer:
+            timer.cancel()
+        if proc.poll() is None:  # interrupted (task killed, execution timeout): never leave the stage running
+            _kill_group(proc)
+            proc.wait()
+        reader.join(timeout=10)
+    elapsed = time.monotonic() - started
+    if expired.is_set():
+        emit(f"{stage} killed after {elapsed:.1f} s (timeout {timeout:g} s)")
+        raise StageFailed(stage, None, f"killed after {timeout:g} s; last log: {_reason(tail)}")
+    if returncode != 0:
+        emit(f"{stage} failed after {elapsed:.1f} s with exit status {returncode}")
+        raise StageFailed(stage, returncode, _reason(tail))
+    try:
+        summary = parse_summary("\n".join(stdout_lines))
+    except ValueError as exc:
+        raise StageFailed(stage, returncode, mask(str(exc), secrets)) from None
+    emit(f"{stage} finished in {elapsed:.1f} s")
+    summary["_elapsed_s"] = round(elapsed, 3)
+    return summary
+
+
+def _reason(tail: deque[str]) -> str:
+    """The stage's own error line (``error: ...``, printed last by the CLI), else the last log lines."""
+    for line in reversed(tail):
+        if line.startswith("error: "):
+            return line[len("error: "):]
+    lines = [line for line in tail if line.strip()]
+    return " | ".join(lines[-3:]) if lines else "no output on stderr"
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
