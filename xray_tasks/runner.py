@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shlex
-import signal
 import subprocess
 import sys
 import threading
@@ -186,9 +185,10 @@ def run_stage(stage: str, args: Sequence[str] = (), *, env: Mapping[str, str] | 
     emit = log or logger.info
     emit(f"running: xray-tasks {mask(shlex.join(argv[3:]), secrets)}")
     started = time.monotonic()
-    # A session of its own, so a timeout or a killed task takes the stage's own workers down with it.
+    # The child stays in our process group: an orchestrator that signals the group of a killed task (Airflow's
+    # supervisor does) reaches the stage as well.
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, text=True, errors="replace", bufsize=1, start_new_session=True)
+                            env=env, text=True, errors="replace", bufsize=1)
     tail: deque[str] = deque(maxlen=TAIL_LINES)
     stdout_lines: list[str] = []
 
@@ -204,7 +204,7 @@ def run_stage(stage: str, args: Sequence[str] = (), *, env: Mapping[str, str] | 
 
     def expire() -> None:
         expired.set()
-        _kill_group(proc)
+        _kill(proc)
 
     timer = threading.Timer(timeout, expire) if timeout else None
     try:
@@ -220,7 +220,7 @@ def run_stage(stage: str, args: Sequence[str] = (), *, env: Mapping[str, str] | 
         if timer:
             timer.cancel()
         if proc.poll() is None:  # interrupted (task killed, execution timeout): never leave the stage running
-            _kill_group(proc)
+            _kill(proc)
             proc.wait()
         reader.join(timeout=10)
     elapsed = time.monotonic() - started
@@ -248,8 +248,8 @@ def _reason(tail: deque[str]) -> str:
     return " | ".join(lines[-3:]) if lines else "no output on stderr"
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
+def _kill(proc: subprocess.Popen) -> None:
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        proc.kill()
     except ProcessLookupError:
         pass

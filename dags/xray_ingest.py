@@ -1,0 +1,72 @@
+"""
+### NIH ChestX-ray14 archives -> validated TFRecord shards
+
+Lists the `images_*.tar.gz` archives at the **source**, builds the manifest (labels and patient-wise splits from
+the metadata), shards every archive in a mapped task of its own (named after the archive in the UI), then
+validates the whole shard set: every image accounted for, no patient in two splits, a quarantine summary.
+Validation emits the **`xray_shards`** asset, which schedules the training DAG.
+
+Settings (param, else Variable `xray_<name>`, else env `XRAY_<NAME>`): `source` (local path or `s3://`),
+`workspace`, `profile` (`demo` | `full`), `s3_conn_id` (an `aws` connection; extra `endpoint_url` for MinIO).
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, dag, task
+from xray_common import DEFAULT_ARGS, LIGHT_TIMEOUT, SHARDS, TAGS, config_args, log, run, setting
+
+
+@dag(
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=TAGS,
+    params={
+        "source": Param("", type="string", title="Source", description="Folder or s3:// prefix with the archives"),
+        "workspace": Param("", type="string", title="Workspace", description="Where manifest and shards go"),
+        "profile": Param("", type="string", enum=["", "demo", "full"], title="Profile"),
+    },
+)
+def xray_ingest():
+    @task(execution_timeout=LIGHT_TIMEOUT)
+    def list_archives(params=None) -> list[str]:
+        archives = run("list-archives", [setting("source", params)], params)["archives"]
+        if not archives:
+            raise ValueError(f"no images_*.tar.gz archives at {setting('source', params)!r}")
+        return archives
+
+    @task(execution_timeout=LIGHT_TIMEOUT)
+    def manifest(params=None) -> dict:
+        return run("manifest", config_args(params, "source", "workspace"), params)
+
+    @task(map_index_template="{{ task.op_kwargs['archive'].rsplit('/', 1)[-1] }}", max_active_tis_per_dagrun=4)
+    def ingest_archive(archive: str, params=None) -> dict:
+        summary = run("ingest-archive", [archive, *config_args(params, "workspace")], params)
+        log.info("%s: %s images, %s quarantined, %s images/s%s", summary["archive"],
+                 summary["members"]["sharded"], summary["members"]["quarantined"], summary["images_per_s"],
+                 " (already committed)" if summary["skipped"] else "")
+        return summary
+
+    @task(outlets=[SHARDS], execution_timeout=LIGHT_TIMEOUT)
+    def validate(archives: list[dict], params=None, outlet_events=None) -> dict:
+        summary = run("validate", config_args(params, "workspace"), params)
+        sharded = sum(a["members"]["sharded"] for a in archives)
+        if sharded != summary["images"]:
+            raise ValueError(f"archives report {sharded} sharded images, the shard set holds {summary['images']}")
+        log.info("shard set: %d images in %d shards; quarantined %s; missing %d",
+                 summary["images"], summary["shards"], summary["quarantined"]["by_kind"], summary["missing"]["count"])
+        outlet_events[SHARDS].extra = {
+            "workspace": setting("workspace", params), "images": summary["images"], "shards": summary["shards"],
+            "counts": summary["counts"], "format": summary["format"],
+        }
+        return summary
+
+    shards = ingest_archive.expand(archive=list_archives())
+    manifest() >> shards
+    validate(shards)
+
+
+xray_ingest()
