@@ -22,10 +22,9 @@ from xray_tasks.config import PATHOLOGIES, IngestConfig
 from xray_tasks.images import ImageRejected, prepare
 from xray_tasks.manifest import manifest_exclusions, read_manifest
 from xray_tasks.shards import (
-    FEATURES, FORMAT_VERSION, MARKERS_DIR, SHARDS_DIR, STAGING_DIR, ShardStager, example_bytes, marker_uri,
-    publish, read_markers, remove_uncommitted, storage_key,
+    FEATURES, FORMAT_VERSION, MARKERS_DIR, SHARDS_DIR, STAGING_DIR, ShardStager, marker_uri,
+    publish, read_markers, record_parts, remove_uncommitted, storage_key,
 )
-from xray_tasks.tfrecord import frame_record
 
 logger = logging.getLogger(__name__)
 
@@ -133,9 +132,9 @@ def ingest_archive(archive_uri: str, workspace: str, cfg: IngestConfig, table: p
                     continue
                 seen.add(member.name)
                 split, patient, label, labels = row
-                record = example_bytes(image=pixels, height=cfg.image_size, width=cfg.image_size,
-                                       image_index=member.name, patient_id=patient, label=label, labels=labels)
-                stager.add(split, member.name, frame_record(record))
+                record = record_parts(image=pixels, height=cfg.image_size, width=cfg.image_size,
+                                      image_index=member.name, patient_id=patient, label=label, labels=labels)
+                stager.add(split, member.name, record)
                 tally = counts.setdefault(split, {"images": 0, "healthy": 0, "unhealthy": 0})
                 tally["images"] += 1
                 tally["unhealthy" if label else "healthy"] += 1

@@ -19,10 +19,11 @@ import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES
-from xray_tasks.tfrecord import encode_example, frame_record
+from xray_tasks.tfrecord import example_parts, frame_parts
 
 logger = logging.getLogger(__name__)
 
@@ -44,9 +45,9 @@ FEATURES: dict[str, tuple[str, int]] = {
 }
 
 
-def example_bytes(*, image: bytes, height: int, width: int, image_index: str, patient_id: int, label: int,
-                  labels: Sequence[int]) -> bytes:
-    """One serialized Example in the shard format."""
+def record_parts(*, image: bytes, height: int, width: int, image_index: str, patient_id: int, label: int,
+                 labels: Sequence[int]) -> list[bytes]:
+    """One framed TFRecord record of the shard format, as pieces (the image bytes are not copied)."""
     values = {
         "image": [image],
         "height": [height],
@@ -59,7 +60,7 @@ def example_bytes(*, image: bytes, height: int, width: int, image_index: str, pa
     for name, (_, length) in FEATURES.items():
         if len(values[name]) != length:
             raise ValueError(f"feature {name!r} needs {length} value(s), got {len(values[name])}")
-    return encode_example({name: (FEATURES[name][0], values[name]) for name in FEATURES})
+    return frame_parts(example_parts({name: (FEATURES[name][0], values[name]) for name in FEATURES}))
 
 
 def shard_name(stem: str, index: int, count: int) -> str:
@@ -79,6 +80,7 @@ class _Part:
     path: Path
     records: int = 0
     size: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
 
 
 @dataclass
@@ -113,18 +115,22 @@ class ShardStager:
         self._handle = None
         self._handle_part: _Part | None = None
 
-    def add(self, split: str, name: str, record: bytes) -> None:
+    def add(self, split: str, name: str, record: Sequence[bytes]) -> None:
+        """Append one framed record (given as pieces) to the split's current part."""
         stage = self._splits.setdefault(split, _SplitStage())
         if stage.index and name < stage.index[-1][0]:
             stage.in_order = False
-        if not stage.parts or stage.parts[-1].size + len(record) > self.target_bytes and stage.parts[-1].records:
+        length = sum(map(len, record))
+        if not stage.parts or stage.parts[-1].size + length > self.target_bytes and stage.parts[-1].records:
             stage.parts.append(_Part(self.directory / f"{split}-{len(stage.parts):05d}.part"))
         part = stage.parts[-1]
         fh = self._open(part)
-        stage.index.append((name, len(stage.parts) - 1, part.size, len(record)))
-        fh.write(record)
+        stage.index.append((name, len(stage.parts) - 1, part.size, length))
+        for piece in record:
+            fh.write(piece)
+            part.digest.update(piece)
         part.records += 1
-        part.size += len(record)
+        part.size += length
 
     def _open(self, part: _Part):
         if self._handle_part is not part:
@@ -147,7 +153,7 @@ class ShardStager:
                 stage = self._reorder(split, stage)
             for part_no, part in enumerate(stage.parts):
                 names = tuple(n for n, p, _, _ in stage.index if p == part_no)
-                out.append(StagedShard(split, part.path, part.records, part.size, _sha256(part.path), names))
+                out.append(StagedShard(split, part.path, part.records, part.size, part.digest.hexdigest(), names))
         return out
 
     def _reorder(self, split: str, stage: _SplitStage) -> _SplitStage:
@@ -157,8 +163,7 @@ class ShardStager:
         try:
             for name, part_no, offset, length in sorted(stage.index):
                 sources[part_no].seek(offset)
-                record = sources[part_no].read(length)
-                self.add(f"{split}.sorted", name, record)
+                self.add(f"{split}.sorted", name, [sources[part_no].read(length)])
             self._close()
             ordered = self._splits.pop(f"{split}.sorted")
         finally:
@@ -171,14 +176,6 @@ class ShardStager:
     def cleanup(self) -> None:
         self._close()
         shutil.rmtree(self.directory, ignore_errors=True)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(8 * 1024 * 1024):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def publish(staged: list[StagedShard], workspace: str, stem: str) -> list[dict]:

@@ -134,7 +134,8 @@ def _add_special(tar: tarfile.TarFile, path: str, kind: bytes, linkname: str = "
     tar.addfile(info)
 
 
-def write_archive(path: Path, members: list[tuple[str, bytes]], specials: list[tuple[str, bytes, str]] = ()) -> None:
+def write_archive(path: Path, members: list[tuple[str, bytes]], specials: list[tuple[str, bytes, str]] = (),
+                  compresslevel: int = 1) -> None:
     """A deterministic ``.tar.gz`` (fixed mtimes, no gzip timestamp) holding ``images/`` and the members."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -146,7 +147,7 @@ def write_archive(path: Path, members: list[tuple[str, bytes]], specials: list[t
         for name, kind, linkname in specials:
             _add_special(tar, name, kind, linkname)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, compresslevel=1) as gz:
+    with open(path, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, compresslevel=compresslevel) as gz:
         gz.write(raw.getvalue())
 
 
@@ -305,6 +306,6 @@ def pack_real(images_dir: str | Path, meta_dir: str | Path, out: str | Path, arc
         (out / list_name).write_text("".join(f"{n}\n" for n in listed if n in wanted))
     for a, chunk in enumerate(np.array_split(np.array(names), archives), start=1):
         write_archive(out / f"images_{a:03d}.tar.gz",
-                      [(f"images/{n}", (images_dir / n).read_bytes()) for n in chunk])
+                      [(f"images/{n}", (images_dir / n).read_bytes()) for n in chunk], compresslevel=6)
     logger.info("packed %d real images into %d archive(s) in %s", len(names), archives, out)
     return {"out": str(out), "images": len(names), "archives": archives, "metadata": metadata}

@@ -24,16 +24,26 @@ _MASK_DELTA = 0xA282EAD8
 
 
 def masked_crc32c(data: bytes) -> int:
-    crc = google_crc32c.value(data)
+    return _mask(google_crc32c.value(data))
+
+
+def _mask(crc: int) -> int:
     return (((crc >> 15) | (crc << 17)) + _MASK_DELTA) & 0xFFFFFFFF
+
+
+def frame_parts(parts: Sequence[bytes]) -> list[bytes]:
+    """The pieces of one TFRecord record around a payload given as pieces (no copy of the payload)."""
+    crc, length = 0, 0
+    for part in parts:
+        crc = google_crc32c.extend(crc, part)
+        length += len(part)
+    header = struct.pack("<Q", length)
+    return [header, struct.pack("<I", masked_crc32c(header)), *parts, struct.pack("<I", _mask(crc))]
 
 
 def frame_record(data: bytes) -> bytes:
     """One TFRecord record around ``data`` (header, payload and footer)."""
-    length = struct.pack("<Q", len(data))
-    return b"".join(
-        (length, struct.pack("<I", masked_crc32c(length)), data, struct.pack("<I", masked_crc32c(data)))
-    )
+    return b"".join(frame_parts([data]))
 
 
 class RecordError(ValueError):
@@ -73,29 +83,46 @@ def _varint(value: int) -> bytes:
             return bytes(out)
 
 
+def _header(number: int, length: int) -> bytes:
+    """Tag and length of a length-delimited field (wire type 2)."""
+    return _varint((number << 3) | 2) + _varint(length)
+
+
 def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (wire type 2)."""
-    return _varint((number << 3) | 2) + _varint(len(payload)) + payload
+    return _header(number, len(payload)) + payload
 
 
-def _feature(kind: str, values: Sequence) -> bytes:
+def _feature_parts(kind: str, values: Sequence) -> list[bytes]:
     if kind == "bytes":
-        inner = b"".join(_field(1, bytes(v)) for v in values)
-        return _field(1, inner)
+        inner: list[bytes] = []
+        for value in values:
+            inner += [_header(1, len(value)), value]
+        return [_header(1, sum(map(len, inner))), *inner]
     if kind == "int64":
         packed = b"".join(_varint(int(v)) for v in values)
-        return _field(3, _field(1, packed) if values else b"")
+        return [_field(3, _field(1, packed) if values else b"")]
     if kind == "float":
         packed = struct.pack(f"<{len(values)}f", *values)
-        return _field(2, _field(1, packed) if values else b"")
+        return [_field(2, _field(1, packed) if values else b"")]
     raise ValueError(f"feature kind must be 'bytes', 'int64' or 'float', got {kind!r}")
+
+
+def example_parts(features: Mapping[str, tuple[str, Sequence]]) -> list[bytes]:
+    """A ``tf.train.Example`` as a list of pieces whose concatenation is the message.
+
+    Large byte values (the image) are referenced, not copied: the writer hands the pieces straight to the file.
+    """
+    entries: list[bytes] = []
+    for name in sorted(features):
+        kind, values = features[name]
+        key = _field(1, name.encode("utf-8"))
+        value = _feature_parts(kind, values)
+        value_len = sum(map(len, value))
+        entry_len = len(key) + len(_header(2, value_len)) + value_len
+        entries += [_header(1, entry_len), key, _header(2, value_len), *value]
+    return [_header(1, sum(map(len, entries))), *entries]
 
 
 def encode_example(features: Mapping[str, tuple[str, Sequence]]) -> bytes:
     """Serialize ``{name: (kind, values)}`` as a ``tf.train.Example``; ``kind`` is bytes/int64/float."""
-    entries = []
-    for name in sorted(features):
-        kind, values = features[name]
-        entry = _field(1, name.encode("utf-8")) + _field(2, _feature(kind, values))
-        entries.append(_field(1, entry))
-    return _field(1, b"".join(entries))
+    return b"".join(example_parts(features))
