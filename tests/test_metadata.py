@@ -1,0 +1,91 @@
+import gzip
+import shutil
+
+import pytest
+
+from xray_tasks.config import PATHOLOGIES
+from xray_tasks.metadata import MetadataError, find_metadata, read_metadata
+from xray_tasks.synth import Study, write_metadata
+
+STUDIES = [
+    Study("00000001_000.png", 1, 0, 58, "M", "PA", ("Cardiomegaly",)),
+    Study("00000001_001.png", 1, 1, 58, "M", "PA", ("Cardiomegaly", "Emphysema")),
+    Study("00000002_000.png", 2, 0, 81, "F", "AP", ()),
+]
+
+
+@pytest.mark.parametrize("style", ["2017", "2020"])
+def test_both_releases_read_the_same(tmp_path, style):
+    path = write_metadata(tmp_path, STUDIES, style)
+    meta = read_metadata(str(path))
+    t = meta.table
+    assert t["image_index"].tolist() == [s.image_index for s in STUDIES]
+    assert t["patient_id"].tolist() == [1, 1, 2]
+    assert t["follow_up"].tolist() == [0, 1, 0]
+    assert t["age"].tolist() == [58.0, 58.0, 81.0]
+    assert t["label"].tolist() == [1, 1, 0]
+    assert t.loc[1, "Emphysema"] == 1 and t.loc[1, "Cardiomegaly"] == 1 and t.loc[2, list(PATHOLOGIES)].sum() == 0
+    assert meta.excluded == []
+
+
+def test_2017_quirks_are_real(tmp_path):
+    raw = write_metadata(tmp_path, STUDIES, "2017").read_bytes()
+    assert b"\r\n" in raw and raw.split(b"\r\n")[0].endswith(b",") and b",058Y," in raw
+
+
+def test_gzip_and_preference_for_2020(tmp_path):
+    plain = write_metadata(tmp_path, STUDIES, "2017")
+    with open(plain, "rb") as src, gzip.open(tmp_path / "Data_Entry_2017.csv.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    plain.unlink()
+    uri = find_metadata(str(tmp_path))
+    assert uri.endswith("Data_Entry_2017.csv.gz")
+    assert len(read_metadata(uri).table) == 3
+    write_metadata(tmp_path, STUDIES, "2020")
+    assert find_metadata(str(tmp_path)).endswith("Data_Entry_2017_v2020.csv")
+
+
+def test_missing_column_names_file_and_column(tmp_path):
+    path = write_metadata(tmp_path, STUDIES, "2020", drop_column="Patient ID")
+    with pytest.raises(MetadataError, match=r"Data_Entry_2017_v2020.csv: missing column\(s\) \['Patient ID'\]"):
+        read_metadata(str(path))
+
+
+def test_no_metadata_file(tmp_path):
+    with pytest.raises(MetadataError, match="no metadata file"):
+        find_metadata(str(tmp_path))
+
+
+def test_bad_rows_are_excluded_with_reasons(tmp_path):
+    bad = STUDIES + [
+        Study("00000003_000.png", 3, 0, 40, "F", "PA", ("Mystery_Disease",)),
+        Study("00000004_000.png", 4, 0, 40, "F", "PA", ("No Finding", "Mass")),
+        Study("00000002_000.png", 2, 0, 81, "F", "AP", ("Mass",)),  # duplicate image
+    ]
+    meta = read_metadata(str(write_metadata(tmp_path, bad, "2020")))
+    reasons = {row["image_index"]: row["reason"] for row in meta.excluded}
+    assert "unknown pathology" in reasons["00000003_000.png"]
+    assert "'No Finding' combined" in reasons["00000004_000.png"]
+    assert "duplicate" in reasons["00000002_000.png"]
+    assert len(meta.table) == 3 and all(r["file"] == "Data_Entry_2017_v2020.csv" for r in meta.excluded)
+
+
+def test_age_units_and_implausible_ages(tmp_path):
+    path = tmp_path / "Data_Entry_2017.csv"
+    header = "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position\n"
+    rows = ["a.png,No Finding,0,1,006M,F,PA", "b.png,No Finding,0,2,414Y,F,PA", "c.png,No Finding,0,3,x,F,PA"]
+    path.write_text(header + "\n".join(rows) + "\n")
+    meta = read_metadata(str(path))
+    assert meta.table["age"].iloc[0] == pytest.approx(0.5)
+    assert meta.table["age"].iloc[1:].isna().all()
+    assert meta.implausible_ages == 1
+
+
+@pytest.mark.real_data
+@pytest.mark.parametrize("name, healthy", [("Data_Entry_2017.csv", 60412), ("Data_Entry_2017_v2020.csv", 60361)])
+def test_full_real_metadata(nih_dir, name, healthy):
+    meta = read_metadata(str(nih_dir / "meta" / name))
+    assert len(meta.table) == 112_120
+    assert meta.table["patient_id"].nunique() == 30_805
+    assert int((meta.table["label"] == 0).sum()) == healthy
+    assert meta.excluded == []
