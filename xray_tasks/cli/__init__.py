@@ -52,7 +52,9 @@ def run(argv: Sequence[str] | None = None) -> int:
 def main(argv: Sequence[str] | None = None) -> None:
     try:
         status = run(argv)
-    except SystemExit as exc:  # argparse usage errors and --help
+    except SystemExit as exc:  # argparse usage errors, --help, and usage errors found later
+        if isinstance(exc.code, str):
+            print(f"usage error: {exc.code}", file=sys.stderr)
         status = exc.code if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:
         status = 130

@@ -58,6 +58,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_args(p, "workspace")
     p.set_defaults(func=lambda a: validate(load_config(a).workspace))
 
+    p = sub.add_parser("peek", help="read one split's committed shards through the tf.data pipeline")
+    add_config_args(p, "workspace")
+    p.add_argument("--split", default="train", choices=["train", "val", "test"])
+    p.add_argument("--batch-size", type=int, default=32)
+    p.set_defaults(func=_peek)
+
     p = sub.add_parser("list-archives", help="the images_*.tar.gz archives at a source")
     p.add_argument("source")
     p.set_defaults(func=lambda a: {"archives": list_archives(a.source)})
@@ -109,6 +115,19 @@ def _ingest(args: argparse.Namespace) -> dict:
     if failures:
         raise RuntimeError(f"{len(failures)} archive(s) failed, the others are committed: {failures}")
     return summary
+
+
+def _peek(args: argparse.Namespace) -> dict:
+    from xray_tasks.dataset import split_dataset
+
+    cfg = load_config(args)
+    images, labels, names, shape = 0, 0, [], None
+    for batch in split_dataset(cfg.workspace, args.split, batch_size=args.batch_size, channels=1):
+        images += int(batch["image"].shape[0])
+        labels += int(batch["label"].numpy().sum())
+        names.extend(n.decode() for n in batch["image_index"].numpy()[: max(0, 5 - len(names))])
+        shape = list(batch["image"].shape[1:])
+    return {"split": args.split, "images": images, "unhealthy": labels, "image_shape": shape, "first": names}
 
 
 def _require(value: str, flag: str) -> None:
