@@ -1,0 +1,60 @@
+"""The champion's score on the candidate's test split, so the gate never compares numbers from different images.
+
+``metrics.json`` carries ``data.test_digest``.  Equal digests: the champion's own test AUROC is comparable as is.
+Different digests (new data, a changed split): the champion is loaded (verified) and predicts the candidate's test
+shards; its AUROC there is what the candidate must match.  When those shards cannot be read, or are not the split
+the candidate was evaluated on, the publish stops with the reason instead of comparing mismatched numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from xray_tasks.registry import catalog
+from xray_tasks.registry.gate import ChampionScore, validate_metrics
+from xray_tasks.registry.layout import RegistryError
+
+logger = logging.getLogger(__name__)
+
+
+def champion_score(root: str, model_name: str, champion: str, candidate_metrics: dict[str, Any],
+                   candidate_test_indices: Sequence[str], workspace: str | None = None) -> ChampionScore:
+    """The champion's test AUROC on the candidate's test split (read or re-scored).
+
+    Args:
+        workspace: where the candidate's test shards are; default ``metrics["data"]["workspace"]``.
+
+    Raises:
+        RegistryError: the champion must be re-scored and the candidate's test shards are unreadable or differ
+            from the split the candidate was evaluated on.
+    """
+    raw = catalog.read_artifact(root, model_name, champion, "metrics.json")
+    champion_metrics = validate_metrics(json.loads(raw), f"champion {champion} metrics.json")
+    if champion_metrics["data"]["test_digest"] == candidate_metrics["data"]["test_digest"]:
+        return ChampionScore(champion, float(champion_metrics["test"]["auroc"]), "same_split")
+
+    from xray_tasks import inference, metrics
+    from xray_tasks.registry import consumer
+
+    workspace = workspace or candidate_metrics["data"].get("workspace")
+    if not workspace:
+        raise RegistryError("the champion was evaluated on another test split and the candidate's metrics.json "
+                            "names no workspace to re-score it on; pass the workspace explicitly")
+    logger.info("champion %s was tested on another split (digest %s vs %s): re-scoring it on %s", champion,
+                champion_metrics["data"]["test_digest"][:12], candidate_metrics["data"]["test_digest"][:12], workspace)
+    published = consumer.load(root, model_name, champion)
+    try:
+        indices, labels, probs = inference.predict_split(published.model, workspace, "test",
+                                                         input_size=published.input_size)
+    except (FileNotFoundError, OSError, ValueError) as exc:
+        raise RegistryError(f"the champion must be re-scored on the candidate's test split but {workspace} cannot "
+                            f"be read: {exc}") from exc
+    if sorted(indices) != sorted(candidate_test_indices):
+        raise RegistryError(f"the test shards at {workspace} ({len(indices)} images) are not the split the candidate "
+                            f"was evaluated on ({len(candidate_test_indices)} images); refusing to compare")
+    auroc = metrics.auroc(labels, probs)
+    logger.info("champion %s re-scored on the candidate's test split: AUROC %.4f", champion, auroc)
+    return ChampionScore(champion, auroc, "rescored")
