@@ -12,12 +12,16 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 REPO = Path(__file__).resolve().parent.parent
 DAGS = REPO / "dags"
@@ -124,6 +128,76 @@ class AirflowHome:
         rows = self.query("SELECT a.name FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id "
                           "WHERE q.target_dag_id = ?", dag_id)
         return [r["name"] for r in rows]
+
+
+class ApiServer:
+    """``airflow api-server`` on loopback for one home, with simple-auth users whose passwords we know."""
+
+    USERS: ClassVar[dict[str, str]] = {"admin": "admin-pw", "viewer": "viewer-pw"}
+
+    def __init__(self, af: AirflowHome, port: int, env: dict[str, str] | None = None) -> None:
+        self.af = af
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        passwords = af.home / "simple_auth_passwords.json"
+        passwords.write_text(json.dumps(self.USERS))
+        self.env = {**af.env, **(env or {}),
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords)}
+        self.log_path = af.home / f"api-server-{port}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def __enter__(self) -> Self:
+        log = open(self.log_path, "w")
+        # A session of its own: stopping it must take its uvicorn worker processes along.
+        self.proc = subprocess.Popen([str(VENV_BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(self.port),
+                                      "-w", "1"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"api-server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+            try:
+                if self.request("/api/v2/monitor/health")[0] == 200:
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.5)
+        self.__exit__()
+        raise TimeoutError(f"api-server not healthy after 120 s:\n{self.log_path.read_text()[-3000:]}")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def request(self, path: str, *, token: str | None = None, cookie: str | None = None,
+                body: dict[str, Any] | None = None) -> tuple[int, bytes, dict[str, str]]:
+        """(status, body, headers) of one HTTP request; a bearer ``token`` or a UI ``_token`` cookie if given."""
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if cookie:
+            headers["Cookie"] = f"_token={cookie}"
+        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode() if body is not None else None,
+                                     headers=headers, method="POST" if body is not None else "GET")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                return resp.status, resp.read(), dict(resp.headers)
+        except urllib.error.HTTPError as err:
+            return err.code, err.read(), dict(err.headers)
+
+    def token(self, user: str = "viewer") -> str:
+        """A JWT from ``POST /auth/token``, as the UI and REST clients get one."""
+        status, data, _ = self.request("/auth/token", body={"username": user, "password": self.USERS[user]})
+        if status not in (200, 201):
+            raise AssertionError(f"login as {user} -> {status}: {data[:300]!r}")
+        return json.loads(data)["access_token"]
 
 
 def migrated_home(home: Path) -> AirflowHome:

@@ -1,0 +1,135 @@
+"""Airflow 3 plugin: a "Models" page in the UI navigation, read from the xray model registry.
+
+A FastAPI app mounted at ``/models`` on the api-server renders every model under the registry root: its versions,
+their key metrics, the gate decisions, the plots, and which version is champion (``xray_tasks.registry`` is the
+only thing that reads storage).  An external view puts the page in the UI's navigation, shown in an iframe.
+
+Plugin apps are not behind Airflow's authentication on their own: every route here depends on
+:func:`require_user`, which accepts the same credentials as Airflow's REST API (the UI's ``_token`` cookie or an
+``Authorization: Bearer`` JWT) and refuses anonymous requests with 401.
+
+Registry root: ``[xray] registry`` in the Airflow config (``AIRFLOW__XRAY__REGISTRY``), else env ``XRAY_REGISTRY``,
+else ``$AIRFLOW_HOME/xray/registry`` (what the DAGs use by default).  For an ``s3://`` root the api-server needs
+the storage environment (``AWS_*``, ``AWS_ENDPOINT_URL``), as any S3 client does.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from typing import Annotated, Any, ClassVar
+
+from airflow.configuration import conf
+from airflow.plugins_manager import AirflowPlugin
+from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi.responses import HTMLResponse, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+log = logging.getLogger(__name__)
+
+URL_PREFIX = "/models"
+PLOT_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.png$")
+_bearer = HTTPBearer(auto_error=False)
+
+
+async def require_user(request: Request,
+                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]):
+    """The logged-in Airflow user making the request; 401 without valid credentials, 403 without UI access."""
+    # Imported here: the plugin module is loaded by every Airflow component, only the api-server needs these.
+    from airflow.api_fastapi.app import get_auth_manager
+    from airflow.api_fastapi.auth.managers.models.resource_details import AccessView
+    from airflow.api_fastapi.core_api.security import get_user
+
+    user = await get_user(request=request, _oauth_token=None, bearer_credentials=credentials)
+    if not get_auth_manager().is_authorized_view(access_view=AccessView.WEBSITE, user=user):
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "not allowed to view the Airflow UI")
+    return user
+
+
+def registry_root() -> str:
+    """Where the registry lives (see the module docstring for the order of sources)."""
+    configured = conf.get("xray", "registry", fallback="")
+    if configured:
+        return configured
+    home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
+    return os.environ.get("XRAY_REGISTRY") or os.path.join(home, "xray", "registry")
+
+
+def collect(root: str) -> list[dict[str, Any]]:
+    """Models, versions and the details of every complete version, as the page and the JSON route show them."""
+    from xray_tasks import registry
+
+    models = []
+    for name in registry.list_models(root):
+        versions = registry.list_versions(root, name)
+        details, problems = [], []
+        for row in reversed(versions):
+            if not row.get("complete"):
+                continue
+            try:
+                details.append(registry.version_details(root, name, row["version"]))
+            except registry.RegistryError as exc:  # IntegrityError included: show it, keep the page up
+                problems.append(f"version {row['version']}: {exc}")
+        champion = next((row["version"] for row in versions if row.get("champion")), None)
+        models.append({"name": name, "champion": champion, "versions": versions, "details": details,
+                       "problems": problems})
+    return models
+
+
+def _storage_errors() -> tuple[type[Exception], ...]:
+    from xray_tasks import registry, storage
+
+    return (registry.RegistryError, storage.StorageError, OSError)
+
+
+app = FastAPI(title="xray models", dependencies=[Depends(require_user)], docs_url=None, redoc_url=None,
+              openapi_url=None)
+
+
+# Plain (not async) routes: registry reads block, and FastAPI runs these in its thread pool.
+@app.get("/", response_class=HTMLResponse)
+def models_page() -> HTMLResponse:
+    from xray_models_page import page
+
+    root = registry_root()
+    try:
+        return HTMLResponse(page(root, collect(root)))
+    except _storage_errors() as exc:
+        log.warning("registry %s unreadable: %s", root, exc)
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"registry {root} unreadable: {exc}") from None
+
+
+@app.get("/api/models")
+def models_json() -> dict[str, Any]:
+    root = registry_root()
+    try:
+        models = collect(root)
+    except _storage_errors() as exc:
+        raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"registry {root} unreadable: {exc}") from None
+    for model in models:  # the manifests' per-file digests are long and of no use to a reader of this route
+        for details in model["details"]:
+            details.pop("manifest", None)
+    return {"registry": root, "models": models}
+
+
+@app.get("/plot/{model_name}/{version}/{name}")
+def plot(model_name: str, version: str, name: str) -> Response:
+    from xray_tasks import registry
+
+    if not PLOT_NAME.match(name):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no plot {name!r}")
+    try:
+        data = registry.read_artifact(registry_root(), model_name, version, f"plots/{name}")
+    except (ValueError, FileNotFoundError, registry.RegistryError) as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+
+class XrayModelsPlugin(AirflowPlugin):
+    name = "xray_models"
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [{"app": app, "url_prefix": URL_PREFIX, "name": "xray models"}]
+    # A relative href (no leading slash) resolves against the UI's base URL, so a proxy prefix keeps working.
+    external_views: ClassVar[list[dict[str, Any]]] = [
+        {"name": "Models", "href": "models/", "destination": "nav", "url_route": "models", "nav_top_level": True},
+    ]
