@@ -160,3 +160,17 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+def make_workspace(tmp: Path, patients: int = 30, stored_size: int = STORED_SIZE) -> tuple[Path, Path]:
+    """A synthetic NIH tree and its ingested workspace (shards stored at ``stored_size``), via the CLI."""
+    import subprocess
+    import sys
+
+    source, workspace = tmp / "source", tmp / "workspace"
+    cli = [sys.executable, "-m", "xray_tasks.cli"]
+    subprocess.run([*cli, "synth", str(source), "--patients", str(patients), "--archives", "1", "--image-size", "64"],
+                   check=True, capture_output=True)
+    subprocess.run([*cli, "ingest", "--profile", "demo", "--source", str(source), "--workspace", str(workspace),
+                    "--set", f"ingest.image_size={stored_size}"], check=True, capture_output=True)
+    return source, workspace
