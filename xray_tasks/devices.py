@@ -1,0 +1,89 @@
+"""Accelerator switches for the model stages: device visibility, GPU memory growth, mixed precision, XLA.
+
+Each switch is ``auto`` (on when a GPU is visible), ``on`` or ``off``, so the GPU paths can be forced on a CPU
+in tests (Keras runs ``mixed_float16`` and XLA on CPU too, only without the speed-up).  Call ``configure`` once
+per process, before any model is built: memory growth and device visibility can only be set before TensorFlow
+initialises its GPUs, and the Keras dtype policy applies to layers created afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+
+logger = logging.getLogger(__name__)
+
+SWITCHES = ("auto", "on", "off")
+DEVICES = ("auto", "cpu", "gpu")
+
+
+@dataclass(frozen=True)
+class DeviceSettings:
+    """What ``configure`` decided, for logs and stage summaries."""
+
+    gpus: int
+    mixed_precision: bool
+    xla: bool
+    policy: str
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve(switch: str, gpu_present: bool, name: str = "switch") -> bool:
+    """``auto`` -> whether a GPU is present; ``on``/``off`` -> True/False."""
+    if switch not in SWITCHES:
+        raise ValueError(f"{name} must be one of {list(SWITCHES)}, got {switch!r}")
+    return gpu_present if switch == "auto" else switch == "on"
+
+
+def configure(mixed_precision: str = "auto", xla: str = "auto", device: str = "auto") -> DeviceSettings:
+    """Apply the switches to this process and return what they resolved to.
+
+    Raises:
+        ValueError: an unknown switch value.
+        RuntimeError: ``device="gpu"`` and no GPU is visible.
+    """
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
+    resolve(mixed_precision, False, "mixed_precision")
+    resolve(xla, False, "xla")
+    import keras
+    import tensorflow as tf
+
+    if device == "cpu":
+        try:
+            tf.config.set_visible_devices([], "GPU")
+        except RuntimeError as exc:  # GPUs already initialised in this process
+            logger.warning("cannot hide GPUs any more (%s); placement stays as it is", exc)
+    gpus = tf.config.get_visible_devices("GPU")
+    if device == "gpu" and not gpus:
+        raise RuntimeError("device=gpu was asked for but TensorFlow sees no GPU (check drivers / CUDA_VISIBLE_DEVICES)")
+    for gpu in gpus:
+        try:
+            # Without growth TensorFlow reserves nearly all GPU memory up front, starving a second process.
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError as exc:
+            logger.warning("memory growth not set on %s: %s", gpu.name, exc)
+    use_mixed = resolve(mixed_precision, bool(gpus), "mixed_precision")
+    policy = "mixed_float16" if use_mixed else "float32"
+    keras.mixed_precision.set_global_policy(policy)
+    settings = DeviceSettings(gpus=len(gpus), mixed_precision=use_mixed, xla=resolve(xla, bool(gpus), "xla"),
+                              policy=policy)
+    logger.info("devices: %d GPU(s), dtype policy %s, XLA %s", settings.gpus, policy, "on" if settings.xla else "off")
+    return settings
+
+
+@contextmanager
+def float32_policy() -> Iterator[None]:
+    """Build layers in float32 inside the block (e.g. the saved final model), then restore the previous policy."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)

@@ -1,0 +1,256 @@
+"""Bottleneck features: the frozen base runs once over the shards; pooled vectors go to Parquet, one file per shard.
+
+Layout: ``<ws>/features/<base>-<input_size>/<split>/<shard-stem>.parquet`` with columns ``image_index`` (string),
+``patient_id`` (int64), ``split`` (string), ``label`` (int8), ``labels`` (fixed_size_list<int8>[14], order of
+``config.PATHOLOGIES``) and ``features`` (fixed_size_list<float32>[D]).  The vectors are the output of the base's
+global average pool, which is the first layer of the report's head, so the head trains on them exactly.
+
+Resumable per shard: a shard whose Parquet exists (written atomically) is skipped when its provenance (base,
+weights, sizes, the shard's sha256) matches, and refused when it does not, so features of two different bases
+never mix under one name.  Pending shards are read through one sequential tf.data pipeline (it stays warm across
+shards) and cut back into shards by the record counts their commit markers list.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from xray_tasks import shards, storage
+from xray_tasks.config import PATHOLOGIES, SPLITS, FeatureConfig
+
+logger = logging.getLogger(__name__)
+
+FEATURES_DIR = "features"
+PROVENANCE_KEY = b"xray_tasks.features"
+PROGRESS_EVERY_S = 30.0
+
+
+def features_root(workspace: str, base: str, input_size: int) -> str:
+    return storage.join(workspace, FEATURES_DIR, f"{base}-{int(input_size)}")
+
+
+def feature_uri(workspace: str, base: str, input_size: int, split: str, shard_path: str) -> str:
+    """Parquet URI for one shard (``shard_path`` as a marker lists it, or its URI)."""
+    stem = storage.basename(shard_path).removesuffix(".tfrecord")
+    return storage.join(features_root(workspace, base, input_size), split, f"{stem}.parquet")
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """One split's features as arrays (row order: archive, shard, image name)."""
+
+    image_index: np.ndarray
+    patient_id: np.ndarray
+    label: np.ndarray
+    labels: np.ndarray
+    features: np.ndarray
+    weights_id: str
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+
+def to_table(image_index: Sequence[str], patient_id: np.ndarray, split: str, label: np.ndarray, labels: np.ndarray,
+             features: np.ndarray, provenance: dict) -> pa.Table:
+    """Arrow table in the features schema; ``provenance`` goes into the schema metadata."""
+    n, dim = features.shape
+    if labels.shape != (n, len(PATHOLOGIES)) or len(image_index) != n or len(label) != n or len(patient_id) != n:
+        raise ValueError(f"column lengths disagree: {n} feature rows, labels {labels.shape}, {len(image_index)} names")
+    flat = np.ascontiguousarray(features, dtype=np.float32).reshape(-1)
+    return pa.table(
+        {
+            "image_index": pa.array(list(image_index), pa.string()),
+            "patient_id": pa.array(np.asarray(patient_id, np.int64), pa.int64()),
+            "split": pa.array([split] * n, pa.string()),
+            "label": pa.array(np.asarray(label, np.int8), pa.int8()),
+            "labels": pa.FixedSizeListArray.from_arrays(
+                pa.array(np.asarray(labels, np.int8).reshape(-1), pa.int8()), len(PATHOLOGIES)),
+            "features": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim),
+        },
+        metadata={PROVENANCE_KEY: json.dumps(provenance, sort_keys=True).encode()},
+    )
+
+
+def read_provenance(uri: str) -> dict:
+    """The provenance a features file was written with (only the footer is read for local files)."""
+    if storage.is_s3(uri):
+        schema = pq.read_schema(io.BytesIO(storage.read_bytes(uri)))
+    else:
+        schema = pq.read_schema(uri)
+    raw = (schema.metadata or {}).get(PROVENANCE_KEY)
+    if raw is None:
+        raise ValueError(f"{uri}: not a features file (no {PROVENANCE_KEY.decode()} metadata)")
+    return json.loads(raw)
+
+
+def _write(table: pa.Table, uri: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="xray-features-") as tmp:
+        local = Path(tmp) / storage.basename(uri)
+        pq.write_table(table, local, compression="zstd")
+        storage.put_file(local, uri)
+
+
+def _same_source(found: dict, wanted: dict) -> bool:
+    keys = ("base", "weights", "input_size", "stored_image_size", "shard_sha256")
+    return all(found.get(k) == wanted.get(k) for k in keys)
+
+
+def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] = SPLITS) -> dict:
+    """Run the frozen base over every committed shard of ``splits`` that has no features yet.
+
+    Returns a JSON-able summary: the features URI, counts written/skipped per split, images/s.
+
+    Raises:
+        FileNotFoundError: no committed shards, or the weights file is missing.
+        ValueError: an existing features file came from another base / weights / shard version.
+    """
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise ValueError(f"unknown split(s) {unknown}; allowed: {list(SPLITS)}")
+    from xray_tasks import model as model_lib
+
+    weights_path, weights_id = model_lib.resolve_weights(cfg.base, cfg.weights, cfg.seed)
+    fmt = shards.shard_format(workspace)
+    root = features_root(workspace, cfg.base, cfg.input_size)
+    pending, summary_splits = [], {s: {"shards": 0, "written": 0, "skipped": 0, "images": 0} for s in splits}
+    for marker in shards.read_markers(workspace):
+        for entry in marker["shards"]:
+            if entry["split"] not in summary_splits:
+                continue
+            provenance = {
+                "base": cfg.base, "weights": weights_id, "input_size": cfg.input_size,
+                "stored_image_size": fmt["image_size"], "encoding": fmt["encoding"], "shard": entry["path"],
+                "shard_sha256": entry["sha256"], "pathologies": list(PATHOLOGIES),
+            }
+            uri = feature_uri(workspace, cfg.base, cfg.input_size, entry["split"], entry["path"])
+            counts = summary_splits[entry["split"]]
+            counts["shards"] += 1
+            counts["images"] += entry["records"]
+            if storage.exists(uri):
+                found = read_provenance(uri)
+                if not _same_source(found, provenance):
+                    raise ValueError(
+                        f"{uri} holds features of {found.get('base')} weights {found.get('weights')} for shard sha256 "
+                        f"{str(found.get('shard_sha256'))[:12]}; this run wants {cfg.base} weights {weights_id} for "
+                        f"{entry['sha256'][:12]}: delete {root} or use another workspace"
+                    )
+                counts["skipped"] += 1
+                continue
+            pending.append((entry, uri, provenance))
+    if not sum(c["shards"] for c in summary_splits.values()):
+        raise FileNotFoundError(f"{shards.shards_root(workspace)}: no committed shards for {list(splits)}")
+    summary = {"features": root, "base": cfg.base, "weights": weights_id, "input_size": cfg.input_size,
+               "feature_dim": None, "splits": summary_splits, "images_extracted": 0, "images_per_s": None}
+    if not pending:
+        logger.info("features: all %d shard(s) already extracted under %s",
+                    sum(c["shards"] for c in summary_splits.values()), root)
+        return summary
+    stats = _run_base(workspace, cfg, weights_path, fmt, pending)
+    for entry, _, _ in pending:
+        summary_splits[entry["split"]]["written"] += 1
+    summary.update(stats)
+    return summary
+
+
+def _run_base(workspace: str, cfg: FeatureConfig, weights_path: str | None, fmt: dict, pending: list) -> dict:
+    import tensorflow as tf
+
+    from xray_tasks import dataset, devices
+    from xray_tasks import model as model_lib
+
+    settings = devices.configure(cfg.mixed_precision, cfg.xla, cfg.device)
+    base = model_lib.build_base(cfg.base, cfg.input_size, weights_path, cfg.seed)
+    forward = tf.function(lambda x: tf.cast(base(tf.cast(x, tf.float32), training=False), tf.float32),
+                          jit_compile=settings.xla, reduce_retracing=True)
+    uris = [storage.join(shards.shards_root(workspace), entry["path"]) for entry, _, _ in pending]
+    ds = dataset.make_dataset(uris, encoding=fmt["encoding"], image_size=fmt["image_size"],
+                              batch_size=cfg.batch_size, output_size=cfg.input_size, channels=3, cycle_length=1)
+    total = sum(entry["records"] for entry, _, _ in pending)
+    logger.info("features: %s (%s) at %d px over %d shard(s), %d images, batch %d", cfg.base,
+                "random" if weights_path is None else weights_path, cfg.input_size, len(pending), total,
+                cfg.batch_size)
+    buffer: dict[str, list] = {k: [] for k in ("image_index", "patient_id", "label", "labels", "features")}
+    queue = list(pending)
+    done, started, last_log = 0, time.perf_counter(), time.perf_counter()
+    for batch in ds:
+        buffer["features"].append(forward(batch["image"]).numpy())
+        buffer["image_index"].append(batch["image_index"].numpy())
+        for key in ("patient_id", "label", "labels"):
+            buffer[key].append(batch[key].numpy())
+        done += len(buffer["label"][-1])
+        buffer = _flush_complete(buffer, queue)
+        if time.perf_counter() - last_log > PROGRESS_EVERY_S:
+            last_log = time.perf_counter()
+            logger.info("features: %d/%d images, %.1f images/s", done, total, done / (last_log - started))
+    if queue or sum(len(x) for x in buffer["label"]):
+        raise RuntimeError(f"features: shard records ran out of step with the markers ({len(queue)} shard(s) left)")
+    elapsed = time.perf_counter() - started
+    rate = done / elapsed if elapsed > 0 else None
+    logger.info("features: %d images in %.1f s (%.1f images/s)", done, elapsed, rate or 0.0)
+    return {"feature_dim": int(base.output.shape[-1]), "images_extracted": done,
+            "images_per_s": round(rate, 2) if rate else None, "devices": settings.as_dict()}
+
+
+def _flush_complete(buffer: dict[str, list], queue: list) -> dict[str, list]:
+    """Write every pending shard whose records are all in ``buffer``; returns what is left over."""
+    available = sum(len(x) for x in buffer["label"])
+    while queue and available >= queue[0][0]["records"]:
+        entry, uri, provenance = queue.pop(0)
+        n = entry["records"]
+        arrays = {k: np.concatenate(v) for k, v in buffer.items()}
+        names = [b.decode("utf-8") for b in arrays["image_index"][:n]]
+        if names != list(entry["images"]):
+            raise RuntimeError(f"features for {entry['path']}: records do not match the marker's image list")
+        _write(to_table(names, arrays["patient_id"][:n], entry["split"], arrays["label"][:n], arrays["labels"][:n],
+                        arrays["features"][:n], provenance), uri)
+        logger.debug("features: wrote %s (%d rows)", uri, n)
+        buffer = {k: [v[n:]] for k, v in arrays.items()}
+        available -= n
+    return buffer
+
+
+def load_features(workspace: str, base: str, input_size: int, split: str) -> FeatureSet:
+    """Every committed shard's features of one split, as arrays (read in bulk with pyarrow, no per-row Python).
+
+    Raises:
+        FileNotFoundError: a shard has no features file yet (run ``xray-tasks features``).
+        ValueError: the files come from different weights.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; allowed: {list(SPLITS)}")
+    uris = [feature_uri(workspace, base, input_size, split, s) for s in shards.committed_shards(workspace, split)]
+    if not uris:
+        raise FileNotFoundError(f"{shards.shards_root(workspace)}: no committed shards for split {split!r}")
+    tables = []
+    for uri in uris:
+        if not storage.exists(uri):
+            missing = sum(not storage.exists(u) for u in uris)
+            raise FileNotFoundError(f"{missing} of {len(uris)} {split} shard(s) have no features under "
+                                    f"{features_root(workspace, base, input_size)} (run `xray-tasks features`)")
+        tables.append(pq.read_table(io.BytesIO(storage.read_bytes(uri))))
+    weights = {json.loads(t.schema.metadata[PROVENANCE_KEY])["weights"] for t in tables}
+    if len(weights) != 1:
+        raise ValueError(f"{split} features come from different weights {sorted(weights)}: re-extract them")
+    table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
+    n = table.num_rows
+    features = table.column("features").combine_chunks()
+    dim = features.type.list_size
+    return FeatureSet(
+        image_index=np.asarray(table.column("image_index").to_numpy(zero_copy_only=False), dtype=object),
+        patient_id=table.column("patient_id").to_numpy(),
+        label=table.column("label").to_numpy(),
+        labels=table.column("labels").combine_chunks().flatten().to_numpy().reshape(n, len(PATHOLOGIES)),
+        features=features.flatten().to_numpy().reshape(n, dim),
+        weights_id=weights.pop(),
+    )
