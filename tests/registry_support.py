@@ -21,8 +21,11 @@ INPUT_SIZE = 32
 STORED_SIZE = 48
 
 
-def tiny_model(seed: int = 0, input_size: int = INPUT_SIZE):
-    """Input "image" float32 [None, S, S, 3] in 0..255 -> output "triage" softmax [None, 2]; weights from ``seed``."""
+def tiny_model(seed: int = 0, input_size: int = INPUT_SIZE, pathologies: bool = False):
+    """Input "image" float32 [None, S, S, 3] in 0..255 -> output "triage" softmax [None, 2]; weights from ``seed``.
+
+    With ``pathologies`` the outputs are a dict with a second, 14-way sigmoid head, as the model stage builds them.
+    """
     import keras
 
     keras.utils.set_random_seed(seed)
@@ -31,7 +34,10 @@ def tiny_model(seed: int = 0, input_size: int = INPUT_SIZE):
     x = keras.layers.Conv2D(4, 3, strides=2, activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     out = keras.layers.Dense(2, activation="softmax", name="triage")(x)
-    return keras.Model(inp, out)
+    if not pathologies:
+        return keras.Model(inp, out)
+    extra = keras.layers.Dense(14, activation="sigmoid", name="pathologies")(x)
+    return keras.Model(inp, {"triage": out, "pathologies": extra})
 
 
 def png(pixels: np.ndarray) -> bytes:
@@ -73,12 +79,13 @@ def metrics_json(*, auroc: float = 0.8, ci: tuple[float, float] | None = (0.72, 
     }
 
 
-def write_run(path: Path, *, seed: int = 0, test_indices: list[str] | None = None, **metrics) -> Path:
+def write_run(path: Path, *, seed: int = 0, test_indices: list[str] | None = None, pathologies: bool = False,
+              **metrics) -> Path:
     """An evaluated run directory at ``path`` with a real tiny model; ``metrics`` go to ``metrics_json``."""
     import pandas as pd
 
     path.mkdir(parents=True, exist_ok=True)
-    tiny_model(seed, metrics.get("input_size", INPUT_SIZE)).save(path / "model.keras")
+    tiny_model(seed, metrics.get("input_size", INPUT_SIZE), pathologies).save(path / "model.keras")
     (path / "metrics.json").write_text(json.dumps(metrics_json(**metrics), indent=2))
     (path / "config.json").write_text(json.dumps(to_dict(PipelineConfig())))
     (path / "model_card.md").write_text(f"# Tiny test model (seed {seed})\n")

@@ -76,6 +76,17 @@ def test_publish_then_load_gives_the_same_predictions(registry, runs, tmp_path):
     np.testing.assert_allclose(served, before, rtol=0, atol=1e-6)
 
 
+def test_a_model_with_a_pathology_head_publishes_and_predicts_the_same(registry, runs):
+    run = runs("multi", seed=4, pathologies=True)
+    publish(run, registry)
+    import keras
+
+    blobs = xray_pngs(3)
+    original = keras.saving.load_model(f"{run}/model.keras")
+    before = inference.triage_probabilities(original, inference.prepare_images(blobs, STORED_SIZE, INPUT_SIZE))
+    np.testing.assert_array_equal(before, load(registry).probabilities(blobs))
+
+
 def test_a_version_holds_every_artifact_with_its_checksum(registry, runs):
     publish(runs("a"), registry)
     details = version_details(registry, NAME)
