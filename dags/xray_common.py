@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -50,6 +51,8 @@ def _default(name: str) -> str:
         "workspace": os.path.join(home, "xray", "workspace"),
         "registry": os.path.join(home, "xray", "registry"),
         "model_name": "xray-triage",
+        "images": os.path.join(home, "xray", "incoming"),
+        "worklists": os.path.join(home, "xray", "worklists"),
         "profile": "full",
         "s3_conn_id": "xray_s3",
     }.get(name, "")
@@ -99,3 +102,85 @@ def config_args(params: Mapping[str, Any] | None, *paths: str) -> list[str]:
     for name in paths:
         args += [f"--{name.replace('_', '-')}", setting(name, params)]
     return args
+
+
+TRAINING_PARAMS = {
+    "base": "features.base", "weights": "features.weights", "head_epochs": "head.epochs",
+    "head_learning_rate": "head.learning_rate", "finetune_epochs": "finetune.epochs",
+    "unfreeze_layers": "finetune.unfreeze_layers", "finetune_learning_rate": "finetune.learning_rate",
+    "target_sensitivity": "evaluate.target_sensitivity",
+}
+"""Training DAG params -> the config keys they set (``--set KEY=VALUE`` on every stage of the run)."""
+
+
+def plan_training(params: Mapping[str, Any], run_id: str, event: Mapping[str, Any] | None,
+                  actor: str | None = None) -> dict[str, Any]:
+    """Resolve and validate everything a training run needs, before any heavy work starts.
+
+    The workspace is the param, else the one the triggering ``xray_shards`` event names, else the setting.  The
+    run directory is derived from the DAG run id, so a retried task resumes the same run.
+
+    Raises:
+        ValueError: an unknown or invalid config key/value, or ``force_publish`` without a reason.
+    """
+    from xray_tasks import storage
+    from xray_tasks.config import override, profile
+
+    workspace = params.get("workspace") or (event or {}).get("workspace") or setting("workspace")
+    assignments = {key: params[name] for name, key in TRAINING_PARAMS.items() if params.get(name) not in (None, "")}
+    assignments.update(params.get("overrides") or {})
+    name = setting("profile", params)
+    override(profile(name), assignments)  # raises ValueError naming the bad key or value
+    if params.get("force_publish") and not str(params.get("force_reason") or "").strip():
+        raise ValueError("force_publish needs a force_reason: it is recorded with the decision in the registry")
+    plan = {
+        "workspace": workspace, "registry": setting("registry", params), "model_name": setting("model_name", params),
+        "profile": name, "s3_conn_id": setting("s3_conn_id", params),
+        "sets": [arg for key, value in assignments.items() for arg in ("--set", f"{key}={value}")],
+        "run_dir": storage.join(workspace, "runs", re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-")),
+        "force_reason": str(params.get("force_reason") or "").strip() if params.get("force_publish") else "",
+        "actor": f"airflow:{actor or 'unknown'}",
+    }
+    log.info("training plan: %s", plan)
+    return plan
+
+
+def champion_of(params: Mapping[str, Any], event: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The champion to score with: registry and model from the triggering ``xray_model`` event, else settings.
+
+    Returns the version, its key metrics and every location the scoring task needs.
+    """
+    event = event or {}
+    registry = params.get("registry") or event.get("registry") or setting("registry")
+    model_name = params.get("model_name") or event.get("model_name") or setting("model_name")
+    conn_id = setting("s3_conn_id", params)
+    details = run("models", ["show", "--registry", registry, "--model-name", model_name, "--format", "json"],
+                  {"s3_conn_id": conn_id})
+    if event.get("version") and event["version"] != details["version"]:
+        # Another publish promoted a newer champion since the event: score with the current one.
+        log.info("event announced version %s, the champion is now %s", event["version"], details["version"])
+    test = details["metrics"]["test"]
+    champion = {
+        "registry": registry, "model_name": model_name, "version": details["version"], "uri": details["uri"],
+        "threshold": details["metrics"]["operating_point"]["threshold"], "test_auroc": test["auroc"],
+        "sensitivity": test["at_operating_point"].get("recall"),
+        "healthy_cleared": test["at_operating_point"].get("healthy_cleared"),
+        "images": setting("images", params), "worklists": setting("worklists", params), "s3_conn_id": conn_id,
+    }
+    log.info("champion %s v%s at %s: test AUROC %.3f, threshold %.3f", model_name, champion["version"],
+             champion["uri"], champion["test_auroc"], champion["threshold"])
+    return champion
+
+
+def top_of_worklist(uri: str, rows: int) -> list[dict[str, str]]:
+    """The first ``rows`` rows of a CSV worklist, also written to the task log as a small table."""
+    import csv
+    import io
+
+    from xray_tasks import storage
+
+    top = list(csv.DictReader(io.StringIO(storage.read_text(uri))))[:rows]
+    for row in top:
+        log.info("%4s  %-40s  %s  %s", row.get("rank"), storage.basename(row.get("image", "")),
+                 row.get("probability") or "-", row.get("decision") or row.get("error"))
+    return top

@@ -1,0 +1,113 @@
+"""
+### Retrain the chest X-ray triage model, gate it, publish it
+
+Runs when ingest emits **`xray_shards`** (the workspace comes from that event) or by hand with the form below:
+frozen-base features -> head -> fine-tune -> evaluate -> gate & publish to the registry -> announce.  Feature
+extraction and fine-tuning run on queue `gpu` in pool `gpu`.  A version that clears the gate (or is forced, with a
+reason) becomes champion and the **`xray_model`** asset is emitted; a rejected one is recorded in the registry
+with its reasons and `announce_champion` is skipped, so downstream DAGs do not run.
+
+Empty params fall back to Variable `xray_<name>`, then env `XRAY_<NAME>`, then the profile's value.
+`overrides` sets any other config key, e.g. `{"gate.min_auroc": 0.7, "head.batch_size": 64}`.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import Param, chain, dag, task
+from airflow.sdk.exceptions import AirflowSkipException
+from xray_common import (
+    DEFAULT_ARGS,
+    HEAVY_TIMEOUT,
+    LIGHT_TIMEOUT,
+    MODEL,
+    SHARDS,
+    TAGS,
+    log,
+    plan_training,
+    run,
+)
+
+OPTIONAL_INT = ["null", "integer"]
+OPTIONAL_NUMBER = ["null", "number"]
+
+
+@dag(
+    schedule=[SHARDS],
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=TAGS,
+    params={
+        "workspace": Param("", type="string", description="Shards to train on (default: the triggering event's)"),
+        "registry": Param("", type="string", description="Registry root, local path or s3://"),
+        "model_name": Param("", type="string", pattern=r"^$|^[a-z0-9][a-z0-9._-]{0,62}$"),
+        "profile": Param("", type="string", enum=["", "demo", "full"]),
+        "base": Param("", type="string", enum=["", "resnet50", "efficientnetb0", "mobilenetv3small"]),
+        "weights": Param("", type="string", description="imagenet, none, or a local weights file"),
+        "head_epochs": Param(None, type=OPTIONAL_INT, minimum=1, maximum=5000),
+        "head_learning_rate": Param(None, type=OPTIONAL_NUMBER, exclusiveMinimum=0, maximum=10),
+        "finetune_epochs": Param(None, type=OPTIONAL_INT, minimum=1, maximum=500),
+        "unfreeze_layers": Param(None, type=OPTIONAL_INT, minimum=0, maximum=1000),
+        "finetune_learning_rate": Param(None, type=OPTIONAL_NUMBER, exclusiveMinimum=0, maximum=1),
+        "target_sensitivity": Param(None, type=OPTIONAL_NUMBER, exclusiveMinimum=0, exclusiveMaximum=1),
+        "overrides": Param({}, type="object", description="Other config keys, dotted: value"),
+        "force_publish": Param(False, type="boolean", description="Promote even if the gate rejects"),
+        "force_reason": Param("", type="string", description="Required with force_publish; recorded"),
+    },
+)
+def xray_train():
+    @task(execution_timeout=LIGHT_TIMEOUT)
+    def plan(params=None, dag_run=None, triggering_asset_events=None) -> dict:
+        events = triggering_asset_events[SHARDS] if triggering_asset_events else []
+        return plan_training(params, dag_run.run_id, events[-1].extra if events else None,
+                             actor=getattr(dag_run, "triggering_user_name", None))
+
+    @task(queue="gpu", pool="gpu", execution_timeout=HEAVY_TIMEOUT)
+    def features(p: dict) -> dict:
+        return run("features", ["--profile", p["profile"], "--workspace", p["workspace"], *p["sets"]], p)
+
+    @task(execution_timeout=HEAVY_TIMEOUT)
+    def train_head(p: dict) -> dict:
+        return run("train", ["--profile", p["profile"], "--workspace", p["workspace"], "--run-dir", p["run_dir"],
+                             *p["sets"]], p)
+
+    @task(queue="gpu", pool="gpu", execution_timeout=HEAVY_TIMEOUT)
+    def finetune(p: dict) -> dict:
+        # No --profile: the stage reuses the config train_head saved in the run, and resumes from checkpoints.
+        return run("finetune", ["--workspace", p["workspace"], "--run-dir", p["run_dir"]], p)
+
+    @task(execution_timeout=HEAVY_TIMEOUT)
+    def evaluate(p: dict) -> dict:
+        summary = run("evaluate", ["--workspace", p["workspace"], "--run-dir", p["run_dir"]], p)
+        summary.pop("plots", None)
+        return summary
+
+    @task(execution_timeout=LIGHT_TIMEOUT)
+    def gate_and_publish(p: dict) -> dict:
+        args = ["--profile", p["profile"], "--workspace", p["workspace"], "--registry", p["registry"],
+                "--model-name", p["model_name"], "--run-dir", p["run_dir"], *p["sets"]]
+        if p["force_reason"]:
+            args += ["--force", "--reason", p["force_reason"], "--actor", p["actor"]]
+        result = run("publish", args, p)
+        log.info("gate: %s; version %s; champion %s%s", result["decision"], result["version"], result["champion"],
+                 f"; reasons: {'; '.join(result['reasons'])}" if result["reasons"] else "")
+        return result
+
+    @task(outlets=[MODEL], execution_timeout=LIGHT_TIMEOUT)
+    def announce_champion(result: dict, outlet_events=None) -> dict:
+        if not result["promoted"]:
+            raise AirflowSkipException(f"version {result['version']} not promoted ({result['decision']}): "
+                                       f"{'; '.join(result['reasons']) or 'champion unchanged'}")
+        extra = {k: result[k] for k in ("registry", "model_name", "version", "decision", "run_dir")}
+        outlet_events[MODEL].extra = extra
+        return extra
+
+    p = plan()
+    published = gate_and_publish(p)
+    chain(features(p), train_head(p), finetune(p), evaluate(p), published)
+    announce_champion(published)
+
+
+xray_train()
