@@ -202,6 +202,20 @@ def test_a_named_version_loads_even_when_it_is_not_the_champion(registry, runs):
         version_details(registry, NAME, 9)
 
 
+@pytest.mark.s3
+def test_large_files_go_up_in_parts_and_verify(s3_bucket, runs, monkeypatch):
+    registry = s3_bucket + "/registry"
+    monkeypatch.setattr(storage, "MULTIPART_THRESHOLD", 5 * 2**20)  # S3's smallest part size
+    run = runs("a")
+    with open(f"{run}/plots/threshold_sweep.png", "wb") as fh:
+        fh.write(np.random.default_rng(0).bytes(11 * 2**20))
+    publish(run, registry)
+    bucket, key = storage.split_s3(storage.join(version_uri(registry, NAME, "000001"), "plots", "threshold_sweep.png"))
+    etag = storage.s3_client().head_object(Bucket=bucket, Key=key)["ETag"]
+    assert etag.strip('"').endswith("-3")  # a multipart upload's ETag counts its parts
+    assert load(registry).manifest["files"]["plots/threshold_sweep.png"]["size"] == 11 * 2**20
+
+
 def test_concurrent_claims_get_distinct_versions(registry):
     got: list[str] = []
     barrier = threading.Barrier(4)

@@ -114,9 +114,10 @@ def upload_version(root: str, model_name: str, candidate: Candidate, publish_id:
     vuri = version_uri(root, model_name, version)
     serving = candidate.staged.parent / "serving"
     export_serving(candidate, serving / str(int(version)))
-    files = {**candidate.files, **{f"{SERVING}/{rel}": d for rel, d in integrity.tree_digests(serving).items()}}
+    exported = integrity.tree_digests(serving)
+    files = {**candidate.files, **{f"{SERVING}/{rel}": d for rel, d in exported.items()}}
     local = {**{rel: candidate.staged / rel for rel in candidate.files},
-             **{f"{SERVING}/{rel}": serving / rel for rel in integrity.tree_digests(serving)}}
+             **{f"{SERVING}/{rel}": serving / rel for rel in exported}}
     total = 0
     for rel in sorted(files):
         storage.put_file(local[rel], storage.join(vuri, *rel.split("/")))
