@@ -59,3 +59,12 @@ def test_model_input_is_validated():
         inference.to_model_input(np.zeros((2, 8, 8, 3), np.uint8), 8)
     with pytest.raises(ValueError, match="at least one image"):
         inference.prepare_images([], 8, 8)
+
+
+@pytest.mark.real_data
+def test_real_nih_pngs_are_scored_including_rgba_ones(nih_dir):
+    names = ["00000100_000.png", "00004934_000.png", "00000075_000.png", "00000129_000.png"]  # two RGBA, two grey
+    uris = [str(nih_dir / "images" / n) for n in names]
+    rows = inference.score_uris(tiny_model(), uris, stored_size=64, input_size=32, threshold=0.5)
+    assert [r["error"] for r in rows] == [None] * len(uris)
+    assert all(0.0 <= r["probability"] <= 1.0 for r in rows)
