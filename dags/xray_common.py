@@ -12,6 +12,7 @@ type ``aws``: login = access key, password = secret key, extra ``endpoint_url`` 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
@@ -104,6 +105,23 @@ def config_args(params: Mapping[str, Any] | None, *paths: str) -> list[str]:
     return args
 
 
+def deployment_overrides() -> dict[str, Any]:
+    """Config keys set for every training run of this deployment: Variable ``xray_overrides`` (JSON object), else
+    env ``XRAY_OVERRIDES``; the run's own params and ``overrides`` win over them.
+
+    Raises:
+        ValueError, TypeError: the value is not JSON, or not a JSON object.
+    """
+    raw = Variable.get("xray_overrides", default=None) or os.environ.get("XRAY_OVERRIDES") or "{}"
+    try:
+        value = json.loads(raw) if isinstance(raw, str) else raw
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"xray_overrides is not valid JSON ({exc.msg}): {raw[:200]!r}") from None
+    if not isinstance(value, dict):
+        raise TypeError(f"xray_overrides must be a JSON object of dotted keys, got {raw[:200]!r}")
+    return value
+
+
 TRAINING_PARAMS = {
     "base": "features.base", "weights": "features.weights", "head_epochs": "head.epochs",
     "head_learning_rate": "head.learning_rate", "finetune_epochs": "finetune.epochs",
@@ -127,7 +145,8 @@ def plan_training(params: Mapping[str, Any], run_id: str, event: Mapping[str, An
     from xray_tasks.config import override, profile
 
     workspace = params.get("workspace") or (event or {}).get("workspace") or setting("workspace")
-    assignments = {key: params[name] for name, key in TRAINING_PARAMS.items() if params.get(name) not in (None, "")}
+    assignments = deployment_overrides()
+    assignments.update({key: params[name] for name, key in TRAINING_PARAMS.items() if params.get(name) not in (None, "")})
     assignments.update(params.get("overrides") or {})
     name = setting("profile", params)
     override(profile(name), assignments)  # raises ValueError naming the bad key or value

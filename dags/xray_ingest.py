@@ -39,11 +39,11 @@ def xray_ingest():
         return archives
 
     @task(execution_timeout=LIGHT_TIMEOUT)
-    def manifest(params=None) -> dict:
+    def manifest(params=None):
         return run("manifest", config_args(params, "source", "workspace"), params)
 
     @task(map_index_template="{{ task.op_kwargs['archive'].rsplit('/', 1)[-1] }}", max_active_tis_per_dagrun=4)
-    def ingest_archive(archive: str, params=None) -> dict:
+    def ingest_archive(archive: str, params=None):
         summary = run("ingest-archive", [archive, *config_args(params, "workspace")], params)
         log.info("%s: %s images, %s quarantined, %s images/s%s", summary["archive"],
                  summary["members"]["sharded"], summary["members"]["quarantined"], summary["images_per_s"],
@@ -51,7 +51,7 @@ def xray_ingest():
         return summary
 
     @task(outlets=[SHARDS], execution_timeout=LIGHT_TIMEOUT)
-    def validate(archives: list[dict], params=None, outlet_events=None) -> dict:
+    def validate(archives: list[dict], params=None, outlet_events=None):
         summary = run("validate", config_args(params, "workspace"), params)
         sharded = sum(a["members"]["sharded"] for a in archives)
         if sharded != summary["images"]:

@@ -44,12 +44,12 @@ WORKLIST_TEMPLATE = "{model_name}-v{version}-{run}.csv"
 )
 def xray_score():
     @task(execution_timeout=LIGHT_TIMEOUT)
-    def champion(params=None, triggering_asset_events=None) -> dict:
+    def champion(params=None, triggering_asset_events=None):
         events = triggering_asset_events[MODEL] if triggering_asset_events else []
         return champion_of(params, events[-1].extra if events else None)
 
     @task(execution_timeout=HEAVY_TIMEOUT)
-    def score(model: dict, params=None, run_id=None) -> dict:
+    def score(model: dict, params=None, run_id=None):
         from xray_tasks import storage
 
         name = WORKLIST_TEMPLATE.format(model_name=model["model_name"], version=model["version"],

@@ -8,7 +8,8 @@ reason) becomes champion and the **`xray_model`** asset is emitted; a rejected o
 with its reasons and `announce_champion` is skipped, so downstream DAGs do not run.
 
 Empty params fall back to Variable `xray_<name>`, then env `XRAY_<NAME>`, then the profile's value.
-`overrides` sets any other config key, e.g. `{"gate.min_auroc": 0.7, "head.batch_size": 64}`.
+`overrides` sets any other config key, e.g. `{"gate.min_auroc": 0.7, "head.batch_size": 64}`, on top of the
+deployment-wide ones in Variable `xray_overrides` (or env `XRAY_OVERRIDES`).
 """
 
 from __future__ import annotations
@@ -59,33 +60,33 @@ OPTIONAL_NUMBER = ["null", "number"]
 )
 def xray_train():
     @task(execution_timeout=LIGHT_TIMEOUT)
-    def plan(params=None, dag_run=None, triggering_asset_events=None) -> dict:
+    def plan(params=None, dag_run=None, triggering_asset_events=None):
         events = triggering_asset_events[SHARDS] if triggering_asset_events else []
         return plan_training(params, dag_run.run_id, events[-1].extra if events else None,
                              actor=getattr(dag_run, "triggering_user_name", None))
 
     @task(queue="gpu", pool="gpu", execution_timeout=HEAVY_TIMEOUT)
-    def features(p: dict) -> dict:
+    def features(p: dict):
         return run("features", ["--profile", p["profile"], "--workspace", p["workspace"], *p["sets"]], p)
 
     @task(execution_timeout=HEAVY_TIMEOUT)
-    def train_head(p: dict) -> dict:
+    def train_head(p: dict):
         return run("train", ["--profile", p["profile"], "--workspace", p["workspace"], "--run-dir", p["run_dir"],
                              *p["sets"]], p)
 
     @task(queue="gpu", pool="gpu", execution_timeout=HEAVY_TIMEOUT)
-    def finetune(p: dict) -> dict:
+    def finetune(p: dict):
         # No --profile: the stage reuses the config train_head saved in the run, and resumes from checkpoints.
         return run("finetune", ["--workspace", p["workspace"], "--run-dir", p["run_dir"]], p)
 
     @task(execution_timeout=HEAVY_TIMEOUT)
-    def evaluate(p: dict) -> dict:
+    def evaluate(p: dict):
         summary = run("evaluate", ["--workspace", p["workspace"], "--run-dir", p["run_dir"]], p)
         summary.pop("plots", None)
         return summary
 
     @task(execution_timeout=LIGHT_TIMEOUT)
-    def gate_and_publish(p: dict) -> dict:
+    def gate_and_publish(p: dict):
         args = ["--profile", p["profile"], "--workspace", p["workspace"], "--registry", p["registry"],
                 "--model-name", p["model_name"], "--run-dir", p["run_dir"], *p["sets"]]
         if p["force_reason"]:
@@ -96,7 +97,7 @@ def xray_train():
         return result
 
     @task(outlets=[MODEL], execution_timeout=LIGHT_TIMEOUT)
-    def announce_champion(result: dict, outlet_events=None) -> dict:
+    def announce_champion(result: dict, outlet_events=None):
         if not result["promoted"]:
             raise AirflowSkipException(f"version {result['version']} not promoted ({result['decision']}): "
                                        f"{'; '.join(result['reasons']) or 'champion unchanged'}")
