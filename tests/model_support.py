@@ -22,11 +22,11 @@ TINY_SETTINGS = {
 
 
 def make_workspace(root: Path, *, patients: int = 120, image_size: int = 64, signal: float = 1.0,
-                   archives: int = 2, shard_mb: float = 0.06, seed: int = 0) -> str:
+                   archives: int = 2, shard_mb: float = 0.06, seed: int = 0, val_fraction: float = 0.1) -> str:
     """Synthetic NIH tree -> manifest -> committed shards (several per split); returns the workspace path."""
     source, workspace = root / "src", root / "ws"
     generate(source, patients=patients, archives=archives, image_size=max(image_size, 64), signal=signal, seed=seed)
-    cfg = IngestConfig(image_size=image_size, shard_target_mb=shard_mb)
+    cfg = IngestConfig(image_size=image_size, shard_target_mb=shard_mb, val_fraction=val_fraction)
     run_manifest(str(source), str(workspace), cfg)
     for archive in list_archives(str(source)):
         ingest_archive(archive, str(workspace), cfg)

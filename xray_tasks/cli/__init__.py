@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from xray_tasks.cli import common
 
-COMMAND_MODULES = ("xray_tasks.cli.ingest", "xray_tasks.cli.registry")
+COMMAND_MODULES = ("xray_tasks.cli.ingest", "xray_tasks.cli.model", "xray_tasks.cli.registry")
 
 logger = logging.getLogger("xray_tasks")
 

@@ -1,0 +1,110 @@
+"""Subcommands of the model side: features, train (the head), finetune, evaluate.
+
+A run lives in ``--run-dir`` (default ``<workspace>/runs/<run_id>``; ``train`` makes a new id when neither
+``--run-dir`` nor ``--run-id`` is given).  ``train`` saves the resolved config in the run directory; the later
+stages start from that saved config unless ``--profile`` or ``--config`` is given, and ``--set`` still overrides
+single keys (e.g. ``--set finetune.epochs=2``), so all stages of a run agree on the base and sizes.
+TensorFlow is imported only inside the handlers: building the parser stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+import uuid
+
+from xray_tasks import storage
+from xray_tasks.cli.common import add_config_args, load_config
+from xray_tasks.config import SPLITS, PipelineConfig, from_dict, override
+
+logger = logging.getLogger(__name__)
+
+RUNS_DIR = "runs"
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("features", help="frozen base over the shards -> pooled features, one Parquet per shard")
+    add_config_args(p, "workspace")
+    p.add_argument("--splits", default=",".join(SPLITS), help="comma list of splits (default: all)")
+    p.set_defaults(func=_features)
+
+    for name, func, text in (
+        ("train", _train, "train the report's head on the pooled features (starts a run)"),
+        ("finetune", _finetune, "fine-tune base + head from the shards (resumable), write the run's model.keras"),
+        ("evaluate", _evaluate, "predictions, metrics.json, plots and model card of a run"),
+    ):
+        p = sub.add_parser(name, help=text)
+        add_config_args(p, "workspace")
+        p.set_defaults(profile=None)  # None: reuse the run's saved config when there is one
+        p.add_argument("--run-dir", help="run directory (local path or s3:// URI)")
+        p.add_argument("--run-id", help="run name under <workspace>/runs/ (instead of --run-dir)")
+        p.set_defaults(func=func)
+
+
+def _features(args: argparse.Namespace) -> dict:
+    from xray_tasks.features import extract_features
+
+    cfg = load_config(args)
+    splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    return extract_features(cfg.workspace, cfg.features, splits)
+
+
+def run_dir_of(args: argparse.Namespace, workspace: str, create: bool) -> str:
+    """``--run-dir``, else ``<workspace>/runs/<--run-id>``, else (when ``create``) a new timestamped id."""
+    if args.run_dir and args.run_id:
+        raise SystemExit("give --run-dir or --run-id, not both")
+    if args.run_dir:
+        return args.run_dir
+    if args.run_id:
+        return storage.join(workspace, RUNS_DIR, args.run_id)
+    if not create:
+        raise SystemExit("--run-dir or --run-id is required (the run that `xray-tasks train` started)")
+    return storage.join(workspace, RUNS_DIR, f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+
+
+def run_config(args: argparse.Namespace, create: bool) -> tuple[PipelineConfig, str]:
+    """The config for one stage of a run and the run directory."""
+    if args.profile is None and not args.config:
+        workspace = args.workspace or PipelineConfig().workspace
+        run_dir = run_dir_of(args, workspace, create)
+        saved = storage.join(run_dir, "config.json")
+        if storage.exists(saved):
+            cfg = from_dict(PipelineConfig, storage.read_json(saved))
+            assignments = {}
+            for item in args.set:
+                key, sep, value = item.partition("=")
+                if not sep:
+                    raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+                assignments[key.strip()] = value
+            if args.workspace:
+                assignments["workspace"] = args.workspace
+            logger.info("config: the run's saved %s%s", saved, f" with {assignments}" if assignments else "")
+            return (override(cfg, assignments) if assignments else cfg), run_dir
+    if args.profile is None:
+        args.profile = "full"
+    cfg = load_config(args)
+    return cfg, run_dir_of(args, cfg.workspace, create)
+
+
+def _train(args: argparse.Namespace) -> dict:
+    from xray_tasks.train import train_head
+
+    cfg, run_dir = run_config(args, create=True)
+    return train_head(cfg.workspace, run_dir, cfg)
+
+
+def _finetune(args: argparse.Namespace) -> dict:
+    from xray_tasks.finetune import run_finetune
+
+    cfg, run_dir = run_config(args, create=False)
+    summary = run_finetune(cfg.workspace, run_dir, cfg)
+    summary.pop("history", None)  # in finetune/history.json; keep the XCom line short
+    return summary
+
+
+def _evaluate(args: argparse.Namespace) -> dict:
+    from xray_tasks.evaluate import run_evaluate
+
+    cfg, run_dir = run_config(args, create=False)
+    return run_evaluate(cfg.workspace, run_dir, cfg)

@@ -1,0 +1,248 @@
+"""Fine-tuning (the report's third step) and the final model.
+
+Base + trained head, the last N layers of the base unfrozen (the report: 10; BatchNorm stays frozen and in
+inference mode because the base is always called with ``training=False``), a small learning rate, a few epochs
+(the report: 5; it saw overfitting at 15), images read from the shards through tf.data.
+
+Every epoch ends with a checkpoint (the whole compiled model, optimizer state included) and then
+``finetune/state.json``, which is the commit marker: a killed run resumes from the last epoch the state names,
+with the same per-epoch shuffle seeds, and ends with the same number of completed epochs.  The final
+``model.keras`` is the epoch with the lowest validation loss (``restore_best``) or the last one, rebuilt in
+float32 whatever the training precision was, so it serves anywhere.
+
+Before the first epoch the assembled base is checked against the stored features: a head trained on one base's
+features must not be shipped on top of another base.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+import numpy as np
+
+from xray_tasks import storage
+from xray_tasks.config import PipelineConfig
+from xray_tasks.train import head_uri, save_run_config
+
+logger = logging.getLogger(__name__)
+
+FINETUNE_DIR = "finetune"
+STATE_FILE = "state.json"
+CHECKPOINT_DIR = "checkpoints"
+MODEL_FILE = "model.keras"
+FEATURE_CHECK_IMAGES = 8
+FEATURE_CHECK_TOLERANCE = 0.05
+"""Relative L2 distance allowed between stored and recomputed features (mixed vs full precision)."""
+
+
+def model_uri(run_dir: str) -> str:
+    return storage.join(run_dir, MODEL_FILE)
+
+
+def state_uri(run_dir: str) -> str:
+    return storage.join(run_dir, FINETUNE_DIR, STATE_FILE)
+
+
+def read_state(run_dir: str) -> dict | None:
+    uri = state_uri(run_dir)
+    return storage.read_json(uri) if storage.exists(uri) else None
+
+
+def check_base_matches_features(base_model: Any, workspace: str, cfg: PipelineConfig) -> float:
+    """Recompute features of a few training images and compare with the stored ones; returns the relative error.
+
+    Raises:
+        RuntimeError: the base differs from the one the head's features came from.
+    """
+    import tensorflow as tf
+
+    from xray_tasks import dataset, features, shards
+
+    fcfg = cfg.features
+    shard = shards.committed_shards(workspace, "train")[0]
+    stored = features.load_features(workspace, fcfg.base, fcfg.input_size, "train")
+    batch = next(iter(dataset.make_dataset([shard], **_format(workspace), batch_size=FEATURE_CHECK_IMAGES,
+                                           output_size=fcfg.input_size)))
+    names = [n.decode() for n in batch["image_index"].numpy()]
+    rows = {name: i for i, name in enumerate(stored.image_index)}
+    expected = stored.features[[rows[n] for n in names]].astype(np.float64)
+    got = base_model(tf.cast(batch["image"], tf.float32), training=False).numpy().astype(np.float64)
+    norm = np.linalg.norm(expected)
+    error = float(np.linalg.norm(got - expected) / norm) if norm > 0 else float(np.linalg.norm(got))
+    if not error <= FEATURE_CHECK_TOLERANCE:
+        raise RuntimeError(
+            f"the rebuilt {fcfg.base} base does not reproduce the stored features (relative error {error:.3g} on "
+            f"{len(names)} train images): features came from other weights ({stored.weights_id}); re-extract them"
+        )
+    return error
+
+
+def _format(workspace: str) -> dict:
+    from xray_tasks import shards
+
+    fmt = shards.shard_format(workspace)
+    return {"encoding": fmt["encoding"], "image_size": fmt["image_size"]}
+
+
+def _datasets(workspace: str, cfg: PipelineConfig, epoch: int, class_weights: np.ndarray | None):
+    import tensorflow as tf
+
+    from xray_tasks import dataset
+
+    tcfg, multilabel = cfg.finetune, cfg.head.multilabel
+    weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
+
+    def to_xy(batch, weighted):
+        x = tf.cast(batch["image"], tf.float32)
+        y = {"triage": tf.one_hot(batch["label"], 2)}
+        if multilabel:
+            y["pathologies"] = batch["labels"]
+        if weighted and weights is not None:
+            return x, y, tf.gather(weights, batch["label"])
+        return x, y
+
+    train = dataset.split_dataset(
+        workspace, "train", batch_size=tcfg.batch_size, output_size=cfg.features.input_size, shuffle=True,
+        seed=tcfg.seed + epoch, shuffle_buffer=tcfg.shuffle_buffer, repeat=tcfg.steps_per_epoch > 0,
+    ).map(lambda b: to_xy(b, True))
+    val = dataset.split_dataset(workspace, "val", batch_size=tcfg.batch_size,
+                                output_size=cfg.features.input_size).map(lambda b: to_xy(b, False))
+    return train, val
+
+
+def _class_weights(workspace: str, enabled: bool) -> np.ndarray | None:
+    if not enabled:
+        return None
+    from xray_tasks.manifest import read_manifest
+
+    labels = read_manifest(workspace).query("split == 'train'")["label"].to_numpy()
+    counts = np.bincount(labels.astype(np.int64), minlength=2)
+    if counts.min() == 0:
+        raise ValueError(f"class weighting needs both classes in train, got {counts.tolist()}")
+    return (len(labels) / (2.0 * counts)).astype(np.float32)
+
+
+def run_finetune(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
+    """Fine-tune (resuming from the last checkpoint if any) and write ``<run_dir>/model.keras``.
+
+    Raises:
+        FileNotFoundError: no trained head in the run directory, or no shards/features.
+        RuntimeError: the base does not reproduce the stored features.
+    """
+    from xray_tasks import devices
+    from xray_tasks import model as model_lib
+
+    fcfg, tcfg = cfg.features, cfg.finetune
+    if not storage.exists(head_uri(run_dir)):
+        raise FileNotFoundError(f"{head_uri(run_dir)}: no trained head (run `xray-tasks train` first)")
+    settings = devices.configure(tcfg.mixed_precision, tcfg.xla, fcfg.device)
+    weights_path, weights_id = model_lib.resolve_weights(fcfg.base, fcfg.weights, fcfg.seed)
+    save_run_config(run_dir, cfg)
+    state = read_state(run_dir) or {"completed_epochs": 0, "history": {}, "checkpoint": None, "best": None}
+    resumed_from = state["completed_epochs"]
+    feature_error = None
+    if state["checkpoint"]:
+        logger.info("finetune: resuming after epoch %d from %s", resumed_from, state["checkpoint"])
+        model = model_lib.load_model(_checkpoint_uri(run_dir, state["checkpoint"]), compile=True)
+    else:
+        base = model_lib.build_base(fcfg.base, fcfg.input_size, weights_path, fcfg.seed)
+        feature_error = check_base_matches_features(base, workspace, cfg)
+        model = model_lib.assemble(base, model_lib.load_model(head_uri(run_dir)))
+        unfrozen = model_lib.unfreeze_last(model, tcfg.unfreeze_layers)
+        state["unfrozen"] = unfrozen
+        logger.info("finetune: %d layer(s) with weights unfrozen: %s", len(unfrozen), ", ".join(unfrozen))
+        from xray_tasks.train import compile_model
+
+        compile_model(model, "sgd", tcfg.learning_rate, tcfg.momentum, cfg.head.multilabel,
+                      jit_compile=settings.xla)
+    class_weights = _class_weights(workspace, cfg.head.class_weight)
+    for epoch in range(state["completed_epochs"], tcfg.epochs):
+        state = _train_epoch(model, workspace, run_dir, cfg, epoch, state, class_weights)
+    final = _final_model(model, run_dir, state, cfg, settings.mixed_precision)
+    uri = model_uri(run_dir)
+    model_lib.save_model(final, uri)
+    storage.write_json(storage.join(run_dir, FINETUNE_DIR, "history.json"),
+                       {"stage": "finetune", "best": state.get("best"), "history": state["history"],
+                        "unfrozen": state.get("unfrozen", []), "weights": weights_id})
+    summary = {
+        "run_dir": run_dir, "model": uri, "epochs_completed": state["completed_epochs"], "resumed_from": resumed_from,
+        "best": state.get("best"), "unfrozen": state.get("unfrozen", []), "feature_check_error": feature_error,
+        "weights": weights_id, "devices": settings.as_dict(), "history": state["history"],
+    }
+    logger.info("finetune: %d epoch(s) completed (%d resumed) -> %s", state["completed_epochs"], resumed_from, uri)
+    return summary
+
+
+def _checkpoint_uri(run_dir: str, name: str) -> str:
+    return storage.join(run_dir, FINETUNE_DIR, CHECKPOINT_DIR, name)
+
+
+def _train_epoch(model: Any, workspace: str, run_dir: str, cfg: PipelineConfig, epoch: int, state: dict,
+                 class_weights: np.ndarray | None) -> dict:
+    from xray_tasks import dataset
+    from xray_tasks import model as model_lib
+    from xray_tasks.train import epoch_logger, normalise_history
+
+    tcfg = cfg.finetune
+    train, val = _datasets(workspace, cfg, epoch, class_weights)
+    # Exact step counts (from the markers) keep Keras from running into the end of the data and warning.
+    steps = tcfg.steps_per_epoch or math.ceil(dataset.split_size(workspace, "train") / tcfg.batch_size)
+    val_steps = math.ceil(dataset.split_size(workspace, "val") / tcfg.batch_size)
+    samples = steps * tcfg.batch_size if tcfg.steps_per_epoch else dataset.split_size(workspace, "train")
+    started = time.perf_counter()
+    fit = model.fit(train, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, validation_data=val,
+                    validation_steps=val_steps, shuffle=False, verbose=0,
+                    callbacks=[epoch_logger("finetune", samples)])
+    seconds = time.perf_counter() - started
+    history = dict(state["history"])
+    for key, values in normalise_history(fit.history).items():
+        history.setdefault(key, []).extend(values)
+    history.setdefault("images_per_s", []).append(samples / seconds)
+    name = f"epoch-{epoch + 1:03d}.keras"
+    model_lib.save_model(model, _checkpoint_uri(run_dir, name))
+    val_loss = history["val_loss"][-1]
+    best = state.get("best")
+    if best is None or val_loss < best["val_loss"]:
+        best = {"epoch": epoch + 1, "val_loss": val_loss, "checkpoint": name}
+    new_state = {**state, "completed_epochs": epoch + 1, "epochs_planned": tcfg.epochs, "history": history,
+                 "checkpoint": name, "best": best}
+    storage.write_json(state_uri(run_dir), new_state)
+    keep = {name, best["checkpoint"]}
+    for old in (state["checkpoint"], (state.get("best") or {}).get("checkpoint")):
+        if old and old not in keep:
+            storage.delete(_checkpoint_uri(run_dir, old))
+    return new_state
+
+
+def _final_model(model: Any, run_dir: str, state: dict, cfg: PipelineConfig,
+                 mixed: bool) -> Any:
+    """The model to ship: best or last epoch's weights, in a float32 copy when training ran in mixed precision."""
+    from xray_tasks import devices
+    from xray_tasks import model as model_lib
+
+    source = model
+    best = state.get("best")
+    if cfg.finetune.restore_best and best and best["checkpoint"] != state["checkpoint"]:
+        logger.info("finetune: restoring epoch %d (lowest val loss %.4f)", best["epoch"], best["val_loss"])
+        source = model_lib.load_model(_checkpoint_uri(run_dir, best["checkpoint"]))
+    if not mixed and source.dtype_policy.name == "float32":
+        return source
+    with devices.float32_policy():
+        fcfg = cfg.features
+        base = model_lib.build_base(fcfg.base, fcfg.input_size, None, fcfg.seed)
+        head = model_lib.build_head(base.output.shape[-1], cfg.head, _head_scaling(source))
+        final = model_lib.assemble(base, head)
+    final.set_weights(source.get_weights())
+    return final
+
+
+def _head_scaling(model: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    head = model.get_layer("head")
+    try:
+        layer = head.get_layer("standardize")
+    except ValueError:
+        return None
+    return np.asarray(layer.scale, np.float32), np.asarray(layer.offset, np.float32)
