@@ -109,9 +109,9 @@ def floor_checks(metrics: dict[str, Any], policy: GatePolicy) -> list[Check]:
     ok = sensitivity >= floor - 1e-12
     checks.append(Check(
         "sensitivity", sensitivity, floor, ok,
-        f"test sensitivity at the operating point {sensitivity:.4f} "
-        f"{'is within' if ok else 'falls more than'} {policy.sensitivity_tolerance:.3f} of the target {target:.3f}"
-        + ("" if ok else " below it"),
+        f"test sensitivity at the operating point {sensitivity:.4f} is "
+        f"{'within' if ok else 'more than'} {policy.sensitivity_tolerance:.3f} {'of' if ok else 'below'} "
+        f"the target {target:.3f}",
     ))
 
     cleared = _num(at_op.get("healthy_cleared"))
