@@ -3,10 +3,11 @@ stops with the reason; it never compares numbers computed on different images.""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 from registry_support import make_workspace, tiny_model, write_run
 
-from xray_tasks import inference, metrics
+from xray_tasks import evaluate, metrics
 from xray_tasks.config import GatePolicy
 from xray_tasks.registry import RegistryError, list_versions, publish, read_decisions
 
@@ -17,10 +18,11 @@ POLICY = GatePolicy(min_auroc=0.0, min_auroc_ci_low=0.0)
 
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
-    """A workspace and, on its test split, the champion model's (seed 1) real AUROC and the image names."""
+    """A workspace, its test split's digest and image names, and the champion model's (seed 1) AUROC there."""
     _, ws = make_workspace(tmp_path_factory.mktemp("rescore"))
-    indices, labels, probs = inference.predict_split(tiny_model(seed=1), str(ws), "test", input_size=32)
-    return str(ws), indices, metrics.auroc(labels, probs)
+    frame = evaluate.predict_split(tiny_model(seed=1), str(ws), "test")
+    auroc = metrics.auroc(frame["label"].to_numpy(), frame["probability"].to_numpy())
+    return str(ws), evaluate.digest(frame), list(frame["image_index"]), auroc
 
 
 @pytest.fixture
@@ -32,8 +34,8 @@ def champion_registry(tmp_path):
 
 
 def test_a_worse_candidate_on_a_new_split_loses_to_the_rescored_champion(split, champion_registry, tmp_path):
-    ws, indices, champion_auroc = split
-    run = write_run(tmp_path / "new", seed=2, test_digest="the-new-split", workspace=ws, test_indices=indices,
+    ws, digest, indices, champion_auroc = split
+    run = write_run(tmp_path / "new", seed=2, test_digest=digest, workspace=ws, test_indices=indices,
                     auroc=champion_auroc - 0.05)
     summary = publish(str(run), champion_registry, policy=POLICY)
     assert summary["decision"] == "rejected"
@@ -44,24 +46,26 @@ def test_a_worse_candidate_on_a_new_split_loses_to_the_rescored_champion(split, 
 
 
 def test_a_better_candidate_on_a_new_split_wins(split, champion_registry, tmp_path):
-    ws, indices, champion_auroc = split
-    run = write_run(tmp_path / "new", seed=2, test_digest="the-new-split", workspace=ws, test_indices=indices,
+    ws, digest, indices, champion_auroc = split
+    run = write_run(tmp_path / "new", seed=2, test_digest=digest, workspace=ws, test_indices=indices,
                     auroc=min(1.0, champion_auroc + 0.01))
     summary = publish(str(run), champion_registry, policy=POLICY)
     assert (summary["decision"], summary["champion"]) == ("approved", "000002")
 
 
 def test_shards_that_are_not_the_candidates_split_stop_the_publish(split, champion_registry, tmp_path):
-    ws, indices, _ = split
-    run = write_run(tmp_path / "new", seed=2, test_digest="the-new-split", workspace=ws, test_indices=indices[:-1])
+    ws, digest, indices, _ = split
+    other = evaluate.digest(pd.DataFrame({"image_index": indices[:-1]}))  # one study fewer
+    assert other != digest
+    run = write_run(tmp_path / "new", seed=2, test_digest=other, workspace=ws, test_indices=indices[:-1])
     with pytest.raises(RegistryError, match="not the split the candidate was evaluated on"):
         publish(str(run), champion_registry, policy=POLICY)
     assert [r["version"] for r in list_versions(champion_registry, NAME)] == ["000001"]  # nothing uploaded
 
 
 def test_an_unreadable_workspace_stops_the_publish(split, champion_registry, tmp_path):
-    _, indices, _ = split
-    run = write_run(tmp_path / "new", seed=2, test_digest="the-new-split", workspace=str(tmp_path / "gone"),
+    _, digest, indices, _ = split
+    run = write_run(tmp_path / "new", seed=2, test_digest=digest, workspace=str(tmp_path / "gone"),
                     test_indices=indices)
     with pytest.raises(RegistryError, match="cannot be read"):
         publish(str(run), champion_registry, policy=POLICY)

@@ -101,18 +101,3 @@ def score_uris(model: Any, uris: Sequence[str], *, stored_size: int, input_size:
                         for u, p in zip(good, probs, strict=True))
     return rows
 
-
-def predict_split(model: Any, workspace: str, split: str, *, input_size: int,
-                  batch_size: int = 32) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Score one split's committed shards: ``(image_index, label, probability)`` in shard order."""
-    from xray_tasks import dataset
-
-    indices, labels, probs = [], [], []
-    for batch in dataset.split_dataset(workspace, split, batch_size=batch_size, output_size=input_size, channels=3):
-        image = np.asarray(batch["image"], dtype=np.float32)
-        probs.append(triage_probabilities(model, image))
-        labels.append(np.asarray(batch["label"]))
-        indices.extend(v.decode("utf-8") for v in np.asarray(batch["image_index"]))
-    if not indices:
-        raise ValueError(f"{workspace}: split {split!r} has no records")
-    return indices, np.concatenate(labels), np.concatenate(probs)

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from xray_tasks import storage
 from xray_tasks.config import GatePolicy, to_dict
 from xray_tasks.registry import gate, integrity, pointers, rescore
@@ -190,9 +188,7 @@ def publish(run_dir: str, registry: str, *, model_name: str = "xray-triage", pol
                     "champion": existing, "uploaded_bytes": 0}
         champion = None
         if pointer:
-            indices = pd.read_parquet(candidate.staged / "predictions" / "test.parquet", columns=["image_index"])
-            champion = rescore.champion_score(registry, model_name, pointer["version"], candidate.metrics,
-                                              indices["image_index"].astype(str).tolist(), workspace)
+            champion = rescore.champion_score(registry, model_name, pointer["version"], candidate.metrics, workspace)
         result = gate.evaluate(candidate.metrics, policy, champion)
         decision = "forced" if force else ("approved" if result.passed else "rejected")
         logger.info("gate: %s%s", decision, "" if result.passed else f" ({'; '.join(result.reasons)})")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from xray_tasks.registry import catalog
@@ -21,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 def champion_score(root: str, model_name: str, champion: str, candidate_metrics: dict[str, Any],
-                   candidate_test_indices: Sequence[str], workspace: str | None = None) -> ChampionScore:
+                   workspace: str | None = None) -> ChampionScore:
     """The champion's test AUROC on the candidate's test split (read or re-scored).
 
     Args:
@@ -36,7 +35,7 @@ def champion_score(root: str, model_name: str, champion: str, candidate_metrics:
     if champion_metrics["data"]["test_digest"] == candidate_metrics["data"]["test_digest"]:
         return ChampionScore(champion, float(champion_metrics["test"]["auroc"]), "same_split")
 
-    from xray_tasks import inference, metrics
+    from xray_tasks import evaluate, metrics
     from xray_tasks.registry import consumer
 
     workspace = workspace or candidate_metrics["data"].get("workspace")
@@ -47,14 +46,14 @@ def champion_score(root: str, model_name: str, champion: str, candidate_metrics:
                 champion_metrics["data"]["test_digest"][:12], candidate_metrics["data"]["test_digest"][:12], workspace)
     published = consumer.load(root, model_name, champion)
     try:
-        indices, labels, probs = inference.predict_split(published.model, workspace, "test",
-                                                         input_size=published.input_size)
+        frame = evaluate.predict_split(published.model, workspace, "test")
     except (FileNotFoundError, OSError, ValueError) as exc:
         raise RegistryError(f"the champion must be re-scored on the candidate's test split but {workspace} cannot "
                             f"be read: {exc}") from exc
-    if sorted(indices) != sorted(candidate_test_indices):
-        raise RegistryError(f"the test shards at {workspace} ({len(indices)} images) are not the split the candidate "
-                            f"was evaluated on ({len(candidate_test_indices)} images); refusing to compare")
-    auroc = metrics.auroc(labels, probs)
+    if evaluate.digest(frame) != candidate_metrics["data"]["test_digest"]:
+        raise RegistryError(f"the test shards at {workspace} ({len(frame)} images, digest {evaluate.digest(frame)[:12]}) "
+                            f"are not the split the candidate was evaluated on (digest "
+                            f"{candidate_metrics['data']['test_digest'][:12]}); refusing to compare")
+    auroc = metrics.auroc(frame["label"].to_numpy(), frame["probability"].to_numpy())
     logger.info("champion %s re-scored on the candidate's test split: AUROC %.4f", champion, auroc)
     return ChampionScore(champion, auroc, "rescored")
