@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 
 from xray_tasks import images, storage
+from xray_tasks import model as model_lib
 
 logger = logging.getLogger(__name__)
 
-TRIAGE_OUTPUT = "triage"
 NEEDS_REVIEW = "needs_review"
 CLEARED = "cleared"
 IMAGE_SUFFIXES = (".png",)
@@ -56,15 +56,7 @@ def prepare_images(blobs: Sequence[bytes], stored_size: int, input_size: int) ->
 
 def triage_probabilities(model: Any, batch: np.ndarray) -> np.ndarray:
     """P(unhealthy) per image from the model's ``triage`` softmax (column 1), whatever other outputs it has."""
-    outputs = model(batch, training=False)
-    if isinstance(outputs, dict):
-        outputs = outputs[TRIAGE_OUTPUT]
-    elif isinstance(outputs, list | tuple):
-        outputs = outputs[list(model.output_names).index(TRIAGE_OUTPUT)]
-    probs = np.asarray(outputs, dtype=np.float32)
-    if probs.ndim != 2 or probs.shape[1] != 2:
-        raise ValueError(f"the triage output must be a [N, 2] softmax, got shape {probs.shape}")
-    return probs[:, 1]
+    return model_lib.triage_probability(model(batch, training=False))
 
 
 def decide(probability: float, threshold: float) -> str:

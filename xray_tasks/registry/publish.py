@@ -19,6 +19,7 @@ from typing import Any
 
 from xray_tasks import storage
 from xray_tasks.config import GatePolicy, to_dict
+from xray_tasks.model import IMAGE_INPUT, TRIAGE_OUTPUT
 from xray_tasks.registry import gate, integrity, pointers, rescore
 from xray_tasks.registry.layout import (
     DECISIONS,
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 PUBLISHED_FILES = ("model.keras", "metrics.json", "config.json", "model_card.md")
 PUBLISHED_DIRS = ("plots/", "predictions/")
 REQUIRED = (*PUBLISHED_FILES, "predictions/test.parquet")
-IMAGE_INPUT, TRIAGE_OUTPUT = "image", "triage"
 
 
 @dataclass(frozen=True)
