@@ -15,7 +15,16 @@ from xray_tasks.config import IngestConfig
 from xray_tasks.ingest import IngestError, ingest_archive, list_archives, validate
 from xray_tasks.manifest import read_manifest, run_manifest
 from xray_tasks.shards import committed_shards, marker_uri, read_markers
-from xray_tasks.synth import RECOVERABLE, generate, make_studies, png_bytes, render, write_archive, write_lists, write_metadata
+from xray_tasks.synth import (
+    RECOVERABLE,
+    generate,
+    make_studies,
+    png_bytes,
+    render,
+    write_archive,
+    write_lists,
+    write_metadata,
+)
 from xray_tasks.tfrecord import iter_records
 
 CFG = IngestConfig(image_size=32, shard_target_mb=0.02)
@@ -96,7 +105,8 @@ def test_marker_lists_shards_with_checksums_and_sizes_near_target(tmp_path):
         assert entry["path"] == f"train/images_001-{i:05d}-of-{len(train):05d}.tfrecord"
         data = (tmp_path / "ws" / "shards" / entry["path"]).read_bytes()
         assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
-        assert len(list(iter_records(open(tmp_path / "ws" / "shards" / entry["path"], "rb")))) == entry["records"]
+        with open(tmp_path / "ws" / "shards" / entry["path"], "rb") as fh:
+            assert len(list(iter_records(fh))) == entry["records"]
         assert entry["images"] == sorted(entry["images"])
         if i < len(train) - 1:
             assert entry["bytes"] <= target

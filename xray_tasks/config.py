@@ -263,7 +263,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Build ``cls`` from a (possibly partial) dict; unknown keys are an error, not silently dropped."""
     if not isinstance(data, dict):
-        raise ValueError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
+        raise ValueError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")  # noqa: TRY004 (user input)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
@@ -287,7 +287,7 @@ def override(cfg: Any, assignments: dict[str, Any]) -> Any:
         parts = dotted.split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"unknown config section {part!r} in {dotted!r}")
+                raise ValueError(f"unknown config section {part!r} in {dotted!r}")  # noqa: TRY004 (user input)
             node = node[part]
         if parts[-1] not in node:
             raise ValueError(f"unknown config key {dotted!r}")

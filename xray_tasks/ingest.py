@@ -11,7 +11,7 @@ import logging
 import tempfile
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
@@ -22,8 +22,18 @@ from xray_tasks.config import PATHOLOGIES, IngestConfig
 from xray_tasks.images import ImageRejected, prepare
 from xray_tasks.manifest import manifest_exclusions, read_manifest
 from xray_tasks.shards import (
-    FEATURES, FORMAT_VERSION, MARKERS_DIR, SHARDS_DIR, STAGING_DIR, ShardStager, marker_uri,
-    publish, read_markers, record_parts, remove_uncommitted, storage_key,
+    FEATURES,
+    FORMAT_VERSION,
+    MARKERS_DIR,
+    SHARDS_DIR,
+    STAGING_DIR,
+    ShardStager,
+    marker_uri,
+    publish,
+    read_markers,
+    record_parts,
+    remove_uncommitted,
+    storage_key,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,7 +58,7 @@ def list_archives(source: str) -> list[str]:
     """The ``images_*.tar.gz`` archives at a source, sorted by name."""
     return [
         storage.join(source, n) for n in storage.listdir(source)
-        if n.startswith("images") and (n.endswith(".tar.gz") or n.endswith(".tgz"))
+        if n.startswith("images") and n.endswith((".tar.gz", ".tgz"))
     ]
 
 
@@ -158,7 +168,7 @@ def ingest_archive(archive_uri: str, workspace: str, cfg: IngestConfig, table: p
         "elapsed_s": round(elapsed, 3),
         "images_per_s": round(len(seen) / elapsed, 2) if elapsed > 0 else None,
         "code_version": __version__,
-        "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     storage.write_json(marker, done)  # the commit: written last
     logger.info("%s: committed %d images in %d shard(s), %d quarantined, %.1f images/s",

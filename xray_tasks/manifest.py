@@ -72,13 +72,13 @@ def counts(table: pd.DataFrame) -> dict[str, Any]:
     for name in SPLITS:
         part = table[table["split"] == name]
         out[name] = {
-            "images": int(len(part)),
+            "images": len(part),
             "patients": int(part["patient_id"].nunique()),
             "healthy": int((part["label"] == 0).sum()),
             "unhealthy": int((part["label"] == 1).sum()),
         }
     out["total"] = {
-        "images": int(len(table)),
+        "images": len(table),
         "patients": int(table["patient_id"].nunique()),
         "healthy": int((table["label"] == 0).sum()),
         "unhealthy": int((table["label"] == 1).sum()),

@@ -12,6 +12,7 @@ Readers trust only shards that a marker lists, so a crash leaves nothing that lo
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -135,7 +136,7 @@ class ShardStager:
     def _open(self, part: _Part):
         if self._handle_part is not part:
             self._close()
-            self._handle = open(part.path, "ab")
+            self._handle = open(part.path, "ab")  # noqa: SIM115 (kept open across add() calls, closed by _close)
             self._handle_part = part
         return self._handle
 
@@ -158,17 +159,13 @@ class ShardStager:
 
     def _reorder(self, split: str, stage: _SplitStage) -> _SplitStage:
         logger.info("members of split %s arrived unsorted: rewriting %d records in name order", split, len(stage.index))
-        ordered = _SplitStage()
-        sources = [open(p.path, "rb") for p in stage.parts]
-        try:
+        with contextlib.ExitStack() as stack:
+            sources = [stack.enter_context(open(p.path, "rb")) for p in stage.parts]
             for name, part_no, offset, length in sorted(stage.index):
                 sources[part_no].seek(offset)
                 self.add(f"{split}.sorted", name, [sources[part_no].read(length)])
             self._close()
             ordered = self._splits.pop(f"{split}.sorted")
-        finally:
-            for fh in sources:
-                fh.close()
         for part in stage.parts:
             part.path.unlink(missing_ok=True)
         return ordered

@@ -12,14 +12,12 @@ environment or the standard AWS configuration; an endpoint override (MinIO, moto
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import logging
 import os
 import shutil
 import tempfile
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -40,7 +38,8 @@ def is_s3(uri: str) -> bool:
     return str(uri).startswith("s3://")
 
 
-def _local(uri: str) -> Path:
+def local_path(uri: str) -> Path:
+    """The file-system path of a local URI (plain path or ``file://``)."""
     uri = str(uri)
     return Path(urlparse(uri).path) if uri.startswith("file://") else Path(uri)
 
@@ -58,7 +57,7 @@ def join(base: str, *parts: str) -> str:
     base = str(base)
     if is_s3(base):
         return "/".join([base.rstrip("/")] + [p.strip("/") for p in parts if p])
-    return str(_local(base).joinpath(*parts))
+    return str(local_path(base).joinpath(*parts))
 
 
 def basename(uri: str) -> str:
@@ -102,44 +101,44 @@ def s3_client() -> Any:
     )
 
 
-def _s3_error(op: str, uri: str, exc: Exception) -> StorageError:
+def s3_error(op: str, uri: str, exc: Exception) -> StorageError:
     return StorageError(f"{op} {uri}: {type(exc).__name__}: {exc}")
 
 
-def _s3_errors() -> tuple[type[Exception], ...]:
+def s3_errors() -> tuple[type[Exception], ...]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     return (BotoCoreError, ClientError)
 
 
-def _is_not_found(exc: Exception) -> bool:
+def is_not_found(exc: Exception) -> bool:
     code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
     return code in ("404", "NoSuchKey", "NotFound")
 
 
 def exists(uri: str) -> bool:
     if not is_s3(uri):
-        return _local(uri).exists()
+        return local_path(uri).exists()
     bucket, key = split_s3(uri)
     try:
         s3_client().head_object(Bucket=bucket, Key=key)
         return True
-    except _s3_errors() as exc:
-        if _is_not_found(exc):
+    except s3_errors() as exc:
+        if is_not_found(exc):
             return False
-        raise _s3_error("HEAD", uri, exc) from exc
+        raise s3_error("HEAD", uri, exc) from exc
 
 
 def read_bytes(uri: str) -> bytes:
     if not is_s3(uri):
-        return _local(uri).read_bytes()
+        return local_path(uri).read_bytes()
     bucket, key = split_s3(uri)
     try:
         return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-    except _s3_errors() as exc:
-        if _is_not_found(exc):
+    except s3_errors() as exc:
+        if is_not_found(exc):
             raise FileNotFoundError(uri) from exc
-        raise _s3_error("GET", uri, exc) from exc
+        raise s3_error("GET", uri, exc) from exc
 
 
 def read_text(uri: str) -> str:
@@ -156,10 +155,10 @@ def write_bytes(uri: str, data: bytes) -> None:
         bucket, key = split_s3(uri)
         try:
             s3_client().put_object(Bucket=bucket, Key=key, Body=data)
-        except _s3_errors() as exc:
-            raise _s3_error("PUT", uri, exc) from exc
+        except s3_errors() as exc:
+            raise s3_error("PUT", uri, exc) from exc
         return
-    path = _local(uri)
+    path = local_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
@@ -180,7 +179,7 @@ def write_json(uri: str, obj: Any) -> None:
     write_text(uri, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def put_file(local_path: str | os.PathLike, uri: str) -> None:
+def put_file(source: str | os.PathLike, uri: str) -> None:
     """Copy a local file to ``uri`` atomically (multipart above 64 MiB on S3)."""
     if is_s3(uri):
         from boto3.s3.transfer import TransferConfig
@@ -188,19 +187,19 @@ def put_file(local_path: str | os.PathLike, uri: str) -> None:
         bucket, key = split_s3(uri)
         try:
             s3_client().upload_file(
-                str(local_path), bucket, key,
+                str(source), bucket, key,
                 Config=TransferConfig(multipart_threshold=MULTIPART_THRESHOLD, multipart_chunksize=MULTIPART_THRESHOLD),
             )
-        except (*_s3_errors(), OSError) as exc:
-            raise _s3_error("upload to", uri, exc) from exc
+        except (*s3_errors(), OSError) as exc:
+            raise s3_error("upload to", uri, exc) from exc
         return
-    path = _local(uri)
-    if Path(local_path).resolve() == path.resolve():
+    path = local_path(uri)
+    if Path(source).resolve() == path.resolve():
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
-        shutil.copyfile(local_path, tmp)
+        shutil.copyfile(source, tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -208,22 +207,22 @@ def put_file(local_path: str | os.PathLike, uri: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def get_file(uri: str, local_path: str | os.PathLike) -> None:
+def get_file(uri: str, dest: str | os.PathLike) -> None:
     """Copy ``uri`` to a local file (written atomically)."""
-    local_path = Path(local_path)
-    local_path.parent.mkdir(parents=True, exist_ok=True)
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     if not is_s3(uri):
-        put_file(_local(uri), str(local_path))
+        put_file(local_path(uri), str(dest))
         return
     bucket, key = split_s3(uri)
-    tmp = local_path.with_name(f".{local_path.name}.tmp-{os.getpid()}")
+    tmp = dest.with_name(f".{dest.name}.tmp-{os.getpid()}")
     try:
         s3_client().download_file(bucket, key, str(tmp))
-        os.replace(tmp, local_path)
-    except _s3_errors() as exc:
-        if _is_not_found(exc):
+        os.replace(tmp, dest)
+    except s3_errors() as exc:
+        if is_not_found(exc):
             raise FileNotFoundError(uri) from exc
-        raise _s3_error("download", uri, exc) from exc
+        raise s3_error("download", uri, exc) from exc
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -232,16 +231,16 @@ def get_file(uri: str, local_path: str | os.PathLike) -> None:
 def open_read(uri: str) -> Iterator[IO[bytes]]:
     """A forward-only binary stream over ``uri`` (for archives: nothing is staged on disk)."""
     if not is_s3(uri):
-        with open(_local(uri), "rb") as fh:
+        with open(local_path(uri), "rb") as fh:
             yield fh
         return
     bucket, key = split_s3(uri)
     try:
         body = s3_client().get_object(Bucket=bucket, Key=key)["Body"]
-    except _s3_errors() as exc:
-        if _is_not_found(exc):
+    except s3_errors() as exc:
+        if is_not_found(exc):
             raise FileNotFoundError(uri) from exc
-        raise _s3_error("GET", uri, exc) from exc
+        raise s3_error("GET", uri, exc) from exc
     try:
         yield body
     finally:
@@ -252,7 +251,7 @@ def open_read(uri: str) -> Iterator[IO[bytes]]:
 def local_copy(uri: str) -> Iterator[Path]:
     """A local path holding the bytes of ``uri``: the file itself when local, a temporary download for S3."""
     if not is_s3(uri):
-        yield _local(uri)
+        yield local_path(uri)
         return
     with tempfile.TemporaryDirectory(prefix="xray-") as tmp:
         path = Path(tmp) / basename(uri)
@@ -263,7 +262,7 @@ def local_copy(uri: str) -> Iterator[Path]:
 def list_files(prefix: str) -> list[str]:
     """All files under a directory / key prefix, recursively, as sorted URIs (temporary files excluded)."""
     if not is_s3(prefix):
-        root = _local(prefix)
+        root = local_path(prefix)
         if not root.exists():
             return []
         return sorted(
@@ -275,46 +274,58 @@ def list_files(prefix: str) -> list[str]:
     try:
         for page in s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key):
             out.extend(f"s3://{bucket}/{obj['Key']}" for obj in page.get("Contents", []))
-    except _s3_errors() as exc:
-        raise _s3_error("LIST", prefix, exc) from exc
+    except s3_errors() as exc:
+        raise s3_error("LIST", prefix, exc) from exc
     return sorted(out)
+
+
+def _list_level(prefix: str) -> tuple[list[str], list[str]]:
+    """Names of the files and of the sub-directories (S3: common prefixes) directly under ``prefix``."""
+    if not is_s3(prefix):
+        root = local_path(prefix)
+        if not root.is_dir():
+            return [], []
+        entries = [p for p in root.iterdir() if ".tmp-" not in p.name]
+        return [p.name for p in entries if p.is_file()], [p.name for p in entries if p.is_dir()]
+    bucket, key = split_s3(prefix)
+    key = key.rstrip("/") + "/" if key else ""
+    files, dirs = [], []
+    try:
+        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/")
+        for page in pages:
+            files.extend(obj["Key"][len(key):] for obj in page.get("Contents", []))
+            dirs.extend(p["Prefix"][len(key):].rstrip("/") for p in page.get("CommonPrefixes", []))
+    except s3_errors() as exc:
+        raise s3_error("LIST", prefix, exc) from exc
+    return [f for f in files if f], [d for d in dirs if d]
 
 
 def listdir(prefix: str) -> list[str]:
     """Names of the files directly under a directory / key prefix (not recursive), sorted."""
-    if not is_s3(prefix):
-        root = _local(prefix)
-        if not root.is_dir():
-            return []
-        return sorted(p.name for p in root.iterdir() if p.is_file() and ".tmp-" not in p.name)
-    bucket, key = split_s3(prefix)
-    key = key.rstrip("/") + "/" if key else ""
-    names = []
-    try:
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/")
-        for page in pages:
-            names.extend(obj["Key"][len(key):] for obj in page.get("Contents", []))
-    except _s3_errors() as exc:
-        raise _s3_error("LIST", prefix, exc) from exc
-    return sorted(n for n in names if n)
+    return sorted(_list_level(prefix)[0])
+
+
+def list_dirs(prefix: str) -> list[str]:
+    """Names of the sub-directories (S3: common prefixes) directly under ``prefix``, sorted."""
+    return sorted(_list_level(prefix)[1])
 
 
 def delete(uri: str) -> None:
     """Remove one file/object; absent is fine."""
     if not is_s3(uri):
-        _local(uri).unlink(missing_ok=True)
+        local_path(uri).unlink(missing_ok=True)
         return
     bucket, key = split_s3(uri)
     try:
         s3_client().delete_object(Bucket=bucket, Key=key)
-    except _s3_errors() as exc:
-        raise _s3_error("DELETE", uri, exc) from exc
+    except s3_errors() as exc:
+        raise s3_error("DELETE", uri, exc) from exc
 
 
 def delete_tree(prefix: str) -> None:
     """Remove everything under a directory / key prefix; absent is fine."""
     if not is_s3(prefix):
-        shutil.rmtree(_local(prefix), ignore_errors=True)
+        shutil.rmtree(local_path(prefix), ignore_errors=True)
         return
     for uri in list_files(prefix):
         delete(uri)
@@ -329,143 +340,3 @@ def tfio_environment(env: dict[str, str] | None = None) -> dict[str, str]:
         env.setdefault("S3_VERIFY_SSL", "0" if endpoint.startswith("http://") else "1")
     env.setdefault("AWS_EC2_METADATA_DISABLED", "true")
     return env
-
-
-# --- Conditional writes: the primitive behind create-once objects and compare-and-swap pointers -------------------
-
-class PreconditionFailed(StorageError):
-    """A conditional write found the object in another state than it required (already there / changed)."""
-
-
-_CONFLICT_RETRIES = 3
-
-
-def _content_tag(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
-
-
-@contextmanager
-def _dir_lock(directory: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on a directory: released by the kernel even when the holder is SIGKILLed."""
-    import fcntl
-
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing the last descriptor releases the lock
-
-
-def read_bytes_tagged(uri: str) -> tuple[bytes, str]:
-    """The bytes of ``uri`` and an opaque tag of this state (S3 ETag; locally an MD5 of the content).
-
-    Raises:
-        FileNotFoundError: nothing at ``uri``.
-    """
-    if not is_s3(uri):
-        data = _local(uri).read_bytes()
-        return data, _content_tag(data)
-    bucket, key = split_s3(uri)
-    try:
-        response = s3_client().get_object(Bucket=bucket, Key=key)
-        return response["Body"].read(), response["ETag"]
-    except _s3_errors() as exc:
-        if _is_not_found(exc):
-            raise FileNotFoundError(uri) from exc
-        raise _s3_error("GET", uri, exc) from exc
-
-
-def write_bytes_if(uri: str, data: bytes, *, absent: bool = False, tag: str | None = None) -> str:
-    """Write ``data`` only if ``uri`` does not exist (``absent=True``) or still carries ``tag``; returns the new tag.
-
-    On S3 this is a conditional PUT (``If-None-Match: *`` / ``If-Match: <etag>``), atomic on the server; locally the
-    check and the rename happen under an exclusive lock on the parent directory.  A write whose first attempt
-    landed but whose answer was lost (so the SDK retried and got "precondition failed") still counts as done when
-    the object now holds exactly ``data``: callers make payloads unique (a nonce) so that this means "mine".
-
-    Raises:
-        PreconditionFailed: the object exists (``absent``) or no longer carries ``tag``.
-        ValueError: neither or both conditions given.
-    """
-    if absent == (tag is not None):
-        raise ValueError(f"write_bytes_if needs exactly one of absent=True or tag=..., got absent={absent}, tag={tag!r}")
-    try:
-        return _s3_put_if(uri, data, absent, tag) if is_s3(uri) else _local_put_if(uri, data, absent, tag)
-    except PreconditionFailed:
-        try:
-            current, current_tag = read_bytes_tagged(uri)
-        except FileNotFoundError:
-            raise PreconditionFailed(f"conditional write {uri}: precondition failed and the object is absent") from None
-        if current == data:
-            logger.info("%s: a retried conditional write had already landed", uri)
-            return current_tag
-        raise
-
-
-def _s3_put_if(uri: str, data: bytes, absent: bool, tag: str | None) -> str:
-    bucket, key = split_s3(uri)
-    condition = {"IfNoneMatch": "*"} if absent else {"IfMatch": tag}
-    attempt = 0
-    while True:
-        try:
-            return s3_client().put_object(Bucket=bucket, Key=key, Body=data, **condition)["ETag"]
-        except _s3_errors() as exc:
-            code = getattr(exc, "response", {}).get("Error", {}).get("Code", "")
-            if code in ("PreconditionFailed", "412") or (tag is not None and _is_not_found(exc)):
-                what = "already exists" if absent else f"no longer has tag {tag}"
-                raise PreconditionFailed(f"conditional write {uri}: object {what}") from exc
-            # S3 answers 409 while another conditional write on the key is in flight: AWS says to retry.
-            if code != "ConditionalRequestConflict" or attempt >= _CONFLICT_RETRIES:
-                raise _s3_error("conditional PUT", uri, exc) from exc
-            attempt += 1
-            time.sleep(0.2 * attempt)
-
-
-def _local_put_if(uri: str, data: bytes, absent: bool, tag: str | None) -> str:
-    path = _local(uri)
-    with _dir_lock(path.parent):
-        if absent and path.exists():
-            raise PreconditionFailed(f"conditional write {uri}: object already exists")
-        if not absent:
-            try:
-                current = path.read_bytes()
-            except FileNotFoundError:
-                raise PreconditionFailed(f"conditional write {uri}: object is absent, expected tag {tag}") from None
-            if _content_tag(current) != tag:
-                raise PreconditionFailed(f"conditional write {uri}: object no longer has tag {tag}")
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-        try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            if absent:
-                os.link(tmp, path)  # fails if the name exists, even for a writer that ignores the lock
-            else:
-                os.replace(tmp, path)
-        except FileExistsError:
-            raise PreconditionFailed(f"conditional write {uri}: object already exists") from None
-        finally:
-            tmp.unlink(missing_ok=True)
-    return _content_tag(data)
-
-
-def list_dirs(prefix: str) -> list[str]:
-    """Names of the sub-directories (S3: common prefixes) directly under ``prefix``, sorted."""
-    if not is_s3(prefix):
-        root = _local(prefix)
-        if not root.is_dir():
-            return []
-        return sorted(p.name for p in root.iterdir() if p.is_dir() and ".tmp-" not in p.name)
-    bucket, key = split_s3(prefix)
-    key = key.rstrip("/") + "/" if key else ""
-    names = []
-    try:
-        pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, Delimiter="/")
-        for page in pages:
-            names.extend(p["Prefix"][len(key):].rstrip("/") for p in page.get("CommonPrefixes", []))
-    except _s3_errors() as exc:
-        raise _s3_error("LIST", prefix, exc) from exc
-    return sorted(n for n in names if n)

@@ -1,6 +1,6 @@
 """The two race-safe steps of a publish: claiming a version id and swapping the champion pointer.
 
-Both rest on ``storage.write_bytes_if``: a version id belongs to whoever created its ``CLAIM.json`` (create-only),
+Both rest on ``conditional.write_bytes_if``: a version id belongs to whoever created its ``CLAIM.json`` (create-only),
 and the champion pointer only moves from the state a publisher read (compare-and-swap on its tag).  Payloads carry
 the publish id, so a retried request that already landed is recognised as the publisher's own.
 """
@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from xray_tasks import storage
+from xray_tasks import conditional, storage
 from xray_tasks.registry import integrity
 from xray_tasks.registry.layout import (
     CLAIM,
@@ -48,9 +48,9 @@ def claim_version(root: str, model_name: str, publish_id: str, details: dict[str
         version = format_version(number)
         claim = {"version": version, "publish_id": publish_id, "claimed_at": now(), **details}
         try:
-            storage.write_bytes_if(storage.join(version_uri(root, model_name, version), CLAIM),
+            conditional.write_bytes_if(storage.join(version_uri(root, model_name, version), CLAIM),
                                    integrity.encode(claim), absent=True)
-        except storage.PreconditionFailed:
+        except conditional.PreconditionFailed:
             logger.info("%s version %s was claimed by another publish; trying the next id", model_name, version)
             number += 1
             continue
@@ -63,7 +63,7 @@ def read_champion(root: str, model_name: str) -> tuple[dict[str, Any] | None, st
     """The champion pointer and its tag, or ``(None, None)`` before the first promotion."""
     uri = champion_uri(root, model_name)
     try:
-        raw, tag = storage.read_bytes_tagged(uri)
+        raw, tag = conditional.read_bytes_tagged(uri)
     except FileNotFoundError:
         return None, None
     try:
@@ -85,10 +85,10 @@ def swap_champion(root: str, model_name: str, pointer: dict[str, Any], expected_
     payload = integrity.encode(pointer)
     try:
         if expected_tag is None:
-            storage.write_bytes_if(uri, payload, absent=True)
+            conditional.write_bytes_if(uri, payload, absent=True)
         else:
-            storage.write_bytes_if(uri, payload, tag=expected_tag)
-    except storage.PreconditionFailed:
+            conditional.write_bytes_if(uri, payload, tag=expected_tag)
+    except conditional.PreconditionFailed:
         current, _ = read_champion(root, model_name)
         now_at = current["version"] if current else "nothing"
         before = pointer.get("previous") or "no champion"

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xray_tasks import storage
+from xray_tasks import conditional, storage
 from xray_tasks.config import GatePolicy, to_dict
 from xray_tasks.model import IMAGE_INPUT, TRIAGE_OUTPUT
 from xray_tasks.registry import gate, integrity, pointers, rescore
@@ -135,7 +135,7 @@ def upload_version(root: str, model_name: str, candidate: Candidate, publish_id:
                     "base": m["model"].get("base"), "input_size": m["model"]["input_size"]},
     }
     raw = integrity.encode(manifest)
-    storage.write_bytes_if(storage.join(vuri, MANIFEST), raw, absent=True)
+    conditional.write_bytes_if(storage.join(vuri, MANIFEST), raw, absent=True)
     logger.info("%s version %s complete: %d files, %d bytes", model_name, version, len(files), total)
     return version, integrity.digest_bytes(raw)["sha256"], total
 
@@ -144,7 +144,7 @@ def record_decision(root: str, model_name: str, version: str, record: dict[str, 
     """Append one immutable record to a version's decision log; returns its file name."""
     stamp = record["decided_at"].replace(":", "").replace("-", "")
     name = f"{stamp}-{record['publish_id'][:8]}-{record['decision']}.json"
-    storage.write_bytes_if(storage.join(version_uri(root, model_name, version), DECISIONS, name),
+    conditional.write_bytes_if(storage.join(version_uri(root, model_name, version), DECISIONS, name),
                            integrity.encode(record), absent=True)
     return name
 

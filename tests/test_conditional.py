@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from xray_tasks import storage
+from xray_tasks import conditional, storage
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
@@ -24,9 +24,9 @@ def _race(uri: str, writers: int, **condition) -> list[int]:
     def attempt(i: int) -> None:
         barrier.wait()
         try:
-            storage.write_bytes_if(uri, f"writer {i}".encode(), **condition)
+            conditional.write_bytes_if(uri, f"writer {i}".encode(), **condition)
             winners.append(i)
-        except storage.PreconditionFailed:
+        except conditional.PreconditionFailed:
             pass
 
     threads = [threading.Thread(target=attempt, args=(i,)) for i in range(writers)]
@@ -47,20 +47,20 @@ def test_create_only_has_exactly_one_winner(root):
 
 def test_compare_and_swap_refuses_a_stale_tag(root):
     uri = storage.join(root, "pointer")
-    first = storage.write_bytes_if(uri, b"v1", absent=True)
-    data, tag = storage.read_bytes_tagged(uri)
+    first = conditional.write_bytes_if(uri, b"v1", absent=True)
+    data, tag = conditional.read_bytes_tagged(uri)
     assert (data, tag) == (b"v1", first)
-    second = storage.write_bytes_if(uri, b"v2", tag=tag)
+    second = conditional.write_bytes_if(uri, b"v2", tag=tag)
     assert second != first
-    with pytest.raises(storage.PreconditionFailed, match="no longer has tag"):
-        storage.write_bytes_if(uri, b"v3", tag=first)
+    with pytest.raises(conditional.PreconditionFailed, match="no longer has tag"):
+        conditional.write_bytes_if(uri, b"v3", tag=first)
     assert storage.read_bytes(uri) == b"v2"
 
 
 def test_compare_and_swap_race_has_exactly_one_winner(root):
     uri = storage.join(root, "pointer")
-    storage.write_bytes_if(uri, b"start", absent=True)
-    _, tag = storage.read_bytes_tagged(uri)
+    conditional.write_bytes_if(uri, b"start", absent=True)
+    _, tag = conditional.read_bytes_tagged(uri)
     winners = _race(uri, 6, tag=tag)
     assert len(winners) == 1
     assert storage.read_bytes(uri) == f"writer {winners[0]}".encode()
@@ -68,29 +68,29 @@ def test_compare_and_swap_race_has_exactly_one_winner(root):
 
 def test_a_retried_write_that_already_landed_counts_as_done(root):
     uri = storage.join(root, "claim")
-    storage.write_bytes_if(uri, b"mine, nonce 1", absent=True)
+    conditional.write_bytes_if(uri, b"mine, nonce 1", absent=True)
     # The same payload again is what an SDK retry after a lost answer looks like: not a failure.
-    storage.write_bytes_if(uri, b"mine, nonce 1", absent=True)
-    with pytest.raises(storage.PreconditionFailed, match="already exists"):
-        storage.write_bytes_if(uri, b"someone else, nonce 2", absent=True)
+    conditional.write_bytes_if(uri, b"mine, nonce 1", absent=True)
+    with pytest.raises(conditional.PreconditionFailed, match="already exists"):
+        conditional.write_bytes_if(uri, b"someone else, nonce 2", absent=True)
 
 
 def test_swap_of_an_absent_object_fails(root):
-    with pytest.raises(storage.PreconditionFailed):
-        storage.write_bytes_if(storage.join(root, "missing"), b"x", tag="0123")
+    with pytest.raises(conditional.PreconditionFailed):
+        conditional.write_bytes_if(storage.join(root, "missing"), b"x", tag="0123")
     assert not storage.exists(storage.join(root, "missing"))
 
 
 def test_write_bytes_if_needs_exactly_one_condition(root):
     with pytest.raises(ValueError, match="exactly one"):
-        storage.write_bytes_if(storage.join(root, "x"), b"x")
+        conditional.write_bytes_if(storage.join(root, "x"), b"x")
     with pytest.raises(ValueError, match="exactly one"):
-        storage.write_bytes_if(storage.join(root, "x"), b"x", absent=True, tag="t")
+        conditional.write_bytes_if(storage.join(root, "x"), b"x", absent=True, tag="t")
 
 
 def test_read_bytes_tagged_of_a_missing_object(root):
     with pytest.raises(FileNotFoundError):
-        storage.read_bytes_tagged(storage.join(root, "nothing"))
+        conditional.read_bytes_tagged(storage.join(root, "nothing"))
 
 
 def test_list_dirs_names_sub_directories_only(root):
