@@ -202,6 +202,17 @@ def test_all_airflow_components_share_secrets_broker_database_and_execution_api(
     assert "AWS_SECRET_ACCESS_KEY" not in envs["airflow-worker"]
 
 
+def test_every_pipeline_location_is_in_object_storage(model):
+    """Workers on other containers or hosts share nothing but object storage: no setting may be a local path."""
+    for name in AIRFLOW_SERVICES:
+        env = env_of(model["services"][name])
+        for setting in ("SOURCE", "WORKSPACE", "REGISTRY", "IMAGES", "WORKLISTS"):
+            assert env[f"XRAY_{setting}"].startswith("s3://xray/"), (name, setting, env.get(f"XRAY_{setting}"))
+    # The DAGs fall back to a path under $AIRFLOW_HOME for each of these when nothing is set (dags/xray_common.py).
+    common = (REPO / "dags" / "xray_common.py").read_text()
+    assert all(f'"{name}"' in common for name in ("workspace", "registry", "images", "worklists"))
+
+
 def test_remote_hosts_are_reached_through_settings(model):
     """A worker on another host: the same file with other addresses, nothing edited."""
     values = {**read_env_file(ENV_EXAMPLE), "XRAY_DB_HOST": "main.lan", "XRAY_REDIS_HOST": "main.lan",
