@@ -191,15 +191,31 @@ def champion_of(params: Mapping[str, Any], event: Mapping[str, Any] | None) -> d
     return champion
 
 
-def top_of_worklist(uri: str, rows: int) -> list[dict[str, str]]:
+def read_text(uri: str, conn_id: str) -> str:
+    """A small text object, read in the task itself: ``s3://`` through the Amazon provider's hook and the same
+    connection the stages get (its credentials never enter this process's environment), else a local path."""
+    from xray_tasks import storage
+
+    if storage.is_s3(uri):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            return storage.read_text(uri)  # no connection: the worker's own environment, as for the stages
+        bucket, key = storage.split_s3(uri)
+        return S3Hook(aws_conn_id=conn_id).read_key(key, bucket)
+    return storage.read_text(uri)
+
+
+def top_of_worklist(uri: str, rows: int, conn_id: str) -> list[dict[str, str]]:
     """The first ``rows`` rows of a CSV worklist, also written to the task log as a small table."""
     import csv
     import io
 
-    from xray_tasks import storage
-
-    top = list(csv.DictReader(io.StringIO(storage.read_text(uri))))[:rows]
+    top = list(csv.DictReader(io.StringIO(read_text(uri, conn_id))))[:rows]
     for row in top:
-        log.info("%4s  %-40s  %s  %s", row.get("rank"), storage.basename(row.get("image", "")),
+        log.info("%4s  %-40s  %s  %s", row.get("rank"), row.get("image", "").rsplit("/", 1)[-1],
                  row.get("probability") or "-", row.get("decision") or row.get("error"))
     return top

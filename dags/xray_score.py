@@ -57,7 +57,7 @@ def xray_score():
         out = storage.join(model["worklists"], name)
         summary = run("score", ["--registry", model["registry"], "--model-name", model["model_name"],
                                 "--version", model["version"], "--images", model["images"], "--out", out], model)
-        summary["top"] = top_of_worklist(out, params["top"])
+        summary["top"] = top_of_worklist(out, params["top"], model["s3_conn_id"])
         return summary
 
     score(champion())

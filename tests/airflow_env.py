@@ -64,6 +64,11 @@ class DagRunResult:
     returncode: int
     xcoms: dict[str, Any] = field(default_factory=dict)
 
+    def errors(self) -> str:
+        """The stage errors in the output (what a failed assertion should show first)."""
+        lines = [line for line in self.output.splitlines() if "StageFailed" in line or "failed (exit status" in line]
+        return "\n".join(lines[-10:]) or self.output[-4000:]
+
     def task_states(self) -> dict[str, str]:
         """``task_id`` (``task_id[label]`` for mapped ones) -> state."""
         out = {}
