@@ -7,7 +7,8 @@
 #   NIH_DIR=../shared/nih scripts/demo.sh  real NIH PNGs packed into NIH-style archives instead
 #
 # Environment (optional): DEMO_DIR (demo), XRAY_PROFILE (demo | full), DEMO_PATIENTS (240), DEMO_ARCHIVES (3),
-# NIH_LIMIT (all PNGs in NIH_DIR/images), DEMO_INCOMING (16: new studies the scoring DAG ranks).
+# NIH_LIMIT (all PNGs in NIH_DIR/images), DEMO_INCOMING (16: new studies the scoring DAG ranks),
+# DEMO_FORCE=REASON (publish the candidate even if the gate rejects it; the reason is recorded).
 # Run again: finished steps are reused (ingest skips committed archives, features are cached), training makes a
 # new run and publishing gates it against the champion from the previous demo.
 set -euo pipefail
@@ -71,9 +72,21 @@ run_dag() {  # DAG_ID CONF: one `airflow dags test` run, its log kept; fails the
 }
 
 run_dag xray_ingest "{\"source\": \"$source\"}"
-run_dag xray_train '{}'
+if [[ -n "${DEMO_FORCE:-}" ]]; then
+  run_dag xray_train "$("$bin/python" -c 'import json, sys; print(json.dumps({"force_publish": True, "force_reason": sys.argv[1]}))' "$DEMO_FORCE")"
+else
+  run_dag xray_train '{}'
+fi
 if grep -q "gate: rejected" "$log/xray_train.log"; then
-  echo "!! the gate rejected this run (reasons above): the champion, if any, stays; the worklist uses it"
+  echo "!! the gate rejected this run (reasons above): the champion, if any, stays"
+  if ! "$bin/xray-tasks" models show --registry "$XRAY_REGISTRY" --model-name xray-triage >/dev/null 2>&1; then
+    step "no champion: nothing to score with"
+    "$bin/xray-tasks" models list --registry "$XRAY_REGISTRY" --model-name xray-triage 2>/dev/null | sed '$d'
+    echo "The gate refused every candidate, as it should for a model no better than chance (with no pretrained"
+    echo "weights on this machine, a few hundred real images are not enough).  To see the rest of the chain anyway,"
+    echo "publish it by force, with a reason that is recorded:  DEMO_FORCE='demo of the chain' $0"
+    exit 3
+  fi
 fi
 run_dag xray_score '{}'
 
