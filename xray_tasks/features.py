@@ -151,7 +151,8 @@ def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] =
     if not sum(c["shards"] for c in summary_splits.values()):
         raise FileNotFoundError(f"{shards.shards_root(workspace)}: no committed shards for {list(splits)}")
     summary = {"features": root, "base": cfg.base, "weights": weights_id, "input_size": cfg.input_size,
-               "feature_dim": None, "splits": summary_splits, "images_extracted": 0, "images_per_s": None}
+               "feature_dim": None, "splits": summary_splits, "images_extracted": 0, "images_per_s": None,
+               "steady_images_per_s": None, "steady_cpu_ms_per_image": None}
     if not pending:
         logger.info("features: all %d shard(s) already extracted under %s",
                     sum(c["shards"] for c in summary_splits.values()), root)
@@ -183,6 +184,7 @@ def _run_base(workspace: str, cfg: FeatureConfig, weights_path: str | None, fmt:
     buffer: dict[str, list] = {k: [] for k in ("image_index", "patient_id", "label", "labels", "features")}
     queue = list(pending)
     done, started, last_log = 0, time.perf_counter(), time.perf_counter()
+    warm_at, warm_done, warm_cpu = None, 0, 0.0
     for batch in ds:
         buffer["features"].append(forward(batch["image"]).numpy())
         buffer["image_index"].append(batch["image_index"].numpy())
@@ -190,16 +192,24 @@ def _run_base(workspace: str, cfg: FeatureConfig, weights_path: str | None, fmt:
             buffer[key].append(batch[key].numpy())
         done += len(buffer["label"][-1])
         buffer = _flush_complete(buffer, queue)
+        if warm_at is None:  # the first batch pays for tracing: the steady rate starts after it
+            warm_at, warm_done, warm_cpu = time.perf_counter(), done, time.process_time()
         if time.perf_counter() - last_log > PROGRESS_EVERY_S:
             last_log = time.perf_counter()
             logger.info("features: %d/%d images, %.1f images/s", done, total, done / (last_log - started))
     if queue or sum(len(x) for x in buffer["label"]):
         raise RuntimeError(f"features: shard records ran out of step with the markers ({len(queue)} shard(s) left)")
-    elapsed = time.perf_counter() - started
-    rate = done / elapsed if elapsed > 0 else None
-    logger.info("features: %d images in %.1f s (%.1f images/s)", done, elapsed, rate or 0.0)
+    finished, cpu = time.perf_counter(), time.process_time()
+    rate = done / (finished - started) if finished > started else None
+    steady = (done - warm_done) / (finished - warm_at) if warm_at and done > warm_done else None
+    # CPU time per image (all threads of this process) holds up better than wall time on a shared machine.
+    cpu_ms = 1000 * (cpu - warm_cpu) / (done - warm_done) if warm_at and done > warm_done else None
+    logger.info("features: %d images in %.1f s (%.1f images/s; %.1f after the first batch, %.1f CPU ms/image)",
+                done, finished - started, rate or 0.0, steady or 0.0, cpu_ms or 0.0)
     return {"feature_dim": int(base.output.shape[-1]), "images_extracted": done,
-            "images_per_s": round(rate, 2) if rate else None, "devices": settings.as_dict()}
+            "images_per_s": round(rate, 2) if rate else None,
+            "steady_images_per_s": round(steady, 2) if steady else None,
+            "steady_cpu_ms_per_image": round(cpu_ms, 3) if cpu_ms else None, "devices": settings.as_dict()}
 
 
 def _flush_complete(buffer: dict[str, list], queue: list) -> dict[str, list]:
