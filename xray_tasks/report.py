@@ -129,6 +129,8 @@ def _confusion(plt, doc: dict, threshold: float):
 
 
 def _training(plt, record: dict, stage: str):
+    from matplotlib.ticker import MultipleLocator
+
     history = record["history"]
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("loss", "accuracy")):
@@ -144,6 +146,9 @@ def _training(plt, record: dict, stage: str):
             ax.axvline(best, ls=":", color="grey", lw=0.8, label=f"kept: epoch {best}")
         ax.set(xlabel="epoch", ylabel="binary cross-entropy" if metric == "loss" else metric,
                title=f"{'Head training' if stage == 'head' else 'Fine-tuning'}: {metric}")
+        epochs_run = max(len(history.get("loss") or []), 1)
+        ax.xaxis.set_major_locator(MultipleLocator(max(1, round(epochs_run / 10))))  # whole epochs only
+        ax.set_xlim(0.5, epochs_run + 0.5)
         ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
