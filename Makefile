@@ -23,9 +23,10 @@ test: setup
 lint: setup
 	$(BIN)/ruff check xray_tasks tests bench
 
+# The main job end to end through Airflow (ingest -> training -> scoring, `airflow dags test` on SQLite, local
+# workspace and registry). NIH_DIR=/path/to/nih uses real NIH PNGs; XRAY_PROFILE=full the report's settings.
 demo: setup
-	$(BIN)/xray-tasks synth $(DEMO_DIR)/source --patients 120 --archives 3 --image-size 256
-	$(BIN)/xray-tasks ingest --profile demo --source $(DEMO_DIR)/source --workspace $(DEMO_DIR)/workspace
+	DEMO_DIR=$(DEMO_DIR) scripts/demo.sh
 
 clean-demo:
 	rm -rf $(DEMO_DIR)
