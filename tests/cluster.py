@@ -105,17 +105,30 @@ def process_tree(root: int) -> dict[int, int]:
             info = _stat(int(entry.name))
             if info:
                 table[int(entry.name)] = info
-    tree = {pid: info[2] for pid, info in table.items() if info[1] == root}
-    frontier = [root]
+    tree = {pid: info[2] for pid, info in table.items() if info[1] == root or pid == root}
+    # Descendants of every member: a child that started a session of its own (Airflow's task process does) has
+    # left the group, but not the family.
+    frontier = list(tree)
     while frontier:
         parent = frontier.pop()
         for pid, info in table.items():
             if info[0] == parent and pid not in tree:
                 tree[pid] = info[2]
                 frontier.append(pid)
-    if root in table:
-        tree[root] = table[root][2]
     return tree
+
+
+def _command(pid: int) -> str:
+    """The first 160 characters of a process's command line ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:160].strip()
+    except OSError:
+        return ""
+
+
+def _alive(pids: dict[int, int]) -> list[int]:
+    """The recorded PIDs that are still the same live process (same start time, not a zombie)."""
+    return [pid for pid, started in pids.items() if (info := _stat(pid)) and info[2] == started]
 
 
 def _signal_exact(pids: dict[int, int], sig: int) -> None:
@@ -172,7 +185,7 @@ class Service:
             _signal_exact(pids, sig)
         deadline = time.monotonic() + grace
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None and not any(_stat(p) and _stat(p)[2] == s for p, s in pids.items()):
+            if self.proc.poll() is not None and not _alive(pids):
                 break
             time.sleep(0.2)
         _signal_exact(pids, signal.SIGKILL)
@@ -180,6 +193,12 @@ class Service:
             self.proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             logger.warning("%s (pid %d) did not exit after SIGKILL", self.name, self.proc.pid)
+        # SIGKILL is asynchronous: give the kernel a moment to tear the processes down before anyone checks.
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and _alive(pids):
+            time.sleep(0.1)
+        if _alive(pids):
+            logger.warning("%s: still alive after SIGKILL: %s", self.name, sorted(_alive(pids)))
         logger.info("stopped %s (pid %d, exit %s)", self.name, self.proc.pid, self.proc.returncode)
 
     def kill(self) -> None:
@@ -774,7 +793,10 @@ def run_pipeline(cluster: Cluster, data_root: Path) -> PipelineRecord:
 
 
 def _gpu_worker_killer(cluster: Cluster, run_id: str, record: PipelineRecord) -> Callable[[], None]:
-    """An ``on_poll`` callback: once KILL_TASK runs on the gpu worker, SIGKILL that worker and start it again."""
+    """An ``on_poll`` callback: once KILL_TASK's stage process runs under the gpu worker, SIGKILL the worker's whole
+    process tree (as if its host died) and start the worker again."""
+
+    stage = f"xray_tasks.cli {KILL_TASK}"
 
     def poll() -> None:
         if record.kill:
@@ -782,11 +804,14 @@ def _gpu_worker_killer(cluster: Cluster, run_id: str, record: PipelineRecord) ->
         for ti in cluster.task_instances("xray_train", run_id):
             if ti["task_id"] == KILL_TASK and ti["state"] == "running" and ti["hostname"] == HOSTNAMES["worker-gpu"]:
                 worker = cluster.services["worker-gpu"]
-                pids = sorted(process_tree(worker.proc.pid))
+                tree = process_tree(worker.proc.pid)
+                commands = {pid: _command(pid) for pid in sorted(tree)}
+                if not any(stage in command for command in commands.values()):
+                    return  # the task is starting; wait until its stage process computes
                 killed_at = time.monotonic()
                 worker.kill()
-                record.kill = {"task_id": KILL_TASK, "try_number": ti["try_number"], "pids": pids,
-                               "gone": not any(_stat(pid) for pid in pids)}
+                record.kill = {"task_id": KILL_TASK, "try_number": ti["try_number"], "pids": sorted(tree),
+                               "processes": commands, "survivors": _alive(tree)}
                 cluster.restart_worker("worker-gpu")
                 record.kill["restarted_after_s"] = round(time.monotonic() - killed_at, 1)
                 logger.info("killed the gpu worker during %s (try %s), restarted in %.1f s", KILL_TASK,
@@ -819,6 +844,8 @@ if pytest is not None:
         if "record" in _SHARED:
             yield _SHARED["record"]
             return
+        if "error" in _SHARED:  # another module's copy of this fixture already tried: do not start a second one
+            pytest.fail(f"the cluster could not be started: {_SHARED['error']}", pytrace=False)
         missing = services_missing()
         if missing:
             message = f"the distributed tests need {', '.join(missing)} (see docs/cluster.md)"
@@ -828,7 +855,11 @@ if pytest is not None:
         cluster = Cluster(tmp_path_factory.mktemp("cluster"), heartbeat_timeout=45)
         _SHARED["cluster"] = cluster
         try:
-            cluster.start()
+            try:
+                cluster.start()
+            except BaseException as exc:
+                _SHARED["error"] = f"{type(exc).__name__}: {exc}"
+                raise
             record = run_pipeline(cluster, tmp_path_factory.mktemp("cluster-data"))
             record.timings.update({f"start_{k}": v for k, v in cluster.timings.items()})
             (artifacts_dir() / f"cluster-{cluster.id}").mkdir(parents=True, exist_ok=True)

@@ -330,9 +330,22 @@ def test_init_refuses_placeholder_secrets_before_touching_anything(tmp_path):
     proc = subprocess.run(["bash", str(DOCKER / "init.sh")], env=env, capture_output=True, text=True,
                           check=False, timeout=60)
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    for name in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_ADMIN_PASSWORD"):
-        assert name in proc.stderr
+    for name in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_ADMIN_PASSWORD",
+                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL"):
+        assert f"{name} still holds" in proc.stderr, proc.stderr
+    assert "change-me-" not in proc.stderr  # names only: the values are secrets
     assert "migrating" not in proc.stdout
+
+
+def test_minio_init_script_is_valid_bash_and_refuses_placeholders(model):
+    service = model["services"]["minio-init"]
+    assert service["entrypoint"] == ["/bin/bash", "-c"]
+    script = service["command"][0].replace("$$", "$")  # `config` prints the file's escapes; the shell sees one $
+    syntax = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True, check=False, timeout=60)
+    assert syntax.returncode == 0, syntax.stderr
+    env = {**env_of(service), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=False, timeout=60)
+    assert proc.returncode == 2 and "placeholders" in proc.stderr, proc.stdout + proc.stderr
 
 
 def test_entrypoint_runs_airflow_subcommands_and_programs(tmp_path):

@@ -24,6 +24,7 @@ from cluster import (
     KILL_TASK,
     VENV_BIN,
     Service,
+    _alive,
     _stat,
     pipeline,  # noqa: F401
     process_tree,
@@ -111,7 +112,9 @@ def test_a_lost_gpu_worker_is_retried_and_nothing_is_published_twice(pipeline): 
     cluster = pipeline.cluster
     kill = pipeline.kill
     assert kill, f"{KILL_TASK} was never seen running on the gpu worker, so the worker was not killed"
-    assert kill["gone"], f"processes of the killed worker survived: {kill['pids']}"
+    # Killed mid-computation: the stage process of the task was running, and nothing of the worker survived.
+    assert any(f"xray_tasks.cli {KILL_TASK}" in command for command in kill["processes"].values()), kill
+    assert kill["survivors"] == [], kill
     run_id = pipeline.run_id("xray_train")
     history = tries(cluster, "xray_train", run_id, KILL_TASK)
     assert [t["try_number"] for t in history] == [kill["try_number"], kill["try_number"] + 1]
@@ -157,22 +160,32 @@ def test_the_compose_healthchecks_pass_on_the_real_components(pipeline):  # noqa
 
 
 def test_stop_reaches_exactly_the_processes_started(tmp_path):
-    """The harness's stop: the whole tree it started (a child in a session of its own included), nothing else."""
+    """The harness's stop: the whole tree it started, nothing else.
+
+    Shaped like a Celery worker running an Airflow task: the service forks a child in its own process group (the
+    task supervisor), which starts a grandchild in a session of its own (the task process, which Airflow detaches
+    so): signalling the service's process group alone would leave the grandchild running.
+    """
+    grandchild = "import time; time.sleep(600)"
+    child = ("import subprocess, sys, time\n"
+             f"subprocess.Popen([sys.executable, '-c', {grandchild!r}], start_new_session=True)\n"
+             "time.sleep(600)\n")
     script = ("import subprocess, sys, time\n"
-              "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'], start_new_session=True)\n"
-              "print(child.pid, flush=True)\n"
+              f"subprocess.Popen([sys.executable, '-c', {child!r}])\n"
               "time.sleep(600)\n")
     service = Service("tree", [sys.executable, "-c", script], {"PATH": "/usr/bin:/bin"}, tmp_path / "tree.log")
     bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
     try:
         service.start()
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(process_tree(service.proc.pid)) < 2:
+        while time.monotonic() < deadline and len(process_tree(service.proc.pid)) < 3:
             time.sleep(0.1)
         tree = process_tree(service.proc.pid)
-        assert len(tree) == 2, tree
+        assert len(tree) == 3, tree
+        groups = {_stat(pid)[1] for pid in tree}
+        assert len(groups) == 2  # the grandchild left the service's process group
         service.stop(grace=5.0, sig=signal.SIGTERM)
-        assert not any(_stat(pid) for pid in tree)
+        assert _alive(tree) == []
         assert bystander.poll() is None  # not ours to stop
     finally:
         bystander.kill()
