@@ -26,6 +26,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tarfile
 import time
 import urllib.error
 import urllib.request
@@ -730,8 +731,6 @@ def make_source(root: Path) -> tuple[Path, Path]:
     generate(fresh, patients=4, archives=1, image_size=64, seed=5)
     incoming = root / "incoming"
     incoming.mkdir()
-    import tarfile
-
     with tarfile.open(fresh / "images_001.tar.gz") as tar:
         pngs = sorted((m for m in tar.getmembers() if m.name.endswith(".png")), key=lambda m: m.name)[:INCOMING]
         for member in pngs:
