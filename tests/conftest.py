@@ -119,6 +119,13 @@ def synth_tree(tmp_path_factory):
     return make
 
 
+def pytest_collection_modifyitems(items):
+    # The distributed and browser tests share one cluster (tests/cluster.py): run them together, last, so it is
+    # not left idling while other modules run.
+    items.sort(key=lambda item: item.get_closest_marker("distributed") is not None
+               or item.get_closest_marker("browser") is not None)
+
+
 def pytest_sessionfinish(session, exitstatus):
     _EXIT_STATUS.append(int(exitstatus))
 
