@@ -106,6 +106,14 @@ def s3_bucket(s3_server) -> str:
     return f"s3://{name}"
 
 
+@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+def registry(request, tmp_path) -> str:
+    """A registry root, once as a local path and once on the loopback S3 server (the same suite on both)."""
+    if request.param == "local":
+        return str(tmp_path / "registry")
+    return request.getfixturevalue("s3_bucket") + "/registry"
+
+
 @pytest.fixture
 def synth_tree(tmp_path_factory):
     """Factory: a synthetic NIH tree with the given options (cached per option set within a session)."""

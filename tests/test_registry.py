@@ -28,13 +28,6 @@ from xray_tasks.registry.layout import champion_uri, version_uri
 NAME = "xray-triage"
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def registry(request, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "registry")
-    return request.getfixturevalue("s3_bucket") + "/registry"
-
-
 @pytest.fixture
 def runs(tmp_path):
     """Factory: an evaluated run directory with the given seed and metrics."""

@@ -23,13 +23,6 @@ pytestmark = pytest.mark.slow
 NAME = "xray-triage"
 
 
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def registry(request, tmp_path) -> str:
-    if request.param == "local":
-        return str(tmp_path / "registry")
-    return request.getfixturevalue("s3_bucket") + "/registry"
-
-
 def start_publish(run: str, registry: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "xray_tasks.cli", "publish", "--run-dir", run, "--registry", registry],

@@ -41,6 +41,17 @@ def add_config_args(parser: argparse.ArgumentParser, *paths: str) -> None:
         parser.add_argument(f"--{name}", help=f"pipeline {name} (local path or s3:// URI)")
 
 
+def parse_assignments(items: list[str]) -> dict[str, str]:
+    """``["head.epochs=5", ...]`` from repeated ``--set`` flags -> ``{"head.epochs": "5", ...}``."""
+    assignments = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
+        assignments[key.strip()] = value
+    return assignments
+
+
 def load_config(args: argparse.Namespace) -> PipelineConfig:
     cfg = profile(args.profile)
     if args.config:
@@ -53,12 +64,7 @@ def load_config(args: argparse.Namespace) -> PipelineConfig:
             else:
                 base[section] = values
         cfg = from_dict(PipelineConfig, base)
-    assignments = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-        assignments[key.strip()] = value
+    assignments = parse_assignments(args.set)
     for name in ("workspace", "source", "registry", "model_name"):
         value = getattr(args, name, None)
         if value:

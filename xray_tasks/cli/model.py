@@ -15,7 +15,7 @@ import time
 import uuid
 
 from xray_tasks import storage
-from xray_tasks.cli.common import add_config_args, load_config
+from xray_tasks.cli.common import add_config_args, load_config, parse_assignments
 from xray_tasks.config import SPLITS, PipelineConfig, from_dict, override
 
 logger = logging.getLogger(__name__)
@@ -71,12 +71,7 @@ def run_config(args: argparse.Namespace, create: bool) -> tuple[PipelineConfig, 
         saved = storage.join(run_dir, "config.json")
         if storage.exists(saved):
             cfg = from_dict(PipelineConfig, storage.read_json(saved))
-            assignments = {}
-            for item in args.set:
-                key, sep, value = item.partition("=")
-                if not sep:
-                    raise SystemExit(f"--set expects KEY=VALUE, got {item!r}")
-                assignments[key.strip()] = value
+            assignments = parse_assignments(args.set)
             if args.workspace:
                 assignments["workspace"] = args.workspace
             logger.info("config: the run's saved %s%s", saved, f" with {assignments}" if assignments else "")
