@@ -97,15 +97,42 @@ def test_area_under_the_roc_points_is_the_auroc():
     assert np.trapz(tpr, fpr) == pytest.approx(metrics.auroc(labels, probs), abs=1e-12)
 
 
-def test_choose_threshold_is_the_largest_meeting_the_target():
+def _best_operating_point(labels, probs, target):
+    """Brute force: among thresholds meeting the target, the most healthy cleared, then the most caught."""
+    scores = np.unique(probs)
+    candidates = np.r_[scores, (scores[:-1] + scores[1:]) / 2, scores[-1] + 1]
+    feasible = [metrics.summary_at(labels, probs, t) for t in candidates]
+    feasible = [s for s in feasible if s["recall"] >= target]
+    return max((s["specificity"], s["recall"]) for s in feasible)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_choose_threshold_clears_the_most_then_catches_the_most(seed):
+    rng = np.random.default_rng(seed)
+    labels = (rng.uniform(size=200) < 0.4).astype(int)
+    probs = np.round(np.clip(rng.normal(0.35 + 0.3 * labels, 0.2), 0, 1), 2)  # ties on purpose
+    for target in (0.8, 0.95, 1.0):
+        t = metrics.choose_threshold(labels, probs, target)
+        chosen = metrics.summary_at(labels, probs, t)
+        assert chosen["recall"] >= target
+        assert (chosen["specificity"], chosen["recall"]) == _best_operating_point(labels, probs, target)
+
+
+def test_choose_threshold_on_a_well_separated_validation_set():
+    labels = np.r_[np.zeros(5), np.ones(20)].astype(int)
+    probs = np.r_[[0.01, 0.02, 0.03, 0.05, 0.2], np.linspace(0.97, 1.0, 20)]
+    t = metrics.choose_threshold(labels, probs, 0.95)
+    assert t == pytest.approx((0.2 + 0.97) / 2)  # midway into the gap, not inside the unhealthy scores
+    assert metrics.summary_at(labels, probs, t)["recall"] == 1.0
+
+
+def test_choose_threshold_examples_and_errors():
     labels = np.r_[np.zeros(5), np.ones(10)].astype(int)
-    probs = np.r_[[0.05, 0.3, 0.5, 0.62, 0.95], np.linspace(0.1, 1.0, 10)]
-    t = metrics.choose_threshold(labels, probs, 0.8)
-    assert metrics.summary_at(labels, probs, t)["recall"] >= 0.8
-    # the next larger candidate misses the target
-    assert metrics.summary_at(labels, probs, np.nextafter(t, 1.0))["recall"] < 0.8
-    assert t == pytest.approx(0.3)
-    assert metrics.choose_threshold(labels, probs, 1.0) == pytest.approx(0.1)
+    probs = np.r_[[0.05, 0.35, 0.5, 0.62, 0.95], np.linspace(0.1, 1.0, 10)]
+    # 8 of 10 positives are >= 0.3, which clears 0.05 only; lowering to just above 0.05 costs nothing
+    assert metrics.choose_threshold(labels, probs, 0.8) == pytest.approx((0.05 + 0.1) / 2)
+    assert metrics.choose_threshold(labels, probs, 1.0) == pytest.approx((0.05 + 0.1) / 2)
+    assert metrics.choose_threshold([0, 1, 1], [0.9, 0.2, 0.8], 1.0) == pytest.approx(0.2)  # nothing clearable
     with pytest.raises(ValueError, match=r"must be in \(0, 1\], got 1.5"):
         metrics.choose_threshold(labels, probs, 1.5)
     with pytest.raises(ValueError, match="without unhealthy studies"):

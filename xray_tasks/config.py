@@ -196,7 +196,8 @@ class EvalConfig:
     beta: float = 3.0
     """F-beta weighting (the report's F3: recall counts nine times as much as precision)."""
     target_sensitivity: float = 0.95
-    """The operating point is the largest threshold whose *validation* sensitivity reaches this."""
+    """The operating point: on *validation*, the threshold that clears the most healthy studies while catching at
+    least this share of unhealthy ones (then catching as many as possible); see ``metrics.choose_threshold``."""
     bootstrap: int = 1000
     """Resamples (of patients) for the 95% intervals; 0 turns intervals off."""
     batch_size: int = 64

@@ -1,8 +1,8 @@
 """Evaluation: predictions for val and test, metrics on the official patient-wise test split, plots, model card.
 
 Honest by construction, where the report was not: the test split is patient-wise (from the official lists), and
-the operating point is chosen on *validation* (the largest threshold whose validation sensitivity reaches the
-target), then applied unchanged to test.  Every test figure sits beside the always-unhealthy benchmark on the same
+the operating point is chosen on *validation* (the most healthy studies cleared at the target sensitivity, see
+``metrics.choose_threshold``), then applied unchanged to test.  Every test figure sits beside the always-unhealthy benchmark on the same
 studies.  ``score`` needs only the two prediction tables (no TensorFlow), so the registry's gate can re-score a
 champion's predictions with the same code.
 """

@@ -86,10 +86,13 @@ def always_unhealthy(labels, beta: float = 3.0) -> dict[str, float | int]:
 
 
 def choose_threshold(labels, probs, target: float) -> float:
-    """The largest threshold whose sensitivity on these (validation) studies is at least ``target``.
+    """The operating point for a sensitivity target, chosen on these (validation) studies.
 
-    With the positives' probabilities sorted from high to low, flagging ``k = ceil(target * P)`` of them is the
-    least that reaches the target, and the k-th highest probability is the largest threshold that flags them.
+    Among the thresholds whose sensitivity reaches ``target``, the largest clears the most healthy studies. Below
+    it, down to the highest-scored healthy study it still clears, lie only unhealthy studies: lowering the
+    threshold there flags them at no cost, so the threshold goes midway between that healthy study and the next
+    score above it. (Without this, a well-separated validation set puts the threshold inside the unhealthy
+    scores and test sensitivity falls short of the target for no gain.)
     """
     if not 0.0 < target <= 1.0:
         raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
@@ -98,7 +101,13 @@ def choose_threshold(labels, probs, target: float) -> float:
     if not len(positives):
         raise ValueError("cannot choose a threshold for a sensitivity target without unhealthy studies")
     k = max(1, math.ceil(target * len(positives) - 1e-9))
-    return float(positives[k - 1])
+    strictest = float(positives[k - 1])  # flags exactly enough positives: clears the most healthy studies
+    cleared = p[(y == 0) & (p < strictest)]
+    if not len(cleared):  # nothing healthy is cleared anyway: flag everything, catch every positive
+        return float(p.min())
+    highest_cleared = float(cleared.max())
+    next_score = float(p[p > highest_cleared].min())
+    return (highest_cleared + next_score) / 2
 
 
 def roc_curve(labels, probs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
