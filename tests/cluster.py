@@ -11,6 +11,8 @@ Every process starts in a session of its own; :meth:`Cluster.stop` signals exact
 descendant that left them (recorded with its start time, so a recycled PID is never hit), then drops the database
 and empties the Redis database.  Service logs are copied to the test artifacts.
 
+Processes: tests/procs.py.  The pipeline run on a cluster and its fixtures: tests/cluster_pipeline.py.
+
 By hand:  ``.venv/bin/python tests/cluster.py up``  starts one and prints how to reach it; Ctrl-C stops it.
 """
 
@@ -26,15 +28,15 @@ import signal
 import socket
 import subprocess
 import sys
-import tarfile
 import time
 import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
+
+from procs import Service
 
 logger = logging.getLogger(__name__)
 
@@ -81,137 +83,6 @@ def services_missing() -> list[str]:
     if not port_open(REDIS_HOST, REDIS_PORT):
         missing.append(f"Redis on {REDIS_HOST}:{REDIS_PORT}")
     return missing
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Processes: started in their own session, stopped by the exact PIDs recorded.
-
-def _stat(pid: int) -> tuple[int, int, int] | None:
-    """(ppid, pgid, start time in clock ticks) of a live process, or None."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return None
-    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "; comm may contain spaces
-    if fields[0] == "Z":
-        return None
-    return int(fields[1]), int(fields[2]), int(fields[19])
-
-
-def process_tree(root: int) -> dict[int, int]:
-    """``{pid: start_time}`` of ``root``'s process group and of every descendant of ``root`` (any group)."""
-    table: dict[int, tuple[int, int, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            info = _stat(int(entry.name))
-            if info:
-                table[int(entry.name)] = info
-    tree = {pid: info[2] for pid, info in table.items() if info[1] == root or pid == root}
-    # Descendants of every member: a child that started a session of its own (Airflow's task process does) has
-    # left the group, but not the family.
-    frontier = list(tree)
-    while frontier:
-        parent = frontier.pop()
-        for pid, info in table.items():
-            if info[0] == parent and pid not in tree:
-                tree[pid] = info[2]
-                frontier.append(pid)
-    return tree
-
-
-def _command(pid: int) -> str:
-    """The first 160 characters of a process's command line ("" once it is gone)."""
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:160].strip()
-    except OSError:
-        return ""
-
-
-def _alive(pids: dict[int, int]) -> list[int]:
-    """The recorded PIDs that are still the same live process (same start time, not a zombie)."""
-    return [pid for pid, started in pids.items() if (info := _stat(pid)) and info[2] == started]
-
-
-def _signal_exact(pids: dict[int, int], sig: int) -> None:
-    """Send ``sig`` to each recorded PID that is still the same process (same start time)."""
-    for pid, started in pids.items():
-        info = _stat(pid)
-        if info and info[2] == started:
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-
-
-@dataclass
-class Service:
-    """One long-running process of the cluster and its log file."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    log_path: Path
-    proc: subprocess.Popen | None = None
-    seen: dict[int, int] = field(default_factory=dict)
-    log_offset: int = 0
-    """Size of the log when this run of the service started: what it printed since begins there."""
-
-    def start(self) -> None:
-        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        with open(self.log_path, "ab") as log:
-            log.write(f"\n==== {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
-            log.flush()
-            # A session of its own: its process group holds the component and what it forks.
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(REPO))
-        self.seen = {}
-        logger.info("started %s (pid %d)", self.name, self.proc.pid)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def remember_tree(self) -> None:
-        """Record the current group and descendants, so a stop also reaches children that have left the group."""
-        if self.alive:
-            self.seen.update(process_tree(self.proc.pid))
-
-    def stop(self, grace: float = 20.0, sig: int = signal.SIGTERM) -> None:
-        """``sig`` to the process group (and recorded descendants); SIGKILL whatever still runs after ``grace``."""
-        if self.proc is None:
-            return
-        self.remember_tree()
-        pids = dict(self.seen)
-        if self.proc.poll() is None:
-            _signal_exact(pids, sig)
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None and not _alive(pids):
-                break
-            time.sleep(0.2)
-        _signal_exact(pids, signal.SIGKILL)
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            logger.warning("%s (pid %d) did not exit after SIGKILL", self.name, self.proc.pid)
-        # SIGKILL is asynchronous: give the kernel a moment to tear the processes down before anyone checks.
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline and _alive(pids):
-            time.sleep(0.1)
-        if _alive(pids):
-            logger.warning("%s: still alive after SIGKILL: %s", self.name, sorted(_alive(pids)))
-        logger.info("stopped %s (pid %d, exit %s)", self.name, self.proc.pid, self.proc.returncode)
-
-    def kill(self) -> None:
-        """SIGKILL at once: a worker lost mid-task, as when its host dies."""
-        self.stop(grace=0.0, sig=signal.SIGKILL)
-
-    def log_tail(self, chars: int = 4000) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return text[-chars:]
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -682,202 +553,6 @@ class Cluster:
         paginator = self.s3().get_paginator("list_objects_v2")
         return [obj["Key"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
                 for obj in page.get("Contents", [])]
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# The pipeline on the cluster: what the distributed and browser tests look at.
-
-DAGS = ("xray_ingest", "xray_train", "xray_score")
-GPU_TASKS = ("features", "finetune")
-KILL_TASK = "finetune"
-"""The GPU task during which the gpu worker is killed (resumable from its checkpoints)."""
-INCOMING = 6
-GATE_OVERRIDES = {"gate.sensitivity_tolerance": 0.15}
-"""The tiny test split has ~14 unhealthy studies: one more miss moves sensitivity by 0.07, more than the default
-tolerance.  What is proven here is the distribution, not the gate (tested on its own)."""
-
-
-@dataclass
-class PipelineRecord:
-    """What happened: run ids and states per DAG, the kill, timings, and the first failure if any."""
-
-    cluster: Cluster
-    runs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    kill: dict[str, Any] = field(default_factory=dict)
-    timings: dict[str, float] = field(default_factory=dict)
-    failure: str | None = None
-    workspace: str = ""
-    source: str = ""
-
-    def run_id(self, dag_id: str) -> str:
-        if dag_id not in self.runs:
-            raise AssertionError(f"no run of {dag_id}; {self.failure or 'the pipeline stopped before it'}")
-        return self.runs[dag_id]["run_id"]
-
-    def explain(self, dag_id: str | None = None) -> str:
-        """A failure message: the recorded failure, the run's tasks and failed logs, the service logs."""
-        parts = [f"pipeline failure: {self.failure}" if self.failure else "",
-                 self.cluster.describe_run(dag_id, self.runs[dag_id]["run_id"]) if dag_id in self.runs else "",
-                 self.cluster.diagnostics()]
-        return "\n".join(p for p in parts if p)
-
-
-def make_source(root: Path) -> tuple[Path, Path]:
-    """A tiny synthetic NIH tree (2 archives) and a folder of new studies from other patients."""
-    from xray_tasks.synth import generate
-
-    source, fresh = root / "source", root / "new-patients"
-    generate(source, patients=90, archives=2, image_size=64)
-    generate(fresh, patients=4, archives=1, image_size=64, seed=5)
-    incoming = root / "incoming"
-    incoming.mkdir()
-    with tarfile.open(fresh / "images_001.tar.gz") as tar:
-        pngs = sorted((m for m in tar.getmembers() if m.name.endswith(".png")), key=lambda m: m.name)[:INCOMING]
-        for member in pngs:
-            (incoming / Path(member.name).name).write_bytes(tar.extractfile(member).read())
-    return source, incoming
-
-
-def run_pipeline(cluster: Cluster, data_root: Path) -> PipelineRecord:
-    """Ingest by REST, let the assets schedule training and scoring, kill and restart the gpu worker mid-run.
-
-    Never raises for a failed run: the record says what happened and the tests assert on it.
-    """
-    record = PipelineRecord(cluster, workspace=cluster.uri("workspace"), source=cluster.uri("source"))
-    started = time.monotonic()
-    try:
-        source, incoming = make_source(data_root)
-        cluster.upload_tree(source, "source")
-        cluster.upload_tree(incoming, "incoming")
-        for key, value in {"xray_images": cluster.uri("incoming"), "xray_worklists": cluster.uri("worklists"),
-                           "xray_overrides": json.dumps(GATE_OVERRIDES)}.items():
-            cluster.api_json("POST", "/api/v2/variables", {"key": key, "value": value}, expect=(201,))
-        cluster.wait_for_dags(DAGS)
-        for dag_id in DAGS:
-            cluster.unpause(dag_id)
-        record.timings["prepare"] = round(time.monotonic() - started, 1)
-
-        mark = time.monotonic()
-        run_id = cluster.trigger("xray_ingest", {"source": record.source, "workspace": record.workspace})
-        record.runs["xray_ingest"] = {"run_id": run_id}
-        record.runs["xray_ingest"].update(state=cluster.wait_run("xray_ingest", run_id, 900)["state"])
-        record.timings["xray_ingest"] = round(time.monotonic() - mark, 1)
-        if record.runs["xray_ingest"]["state"] != "success":
-            record.failure = "xray_ingest did not succeed"
-            return record
-
-        mark = time.monotonic()
-        run_id = cluster.wait_new_run("xray_train", [], 300)
-        record.runs["xray_train"] = {"run_id": run_id}
-        kill_gpu_worker = _gpu_worker_killer(cluster, run_id, record)
-        state = cluster.wait_run("xray_train", run_id, 1800, on_poll=kill_gpu_worker, interval=1.0)["state"]
-        record.runs["xray_train"]["state"] = state
-        record.timings["xray_train"] = round(time.monotonic() - mark, 1)
-        if state != "success":
-            record.failure = "xray_train did not succeed"
-            return record
-
-        mark = time.monotonic()
-        run_id = cluster.wait_new_run("xray_score", [], 300)
-        record.runs["xray_score"] = {"run_id": run_id}
-        record.runs["xray_score"]["state"] = cluster.wait_run("xray_score", run_id, 900)["state"]
-        record.timings["xray_score"] = round(time.monotonic() - mark, 1)
-        if record.runs["xray_score"]["state"] != "success":
-            record.failure = "xray_score did not succeed"
-    except (ClusterError, OSError, ValueError, KeyError) as exc:
-        record.failure = f"{type(exc).__name__}: {exc}"
-    finally:
-        record.timings["pipeline"] = round(time.monotonic() - started, 1)
-    return record
-
-
-def _gpu_worker_killer(cluster: Cluster, run_id: str, record: PipelineRecord) -> Callable[[], None]:
-    """An ``on_poll`` callback: once KILL_TASK's stage process runs under the gpu worker, SIGKILL the worker's whole
-    process tree (as if its host died) and start the worker again."""
-
-    stage = f"xray_tasks.cli {KILL_TASK}"
-
-    def poll() -> None:
-        if record.kill:
-            return
-        for ti in cluster.task_instances("xray_train", run_id):
-            if ti["task_id"] == KILL_TASK and ti["state"] == "running" and ti["hostname"] == HOSTNAMES["worker-gpu"]:
-                worker = cluster.services["worker-gpu"]
-                tree = process_tree(worker.proc.pid)
-                commands = {pid: _command(pid) for pid in sorted(tree)}
-                if not any(stage in command for command in commands.values()):
-                    return  # the task is starting; wait until its stage process computes
-                killed_at = time.monotonic()
-                worker.kill()
-                record.kill = {"task_id": KILL_TASK, "try_number": ti["try_number"], "pids": sorted(tree),
-                               "processes": commands, "survivors": _alive(tree)}
-                cluster.restart_worker("worker-gpu")
-                record.kill["restarted_after_s"] = round(time.monotonic() - killed_at, 1)
-                logger.info("killed the gpu worker during %s (try %s), restarted in %.1f s", KILL_TASK,
-                            ti["try_number"], record.kill["restarted_after_s"])
-                return
-
-    return poll
-
-
-try:
-    import pytest
-except ImportError:  # run as a script for a cluster by hand
-    pytest = None
-
-_SHARED: dict[str, Any] = {}
-"""The session's cluster and record: each test module that imports the fixtures gets its own definitions."""
-
-
-def _users(session: Any) -> list[Any]:
-    return [item for item in session.items if "pipeline" in getattr(item, "fixturenames", ())]
-
-
-if pytest is not None:
-    @pytest.fixture(scope="session")
-    def pipeline(tmp_path_factory):
-        """One cluster and one pipeline run for the whole session (see :func:`run_pipeline`).
-
-        Test modules import it with ``from cluster import pipeline, stop_cluster_after_last_use  # noqa: F401``.
-        """
-        if "record" in _SHARED:
-            yield _SHARED["record"]
-            return
-        if "error" in _SHARED:  # another module's copy of this fixture already tried: do not start a second one
-            pytest.fail(f"the cluster could not be started: {_SHARED['error']}", pytrace=False)
-        missing = services_missing()
-        if missing:
-            message = f"the distributed tests need {', '.join(missing)} (see docs/cluster.md)"
-            if os.environ.get("XRAY_REQUIRE_SERVICES") == "1":
-                pytest.fail(message)
-            pytest.skip(message)
-        cluster = Cluster(tmp_path_factory.mktemp("cluster"), heartbeat_timeout=45)
-        _SHARED["cluster"] = cluster
-        try:
-            try:
-                cluster.start()
-            except BaseException as exc:
-                _SHARED["error"] = f"{type(exc).__name__}: {exc}"
-                raise
-            record = run_pipeline(cluster, tmp_path_factory.mktemp("cluster-data"))
-            record.timings.update({f"start_{k}": v for k, v in cluster.timings.items()})
-            (artifacts_dir() / f"cluster-{cluster.id}").mkdir(parents=True, exist_ok=True)
-            (artifacts_dir() / f"cluster-{cluster.id}" / "record.json").write_text(json.dumps(
-                {"runs": record.runs, "kill": record.kill, "timings": record.timings, "failure": record.failure},
-                indent=2))
-            _SHARED["record"] = record
-            yield record
-        finally:
-            cluster.stop()
-
-    @pytest.fixture(autouse=True)
-    def stop_cluster_after_last_use(request):
-        """After the last collected test that uses the cluster, stop it: test modules that run later must not
-        share the two cores with an idle deployment.  (The session fixture stops it too, in any case.)"""
-        yield
-        users = _users(request.session)
-        if users and request.node is users[-1] and "cluster" in _SHARED:
-            _SHARED["cluster"].stop()
 
 
 def _main(argv: list[str]) -> int:

@@ -16,7 +16,8 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from cluster import ADMIN_PASSWORD, ADMIN_USER, artifacts_dir, pipeline, stop_cluster_after_last_use  # noqa: F401
+from cluster import ADMIN_PASSWORD, ADMIN_USER, artifacts_dir
+from cluster_pipeline import pipeline, stop_cluster_after_last_use  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.distributed, pytest.mark.slow]
 

@@ -17,19 +17,15 @@ import time
 import urllib.request
 
 import pytest
-from cluster import (
+from cluster import HOSTNAMES, VENV_BIN
+from cluster_pipeline import (
     GPU_TASKS,
-    HOSTNAMES,
     INCOMING,
     KILL_TASK,
-    VENV_BIN,
-    Service,
-    _alive,
-    _stat,
     pipeline,  # noqa: F401
-    process_tree,
     stop_cluster_after_last_use,  # noqa: F401
 )
+from procs import Service, proc_stat, process_tree, still_alive
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 
@@ -182,10 +178,10 @@ def test_stop_reaches_exactly_the_processes_started(tmp_path):
             time.sleep(0.1)
         tree = process_tree(service.proc.pid)
         assert len(tree) == 3, tree
-        groups = {_stat(pid)[1] for pid in tree}
+        groups = {proc_stat(pid)[1] for pid in tree}
         assert len(groups) == 2  # the grandchild left the service's process group
         service.stop(grace=5.0, sig=signal.SIGTERM)
-        assert _alive(tree) == []
+        assert still_alive(tree) == []
         assert bystander.poll() is None  # not ours to stop
     finally:
         bystander.kill()
