@@ -10,7 +10,6 @@ import hashlib
 import logging
 import os
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from xray_tasks.storage import (
     s3_error,
     s3_errors,
     split_s3,
+    write_temp_beside,
 )
 
 logger = logging.getLogger(__name__)
@@ -131,12 +131,8 @@ def _local_put_if(uri: str, data: bytes, absent: bool, tag: str | None) -> str:
                 raise PreconditionFailed(f"conditional write {uri}: object is absent, expected tag {tag}") from None
             if _content_tag(current) != tag:
                 raise PreconditionFailed(f"conditional write {uri}: object no longer has tag {tag}")
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+        tmp = write_temp_beside(path, data)
         try:
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
             if absent:
                 os.link(tmp, path)  # fails if the name exists, even for a writer that ignores the lock
             else:

@@ -160,15 +160,28 @@ def write_bytes(uri: str, data: bytes) -> None:
         return
     path = local_path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = write_temp_beside(path, data)
+    try:
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_temp_beside(path: Path, data: bytes) -> Path:
+    """``data`` in a fsync'd temporary file next to ``path`` (same file system: a rename or link makes it final).
+
+    The temporary name contains ``.tmp-``, which every listing here skips.
+    """
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
+    except BaseException:
         tmp.unlink(missing_ok=True)
+        raise
+    return tmp
 
 
 def write_text(uri: str, text: str) -> None:
