@@ -151,33 +151,29 @@ def write_archive(path: Path, members: list[tuple[str, bytes]], specials: list[t
         gz.write(raw.getvalue())
 
 
-def _csv_2017(studies: list[Study]) -> bytes:
-    header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],")
-    rows = [header] + [
-        f"{s.image_index},{'|'.join(s.findings) or NO_FINDING},{s.follow_up:03d},{s.patient_id:08d},"
-        f"{s.age:03d}Y,{s.sex},{s.view},2500,2048,0.143,0.143"
-        for s in studies
-    ]
-    return ("\r\n".join(rows) + "\r\n").encode()
+_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+           "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
 
 
-def _csv_2020(studies: list[Study]) -> bytes:
-    header = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-              "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
-    rows = [header] + [
-        f"{s.image_index},{'|'.join(s.findings) or NO_FINDING},{s.follow_up},{s.patient_id},{s.age},{s.sex},"
-        f"{s.view},2500,2048,0.143,0.143"
+def _csv(studies: list[Study], style: str) -> bytes:
+    """Metadata as NIH published it: the 2017 file has CRLF endings, a trailing comma on the header, zero-padded
+    follow-up and patient ids and ages like ``058Y``; the 2020 file has LF endings and plain integers."""
+    old = style == "2017"
+    rows = [_HEADER + ("," if old else "")] + [
+        f"{s.image_index},{'|'.join(s.findings) or NO_FINDING},"
+        + (f"{s.follow_up:03d},{s.patient_id:08d},{s.age:03d}Y," if old else f"{s.follow_up},{s.patient_id},{s.age},")
+        + f"{s.sex},{s.view},2500,2048,0.143,0.143"
         for s in studies
     ]
-    return ("\n".join(rows) + "\n").encode()
+    newline = "\r\n" if old else "\n"
+    return (newline.join(rows) + newline).encode()
 
 
 def write_metadata(out: Path, studies: list[Study], style: str, drop_column: str | None = None) -> Path:
     """Write ``Data_Entry_2017.csv`` (2017 style) or ``Data_Entry_2017_v2020.csv`` (2020 style)."""
     if style not in ("2017", "2020"):
         raise ValueError(f"csv style must be '2017' or '2020', got {style!r}")
-    data = _csv_2017(studies) if style == "2017" else _csv_2020(studies)
+    data = _csv(studies, style)
     if drop_column:
         lines = data.decode().splitlines()
         cols = lines[0].split(",")
