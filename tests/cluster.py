@@ -239,26 +239,25 @@ class Cluster:
         con.autocommit = True
         return con
 
-    def _create_database(self) -> None:
+    def _admin(self, statement: str) -> None:
+        """One statement on the server's maintenance connection (CREATE/DROP DATABASE cannot run in a transaction)."""
         con = self._pg()
         try:
             with con.cursor() as cur:
-                cur.execute(f'CREATE DATABASE "{self.db_name}"')
-            self._db_created = True
+                cur.execute(statement)
         finally:
             con.close()
+
+    def _create_database(self) -> None:
+        self._admin(f'CREATE DATABASE "{self.db_name}"')
+        self._db_created = True
 
     def _drop_database(self) -> None:
         if not self._db_created:
             return
-        con = self._pg()
-        try:
-            with con.cursor() as cur:
-                # FORCE: a connection a killed process left behind must not keep the database alive.
-                cur.execute(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
-            self._db_created = False
-        finally:
-            con.close()
+        # FORCE: a connection a killed process left behind must not keep the database alive.
+        self._admin(f'DROP DATABASE IF EXISTS "{self.db_name}" WITH (FORCE)')
+        self._db_created = False
 
     def _claim_redis_db(self) -> None:
         import redis
