@@ -34,9 +34,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 def build_workspace(root: Path, images: int, stored: int) -> str:
     from xray_tasks.config import IngestConfig
-    from xray_tasks.ingest import ingest_archive, list_archives
-    from xray_tasks.manifest import run_manifest
-    from xray_tasks.synth import generate
+    from xray_tasks.data.ingest import ingest_archive, list_archives
+    from xray_tasks.data.manifest import run_manifest
+    from xray_tasks.data.synth import generate
 
     generate(root / "src", patients=max(8, images // 2), archives=2, image_size=stored, seed=1)
     cfg = IngestConfig(image_size=stored, shard_target_mb=64.0)
@@ -51,10 +51,10 @@ def in_memory_rate(base: str, size: int, batch: int, workspace: str) -> tuple[fl
     (as features measures itself)."""
     import tensorflow as tf
 
-    from xray_tasks import dataset
-    from xray_tasks import model as model_lib
+    from xray_tasks.data import dataset
+    from xray_tasks.training import networks
 
-    net = model_lib.build_base(base, size, None, 0)
+    net = networks.build_base(base, size, None, 0)
     forward = tf.function(lambda x: tf.cast(net(tf.cast(x, tf.float32), training=False), tf.float32),
                           reduce_retracing=True)
     batches = []
@@ -73,7 +73,7 @@ def pipeline_rate(base: str, size: int, batch: int, workspace: str) -> dict:
     """One ``extract_features`` run from scratch (its own fresh base); its steady rate excludes the first batch."""
     from xray_tasks import storage
     from xray_tasks.config import FeatureConfig
-    from xray_tasks.features import extract_features, features_root
+    from xray_tasks.training.features import extract_features, features_root
 
     storage.delete_tree(features_root(workspace, base, size))
     cfg = FeatureConfig(base=base, weights="none", input_size=size, batch_size=batch, mixed_precision="off",
@@ -85,15 +85,15 @@ def head_epoch_seconds(rows: int, dim: int, epochs: int) -> list[float]:
     import keras
     import numpy as np
 
-    from xray_tasks import model as model_lib
     from xray_tasks.config import HeadConfig
-    from xray_tasks.train import compile_model, targets
+    from xray_tasks.training import networks
+    from xray_tasks.training.head import compile_model, targets
 
     cfg = HeadConfig()
     rng = np.random.default_rng(0)
     x = rng.normal(size=(rows, dim)).astype(np.float32)
     y = targets(rng.integers(0, 2, rows), None, False)
-    head = model_lib.build_head(dim, cfg)
+    head = networks.build_head(dim, cfg)
     compile_model(head, cfg.optimizer, cfg.learning_rate, cfg.momentum, False)
     seconds: list[float] = []
 
@@ -115,13 +115,13 @@ def gpu_rates(batch: int) -> dict | None:
 
     if not tf.config.get_visible_devices("GPU"):
         return None
-    from xray_tasks import model as model_lib
+    from xray_tasks.training import networks
 
     out = {}
     x = tf.constant(np.random.default_rng(0).uniform(0, 255, (batch, 512, 512, 3)).astype(np.float32))
     for policy in ("float32", "mixed_float16"):
         keras.mixed_precision.set_global_policy(policy)
-        net = model_lib.build_base("resnet50", 512, None, 0)
+        net = networks.build_base("resnet50", 512, None, 0)
         forward = tf.function(lambda t, n=net: n(t, training=False))
         forward(x).numpy()
         start, steps = time.perf_counter(), 20

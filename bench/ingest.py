@@ -29,7 +29,7 @@ DEFAULT_IMAGES = HERE.parent.parent / "shared" / "nih" / "images"
 def child(archive: str, workspace: str, size: int) -> None:
     """Runs in a fresh process: ingest one archive, report wall, CPU and peak RSS as JSON."""
     from xray_tasks.config import IngestConfig
-    from xray_tasks.ingest import ingest_archive
+    from xray_tasks.data.ingest import ingest_archive
 
     cfg = IngestConfig(image_size=size)
     wall, cpu = time.perf_counter(), time.process_time()
@@ -80,8 +80,8 @@ def decode_rate(blobs: list[bytes], rounds: int = 2) -> float:
 def build(tmp: Path, names: list[str], images: Path, meta: Path, label: str, count: int, offset: int = 0) -> Path:
     """One NIH-style archive of ``count`` real PNGs plus a workspace holding the manifest for them."""
     from xray_tasks.config import IngestConfig
-    from xray_tasks.manifest import run_manifest
-    from xray_tasks.synth import pack_real
+    from xray_tasks.data.manifest import run_manifest
+    from xray_tasks.data.synth import pack_real
 
     src = tmp / f"src-{label}"
     chosen = names[offset:offset + count]

@@ -29,13 +29,13 @@ sys.path.insert(0, str(HERE.parent / "tests"))  # the run-directory helper and t
 def build_run(path: Path, input_size: int) -> None:
     from registry_support import write_run
 
-    from xray_tasks import model as model_lib
     from xray_tasks.config import HeadConfig
+    from xray_tasks.training import networks
 
     write_run(path, input_size=input_size)  # metrics, plots, predictions, card; the tiny model is replaced below
-    base = model_lib.build_base("resnet50", input_size, None)
-    head = model_lib.build_head(model_lib.base_spec("resnet50").feature_dim, HeadConfig())
-    model_lib.assemble(base, head).save(path / "model.keras")
+    base = networks.build_base("resnet50", input_size, None)
+    head = networks.build_head(networks.base_spec("resnet50").feature_dim, HeadConfig())
+    networks.assemble(base, head).save(path / "model.keras")
 
 
 def timed(fn):

@@ -58,7 +58,7 @@ class PipelineRecord:
 
 def make_source(root: Path) -> tuple[Path, Path]:
     """A tiny synthetic NIH tree (2 archives) and a folder of new studies from other patients."""
-    from xray_tasks.synth import generate
+    from xray_tasks.data.synth import generate
 
     source, fresh = root / "source", root / "new-patients"
     generate(source, patients=90, archives=2, image_size=64)

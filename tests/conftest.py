@@ -117,7 +117,7 @@ def registry(request, tmp_path) -> str:
 @pytest.fixture
 def synth_tree(tmp_path_factory):
     """Factory: a synthetic NIH tree with the given options (cached per option set within a session)."""
-    from xray_tasks.synth import generate
+    from xray_tasks.data.synth import generate
 
     def make(**kwargs) -> Path:
         out = tmp_path_factory.mktemp("nih")

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 
 from xray_tasks.config import IngestConfig, PipelineConfig, override, profile
-from xray_tasks.ingest import ingest_archive, list_archives
-from xray_tasks.manifest import run_manifest
-from xray_tasks.synth import generate
+from xray_tasks.data.ingest import ingest_archive, list_archives
+from xray_tasks.data.manifest import run_manifest
+from xray_tasks.data.synth import generate
 
 TINY_SETTINGS = {
     "features.base": "mobilenetv3small", "features.weights": "none", "features.input_size": "64",

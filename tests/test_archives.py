@@ -3,8 +3,8 @@ import tarfile
 
 import pytest
 
-from xray_tasks.archives import ArchiveError, iter_members
-from xray_tasks.synth import write_archive
+from xray_tasks.data.archives import ArchiveError, iter_members
+from xray_tasks.data.synth import write_archive
 
 
 def _read(path, limit=1 << 20):

@@ -6,7 +6,8 @@ import threading
 
 import pytest
 
-from xray_tasks import conditional, storage
+from xray_tasks import storage
+from xray_tasks.storage import conditional
 
 
 @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])

@@ -14,7 +14,7 @@ from airflow_env import ApiServer, airflow_home  # noqa: F401
 from conftest import free_port
 
 from xray_tasks import registry, storage
-from xray_tasks.synth import generate
+from xray_tasks.data.synth import generate
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.s3]
 

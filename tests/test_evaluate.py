@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from model_support import make_workspace, tiny_config
 
-from xray_tasks import dataset, evaluate, metrics
-from xray_tasks import model as model_lib
 from xray_tasks.config import PATHOLOGIES, EvalConfig
+from xray_tasks.data import dataset
+from xray_tasks.evaluation import evaluate, metrics
+from xray_tasks.training import networks
 
 
 def frame(n: int, seed: int, shift: float = 0.3, multilabel: bool = False) -> pd.DataFrame:
@@ -76,10 +77,10 @@ def tiny_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("evaluate")
     ws = make_workspace(root, patients=90)
     cfg = tiny_config(ws, head__multilabel="true", head__hidden_units="8", head__standardize="false")
-    base = model_lib.build_base("mobilenetv3small", 64, None, 0)
-    full = model_lib.assemble(base, model_lib.build_head(576, cfg.head))
+    base = networks.build_base("mobilenetv3small", 64, None, 0)
+    full = networks.assemble(base, networks.build_head(576, cfg.head))
     run = root / "run"
-    model_lib.save_model(full, str(run / "model.keras"))
+    networks.save_model(full, str(run / "model.keras"))
     return ws, str(run), cfg, full
 
 
@@ -92,7 +93,7 @@ def test_predict_split_covers_the_split_deterministically(tiny_run):
     assert first["probability"].between(0, 1).all() and f"prob_{PATHOLOGIES[0]}" in first.columns
     np.testing.assert_allclose(first["probability"], again["probability"], rtol=1e-6)
     batch = next(iter(dataset.split_dataset(ws, "test", batch_size=5, output_size=64)))
-    direct = model_lib.triage_probability(full.predict(batch["image"].numpy().astype(np.float32), verbose=0))
+    direct = networks.triage_probability(full.predict(batch["image"].numpy().astype(np.float32), verbose=0))
     by_name = first.set_index("image_index")["probability"]
     np.testing.assert_allclose(by_name[[b.decode() for b in batch["image_index"].numpy()]], direct, rtol=1e-5)
 

@@ -10,8 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 from model_support import cli, make_workspace, set_args, tiny_config
 
-from xray_tasks import features, shards, storage
+from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES
+from xray_tasks.data import shards
+from xray_tasks.training import features
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +53,11 @@ def test_one_parquet_per_shard_with_the_documented_schema(workspace, extracted):
 def test_features_are_the_base_output_on_the_same_images(workspace, extracted):
     import tensorflow as tf
 
-    from xray_tasks import dataset
-    from xray_tasks import model as model_lib
+    from xray_tasks.data import dataset
+    from xray_tasks.training import networks
 
     cfg, _ = extracted
-    base = model_lib.build_base(cfg.base, cfg.input_size, None, cfg.seed)
+    base = networks.build_base(cfg.base, cfg.input_size, None, cfg.seed)
     batch = next(iter(dataset.split_dataset(workspace, "test", batch_size=6, output_size=64)))
     expected = base(tf.cast(batch["image"], tf.float32), training=False).numpy()
     loaded = features.load_features(workspace, cfg.base, cfg.input_size, "test")
@@ -110,9 +112,9 @@ def test_missing_features_and_bad_tables_fail_clearly(tmp_path):
 @pytest.mark.slow
 def test_features_cli_on_an_s3_workspace(tmp_path, s3_bucket, s3_server):
     from xray_tasks.config import IngestConfig
-    from xray_tasks.ingest import ingest_archive, list_archives
-    from xray_tasks.manifest import run_manifest
-    from xray_tasks.synth import generate
+    from xray_tasks.data.ingest import ingest_archive, list_archives
+    from xray_tasks.data.manifest import run_manifest
+    from xray_tasks.data.synth import generate
 
     generate(tmp_path / "src", patients=12, archives=1, image_size=64)
     ws = f"{s3_bucket}/ws"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from xray_tasks.images import ImageRejected, open_png, prepare, to_gray8
-from xray_tasks.synth import bomb_png, png_bytes
+from xray_tasks.data.images import ImageRejected, open_png, prepare, to_gray8
+from xray_tasks.data.synth import bomb_png, png_bytes
 
 
 def _gray(size=64):

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from registry_support import STORED_SIZE, make_workspace, png, tiny_model, xray_pngs
 
-from xray_tasks import dataset, inference
+from xray_tasks.data import dataset
+from xray_tasks.registry import inference
 
 
 @pytest.fixture(scope="module")

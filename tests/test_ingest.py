@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from xray_tasks import storage
-from xray_tasks.archives import ArchiveError
 from xray_tasks.config import IngestConfig
-from xray_tasks.ingest import IngestError, ingest_archive, list_archives, validate
-from xray_tasks.manifest import read_manifest, run_manifest
-from xray_tasks.shards import committed_shards, marker_uri, read_markers
-from xray_tasks.synth import (
+from xray_tasks.data.archives import ArchiveError
+from xray_tasks.data.ingest import IngestError, ingest_archive, list_archives, validate
+from xray_tasks.data.manifest import read_manifest, run_manifest
+from xray_tasks.data.shards import committed_shards, marker_uri, read_markers
+from xray_tasks.data.synth import (
     RECOVERABLE,
     generate,
     make_studies,
@@ -25,7 +25,7 @@ from xray_tasks.synth import (
     write_lists,
     write_metadata,
 )
-from xray_tasks.tfrecord import iter_records
+from xray_tasks.data.tfrecord import iter_records
 
 CFG = IngestConfig(image_size=32, shard_target_mb=0.02)
 
@@ -72,7 +72,7 @@ def test_every_bad_input_is_quarantined_and_the_rest_goes_on(tmp_path):
 
 def test_shards_hold_what_the_manifest_says(tmp_path):
     tf = pytest.importorskip("tensorflow")
-    from xray_tasks.dataset import feature_spec
+    from xray_tasks.data.dataset import feature_spec
 
     generate(tmp_path / "src", patients=12, archives=2, image_size=64)
     ingest_tree(tmp_path / "src", tmp_path / "ws")

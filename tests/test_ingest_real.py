@@ -7,10 +7,10 @@ import pytest
 from PIL import Image
 
 from xray_tasks.config import IngestConfig
-from xray_tasks.ingest import ingest_archive, list_archives, validate
-from xray_tasks.manifest import read_manifest, run_manifest
-from xray_tasks.shards import committed_shards
-from xray_tasks.synth import pack_real
+from xray_tasks.data.ingest import ingest_archive, list_archives, validate
+from xray_tasks.data.manifest import read_manifest, run_manifest
+from xray_tasks.data.shards import committed_shards
+from xray_tasks.data.synth import pack_real
 
 pytestmark = pytest.mark.real_data
 
@@ -24,7 +24,7 @@ def real_tree(nih_dir, tmp_path_factory):
 
 def _decode_all(workspace, encoding, size):
     tf = pytest.importorskip("tensorflow")
-    from xray_tasks.dataset import make_dataset
+    from xray_tasks.data.dataset import make_dataset
 
     uris = [u for split in ("train", "val", "test") for u in committed_shards(workspace, split)]
     ds = make_dataset(uris, encoding=encoding, image_size=size, batch_size=16, channels=1)
@@ -64,7 +64,7 @@ def test_the_rgba_files_of_the_real_set(nih_dir, tmp_path):
             if img.mode != "L":
                 rgba.append(path)
     assert rgba, "the real slice is documented to contain RGBA files"
-    from xray_tasks.images import prepare
+    from xray_tasks.data.images import prepare
 
     for path in rgba:
         out = np.frombuffer(prepare(path.read_bytes(), 256), np.uint8).reshape(256, 256)

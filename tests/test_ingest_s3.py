@@ -10,10 +10,10 @@ import pytest
 
 from xray_tasks import storage
 from xray_tasks.config import IngestConfig
-from xray_tasks.ingest import ingest_archive, list_archives, validate
-from xray_tasks.manifest import run_manifest
-from xray_tasks.shards import read_markers
-from xray_tasks.synth import RECOVERABLE, generate
+from xray_tasks.data.ingest import ingest_archive, list_archives, validate
+from xray_tasks.data.manifest import run_manifest
+from xray_tasks.data.shards import read_markers
+from xray_tasks.data.synth import RECOVERABLE, generate
 
 pytestmark = pytest.mark.s3
 CFG = IngestConfig(image_size=32, shard_target_mb=0.02)

@@ -4,8 +4,8 @@ import shutil
 import pytest
 
 from xray_tasks.config import PATHOLOGIES
-from xray_tasks.metadata import MetadataError, find_metadata, read_metadata
-from xray_tasks.synth import Study, write_metadata
+from xray_tasks.data.metadata import MetadataError, find_metadata, read_metadata
+from xray_tasks.data.synth import Study, write_metadata
 
 STUDIES = [
     Study("00000001_000.png", 1, 0, 58, "M", "PA", ("Cardiomegaly",)),

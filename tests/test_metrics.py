@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from xray_tasks import metrics
+from xray_tasks.evaluation import metrics
 
 
 def report_arrays(tn: int, fp: int, fn: int, tp: int) -> tuple[np.ndarray, np.ndarray]:

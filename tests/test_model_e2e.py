@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from model_support import cli, make_workspace, set_args
 
-from xray_tasks import metrics
+from xray_tasks.evaluation import metrics
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ def test_run_directory_is_complete(synthetic_run):
 def test_final_model_serves_with_stock_keras_and_reproduces_its_predictions(synthetic_run):
     import keras
 
-    from xray_tasks import dataset
+    from xray_tasks.data import dataset
 
     model = keras.models.load_model(synthetic_run["run"] / "model.keras")
     assert model.inputs[0].name == "image" and tuple(model.inputs[0].shape) == (None, 64, 64, 3)

@@ -13,7 +13,7 @@ import pytest
 from model_support import cli, set_args
 from PIL import Image
 
-from xray_tasks import dataset
+from xray_tasks.data import dataset
 
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 

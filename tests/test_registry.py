@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 from registry_support import INPUT_SIZE, STORED_SIZE, tiny_model, write_run, xray_pngs
 
-from xray_tasks import inference, storage
+from xray_tasks import storage
 from xray_tasks.registry import (
     ChampionConflict,
     IntegrityError,
     RegistryError,
+    inference,
     list_models,
     list_versions,
     load,

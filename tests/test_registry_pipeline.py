@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 from model_support import make_workspace, tiny_config
 
-from xray_tasks import evaluate
-from xray_tasks.features import extract_features
-from xray_tasks.finetune import run_finetune
+from xray_tasks.evaluation import evaluate
 from xray_tasks.registry import list_versions, load, publish, version_details
-from xray_tasks.train import train_head
+from xray_tasks.training.features import extract_features
+from xray_tasks.training.finetune import run_finetune
+from xray_tasks.training.head import train_head
 
 pytestmark = pytest.mark.slow
 

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 from registry_support import make_workspace, tiny_model, write_run
 
-from xray_tasks import evaluate, metrics
 from xray_tasks.config import GatePolicy
+from xray_tasks.evaluation import evaluate, metrics
 from xray_tasks.registry import RegistryError, list_versions, publish, read_decisions
 
 NAME = "xray-triage"

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from xray_tasks import evaluate, report
 from xray_tasks.config import EvalConfig, PipelineConfig
+from xray_tasks.evaluation import evaluate, report
 
 
 def predictions(n: int, seed: int) -> pd.DataFrame:

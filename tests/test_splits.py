@@ -2,10 +2,10 @@ import pandas as pd
 import pytest
 
 from xray_tasks.config import IngestConfig
-from xray_tasks.manifest import build_manifest, counts, read_manifest, run_manifest
-from xray_tasks.metadata import MetadataError
-from xray_tasks.splits import LeakageError, assign_grouped, assign_official, check_no_leakage
-from xray_tasks.synth import make_studies, write_lists, write_metadata
+from xray_tasks.data.manifest import build_manifest, counts, read_manifest, run_manifest
+from xray_tasks.data.metadata import MetadataError
+from xray_tasks.data.splits import LeakageError, assign_grouped, assign_official, check_no_leakage
+from xray_tasks.data.synth import make_studies, write_lists, write_metadata
 
 
 def _table(n_patients=200):

@@ -3,7 +3,7 @@ import io
 import numpy as np
 import pytest
 
-from xray_tasks.tfrecord import RecordError, encode_example, frame_record, iter_records
+from xray_tasks.data.tfrecord import RecordError, encode_example, frame_record, iter_records
 
 
 def test_example_parses_with_tensorflow(tmp_path):

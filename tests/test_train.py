@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 from model_support import make_workspace, tiny_config
 
-from xray_tasks import features, metrics, shards, storage, train
-from xray_tasks import model as model_lib
-from xray_tasks.manifest import read_manifest
+from xray_tasks import storage
+from xray_tasks.data import shards
+from xray_tasks.data.manifest import read_manifest
+from xray_tasks.evaluation import metrics
+from xray_tasks.training import features, head, networks
 
 DIM = 24
 
@@ -41,18 +43,18 @@ def workspace(tmp_path_factory):
 
 
 def test_class_sample_weights_balance_the_classes():
-    weights = train.class_sample_weights(np.array([0, 0, 0, 1]))
+    weights = head.class_sample_weights(np.array([0, 0, 0, 1]))
     np.testing.assert_allclose(weights, [4 / 6, 4 / 6, 4 / 6, 2.0])
     assert weights[:3].sum() == pytest.approx(weights[3:].sum())
     with pytest.raises(ValueError, match="needs both classes"):
-        train.class_sample_weights(np.array([1, 1]))
+        head.class_sample_weights(np.array([1, 1]))
 
 
 def test_head_learns_and_keeps_the_best_epoch(workspace, tmp_path):
     cfg = tiny_config(workspace, head__epochs="60", head__patience="5", head__standardize="false",
                       head__hidden_units="32")
     run = str(tmp_path / "run")
-    summary = train.train_head(workspace, run, cfg)
+    summary = head.train_head(workspace, run, cfg)
     record = json.loads((tmp_path / "run" / "head" / "history.json").read_text())
     history = record["history"]
     assert {"loss", "val_loss", "accuracy", "val_accuracy", "val_auroc"} <= set(history)
@@ -61,9 +63,9 @@ def test_head_learns_and_keeps_the_best_epoch(workspace, tmp_path):
     assert summary["best_epoch"] == record["best_epoch"] == best + 1
     if summary["epochs_run"] < 60:  # stopped early: exactly `patience` epochs after the best
         assert summary["epochs_run"] == best + 1 + 5
-    head = model_lib.load_model(summary["head"])
+    head_model = networks.load_model(summary["head"])
     val = features.load_features(workspace, "mobilenetv3small", 64, "val")
-    probs = model_lib.triage_probability(head.predict(val.features, verbose=0))
+    probs = networks.triage_probability(head_model.predict(val.features, verbose=0))
     # restored weights are the best epoch's: their val AUROC is the one recorded for that epoch
     assert metrics.auroc(val.label, probs) == pytest.approx(history["val_auroc"][best], abs=1e-6)
     assert summary["val_auroc"] > 0.9
@@ -74,10 +76,10 @@ def test_head_learns_and_keeps_the_best_epoch(workspace, tmp_path):
 def test_multilabel_head_and_class_weighting(workspace, tmp_path):
     cfg = tiny_config(workspace, head__epochs="3", head__patience="0", head__multilabel="true",
                       head__class_weight="true", head__hidden_units="16")
-    summary = train.train_head(workspace, str(tmp_path / "run"), cfg)
+    summary = head.train_head(workspace, str(tmp_path / "run"), cfg)
     assert summary["epochs_run"] == 3 and summary["best_epoch"] == 3
-    head = model_lib.load_model(summary["head"])
-    out = head.predict(np.zeros((2, DIM), np.float32), verbose=0)
+    head_model = networks.load_model(summary["head"])
+    out = head_model.predict(np.zeros((2, DIM), np.float32), verbose=0)
     assert out["pathologies"].shape == (2, 14) and out["triage"].shape == (2, 2)
 
 
@@ -85,17 +87,17 @@ def test_vanishing_features_need_the_standardising_head(tmp_path, caplog):
     ws = make_workspace(tmp_path, patients=80, archives=1, shard_mb=0.2)
     write_features(ws, scale=1e-9)
     plain = tiny_config(ws, head__epochs="15", head__patience="0", head__standardize="false")
-    with caplog.at_level("WARNING", logger="xray_tasks.train"):
-        flat = train.train_head(ws, str(tmp_path / "plain"), plain)
+    with caplog.at_level("WARNING", logger="xray_tasks.training.head"):
+        flat = head.train_head(ws, str(tmp_path / "plain"), plain)
     assert "head.standardize=true" in caplog.text
-    scaled = train.train_head(ws, str(tmp_path / "scaled"), tiny_config(ws, head__epochs="15", head__patience="0"))
+    scaled = head.train_head(ws, str(tmp_path / "scaled"), tiny_config(ws, head__epochs="15", head__patience="0"))
     assert scaled["val_auroc"] > 0.9 and scaled["val_loss"] < flat["val_loss"]
 
 
 def test_train_refuses_missing_features_and_one_class_splits(tmp_path):
     ws = make_workspace(tmp_path, patients=20, archives=1)
     with pytest.raises(FileNotFoundError, match="no features"):
-        train.train_head(ws, str(tmp_path / "run"), tiny_config(ws))
+        head.train_head(ws, str(tmp_path / "run"), tiny_config(ws))
     write_features(ws)
     for marker in shards.read_markers(ws):
         for entry in marker["shards"]:
@@ -107,4 +109,4 @@ def test_train_refuses_missing_features_and_one_class_splits(tmp_path):
                 storage.delete(uri)
                 features.pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", ones), uri)
     with pytest.raises(ValueError, match="val features hold one class only"):
-        train.train_head(ws, str(tmp_path / "run"), tiny_config(ws))
+        head.train_head(ws, str(tmp_path / "run"), tiny_config(ws))

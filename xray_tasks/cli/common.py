@@ -8,11 +8,11 @@ import logging
 import sys
 
 from xray_tasks import storage
-from xray_tasks.archives import ArchiveError
 from xray_tasks.config import PipelineConfig, from_dict, override, profile, to_dict
-from xray_tasks.images import ImageRejected
-from xray_tasks.metadata import MetadataError
-from xray_tasks.tfrecord import RecordError
+from xray_tasks.data.archives import ArchiveError
+from xray_tasks.data.images import ImageRejected
+from xray_tasks.data.metadata import MetadataError
+from xray_tasks.data.tfrecord import RecordError
 
 EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
     ArchiveError, MetadataError, ImageRejected, RecordError, storage.StorageError, FileNotFoundError,

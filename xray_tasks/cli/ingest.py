@@ -7,11 +7,11 @@ import logging
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from xray_tasks import storage
-from xray_tasks.archives import ArchiveError
 from xray_tasks.cli.common import add_config_args, load_config
-from xray_tasks.ingest import IngestError, ingest_archive, list_archives, validate
-from xray_tasks.manifest import format_counts, read_manifest, run_manifest
-from xray_tasks.synth import INJECTIONS, RECOVERABLE, generate, pack_real
+from xray_tasks.data.archives import ArchiveError
+from xray_tasks.data.ingest import IngestError, ingest_archive, list_archives, validate
+from xray_tasks.data.manifest import format_counts, read_manifest, run_manifest
+from xray_tasks.data.synth import INJECTIONS, RECOVERABLE, generate, pack_real
 
 logger = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ def _ingest(args: argparse.Namespace) -> dict:
 
 
 def _peek(args: argparse.Namespace) -> dict:
-    from xray_tasks.dataset import split_dataset
+    from xray_tasks.data.dataset import split_dataset
 
     cfg = load_config(args)
     images, labels, names, shape = 0, 0, [], None

@@ -43,7 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _features(args: argparse.Namespace) -> dict:
-    from xray_tasks.features import extract_features
+    from xray_tasks.training.features import extract_features
 
     cfg = load_config(args)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
@@ -83,14 +83,14 @@ def run_config(args: argparse.Namespace, create: bool) -> tuple[PipelineConfig, 
 
 
 def _train(args: argparse.Namespace) -> dict:
-    from xray_tasks.train import train_head
+    from xray_tasks.training.head import train_head
 
     cfg, run_dir = run_config(args, create=True)
     return train_head(cfg.workspace, run_dir, cfg)
 
 
 def _finetune(args: argparse.Namespace) -> dict:
-    from xray_tasks.finetune import run_finetune
+    from xray_tasks.training.finetune import run_finetune
 
     cfg, run_dir = run_config(args, create=False)
     summary = run_finetune(cfg.workspace, run_dir, cfg)
@@ -99,7 +99,7 @@ def _finetune(args: argparse.Namespace) -> dict:
 
 
 def _evaluate(args: argparse.Namespace) -> dict:
-    from xray_tasks.evaluate import run_evaluate
+    from xray_tasks.evaluation.evaluate import run_evaluate
 
     cfg, run_dir = run_config(args, create=False)
     return run_evaluate(cfg.workspace, run_dir, cfg)

@@ -108,7 +108,8 @@ def _models_show(args: argparse.Namespace) -> dict:
 
 
 def _predict(args: argparse.Namespace) -> dict:
-    from xray_tasks import inference, registry
+    from xray_tasks import registry
+    from xray_tasks.registry import inference
 
     uris = [u for location in args.images for u in inference.list_images(location)]
     if not uris:
@@ -125,7 +126,8 @@ def _predict(args: argparse.Namespace) -> dict:
 def _score(args: argparse.Namespace) -> dict:
     import pandas as pd
 
-    from xray_tasks import inference, registry
+    from xray_tasks import registry
+    from xray_tasks.registry import inference
 
     if not args.out.endswith((".csv", ".parquet")):
         raise ValueError(f"--out must end in .csv or .parquet, got {args.out!r}")
@@ -148,7 +150,7 @@ def _score(args: argparse.Namespace) -> dict:
 
 
 def _counts(rows: list[dict[str, Any]], published: Any) -> dict[str, Any]:
-    from xray_tasks.inference import CLEARED, NEEDS_REVIEW
+    from xray_tasks.registry.inference import CLEARED, NEEDS_REVIEW
 
     return {"model_name": published.model_name, "version": published.version, "threshold": published.threshold,
             "images": len(rows), NEEDS_REVIEW: sum(r["decision"] == NEEDS_REVIEW for r in rows),

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from xray_tasks import inference, storage
-from xray_tasks.registry import integrity, pointers
+from xray_tasks import storage
+from xray_tasks.registry import inference, integrity, pointers
 from xray_tasks.registry.gate import validate_metrics
 from xray_tasks.registry.layout import IntegrityError, RegistryError, model_uri, parse_version, version_uri
 

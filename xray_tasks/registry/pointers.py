@@ -11,7 +11,7 @@ import json
 import logging
 from typing import Any
 
-from xray_tasks import conditional, storage
+from xray_tasks import storage
 from xray_tasks.registry import integrity
 from xray_tasks.registry.layout import (
     CLAIM,
@@ -24,6 +24,7 @@ from xray_tasks.registry.layout import (
     version_uri,
     versions_uri,
 )
+from xray_tasks.storage import conditional
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xray_tasks import conditional, storage
+from xray_tasks import storage
 from xray_tasks.config import GatePolicy, to_dict
-from xray_tasks.model import IMAGE_INPUT, TRIAGE_OUTPUT
 from xray_tasks.registry import gate, integrity, pointers, rescore
 from xray_tasks.registry.layout import (
     DECISIONS,
@@ -34,6 +33,8 @@ from xray_tasks.registry.layout import (
     pause,
     version_uri,
 )
+from xray_tasks.storage import conditional
+from xray_tasks.training.networks import IMAGE_INPUT, TRIAGE_OUTPUT
 
 logger = logging.getLogger(__name__)
 

@@ -35,7 +35,7 @@ def champion_score(root: str, model_name: str, champion: str, candidate_metrics:
     if champion_metrics["data"]["test_digest"] == candidate_metrics["data"]["test_digest"]:
         return ChampionScore(champion, float(champion_metrics["test"]["auroc"]), "same_split")
 
-    from xray_tasks import evaluate, metrics
+    from xray_tasks.evaluation import evaluate, metrics
     from xray_tasks.registry import consumer
 
     workspace = workspace or candidate_metrics["data"].get("workspace")

@@ -25,7 +25,7 @@ import numpy as np
 
 from xray_tasks import storage
 from xray_tasks.config import PipelineConfig
-from xray_tasks.train import head_uri, save_run_config
+from xray_tasks.training.head import head_uri, save_run_config
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +59,8 @@ def check_base_matches_features(base_model: Any, workspace: str, cfg: PipelineCo
     """
     import tensorflow as tf
 
-    from xray_tasks import dataset, features, shards
+    from xray_tasks.data import dataset, shards
+    from xray_tasks.training import features
 
     fcfg = cfg.features
     shard = shards.committed_shards(workspace, "train")[0]
@@ -81,7 +82,7 @@ def check_base_matches_features(base_model: Any, workspace: str, cfg: PipelineCo
 
 
 def _format(workspace: str) -> dict:
-    from xray_tasks import shards
+    from xray_tasks.data import shards
 
     fmt = shards.shard_format(workspace)
     return {"encoding": fmt["encoding"], "image_size": fmt["image_size"]}
@@ -90,7 +91,7 @@ def _format(workspace: str) -> dict:
 def _datasets(workspace: str, cfg: PipelineConfig, epoch: int, class_weights: np.ndarray | None):
     import tensorflow as tf
 
-    from xray_tasks import dataset
+    from xray_tasks.data import dataset
 
     tcfg, multilabel = cfg.finetune, cfg.head.multilabel
     weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
@@ -116,7 +117,7 @@ def _datasets(workspace: str, cfg: PipelineConfig, epoch: int, class_weights: np
 def _class_weights(workspace: str, enabled: bool) -> np.ndarray | None:
     if not enabled:
         return None
-    from xray_tasks.manifest import read_manifest
+    from xray_tasks.data.manifest import read_manifest
 
     labels = read_manifest(workspace).query("split == 'train'")["label"].to_numpy()
     counts = np.bincount(labels.astype(np.int64), minlength=2)
@@ -132,29 +133,28 @@ def run_finetune(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
         FileNotFoundError: no trained head in the run directory, or no shards/features.
         RuntimeError: the base does not reproduce the stored features.
     """
-    from xray_tasks import devices
-    from xray_tasks import model as model_lib
+    from xray_tasks.training import devices, networks
 
     fcfg, tcfg = cfg.features, cfg.finetune
     if not storage.exists(head_uri(run_dir)):
         raise FileNotFoundError(f"{head_uri(run_dir)}: no trained head (run `xray-tasks train` first)")
     settings = devices.configure(tcfg.mixed_precision, tcfg.xla, fcfg.device)
-    weights_path, weights_id = model_lib.resolve_weights(fcfg.base, fcfg.weights, fcfg.seed)
+    weights_path, weights_id = networks.resolve_weights(fcfg.base, fcfg.weights, fcfg.seed)
     save_run_config(run_dir, cfg)
     state = read_state(run_dir) or {"completed_epochs": 0, "history": {}, "checkpoint": None, "best": None}
     resumed_from = state["completed_epochs"]
     feature_error = None
     if state["checkpoint"]:
         logger.info("finetune: resuming after epoch %d from %s", resumed_from, state["checkpoint"])
-        model = model_lib.load_model(_checkpoint_uri(run_dir, state["checkpoint"]), compile=True)
+        model = networks.load_model(_checkpoint_uri(run_dir, state["checkpoint"]), compile=True)
     else:
-        base = model_lib.build_base(fcfg.base, fcfg.input_size, weights_path, fcfg.seed)
+        base = networks.build_base(fcfg.base, fcfg.input_size, weights_path, fcfg.seed)
         feature_error = check_base_matches_features(base, workspace, cfg)
-        model = model_lib.assemble(base, model_lib.load_model(head_uri(run_dir)))
-        unfrozen = model_lib.unfreeze_last(model, tcfg.unfreeze_layers)
+        model = networks.assemble(base, networks.load_model(head_uri(run_dir)))
+        unfrozen = networks.unfreeze_last(model, tcfg.unfreeze_layers)
         state["unfrozen"] = unfrozen
         logger.info("finetune: %d layer(s) with weights unfrozen: %s", len(unfrozen), ", ".join(unfrozen))
-        from xray_tasks.train import compile_model
+        from xray_tasks.training.head import compile_model
 
         compile_model(model, "sgd", tcfg.learning_rate, tcfg.momentum, cfg.head.multilabel,
                       jit_compile=settings.xla)
@@ -163,7 +163,7 @@ def run_finetune(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
         state = _train_epoch(model, workspace, run_dir, cfg, epoch, state, class_weights)
     final = _final_model(model, run_dir, state, cfg, settings.mixed_precision)
     uri = model_uri(run_dir)
-    model_lib.save_model(final, uri)
+    networks.save_model(final, uri)
     storage.write_json(storage.join(run_dir, FINETUNE_DIR, "history.json"),
                        {"stage": "finetune", "best": state.get("best"), "history": state["history"],
                         "unfrozen": state.get("unfrozen", []), "weights": weights_id})
@@ -182,9 +182,9 @@ def _checkpoint_uri(run_dir: str, name: str) -> str:
 
 def _train_epoch(model: Any, workspace: str, run_dir: str, cfg: PipelineConfig, epoch: int, state: dict,
                  class_weights: np.ndarray | None) -> dict:
-    from xray_tasks import dataset
-    from xray_tasks import model as model_lib
-    from xray_tasks.train import epoch_logger, normalise_history
+    from xray_tasks.data import dataset
+    from xray_tasks.training import networks
+    from xray_tasks.training.head import epoch_logger, normalise_history
 
     tcfg = cfg.finetune
     train, val = _datasets(workspace, cfg, epoch, class_weights)
@@ -202,7 +202,7 @@ def _train_epoch(model: Any, workspace: str, run_dir: str, cfg: PipelineConfig, 
         history.setdefault(key, []).extend(values)
     history.setdefault("images_per_s", []).append(samples / seconds)
     name = f"epoch-{epoch + 1:03d}.keras"
-    model_lib.save_model(model, _checkpoint_uri(run_dir, name))
+    networks.save_model(model, _checkpoint_uri(run_dir, name))
     val_loss = history["val_loss"][-1]
     best = state.get("best")
     if best is None or val_loss < best["val_loss"]:
@@ -220,21 +220,20 @@ def _train_epoch(model: Any, workspace: str, run_dir: str, cfg: PipelineConfig, 
 def _final_model(model: Any, run_dir: str, state: dict, cfg: PipelineConfig,
                  mixed: bool) -> Any:
     """The model to ship: best or last epoch's weights, in a float32 copy when training ran in mixed precision."""
-    from xray_tasks import devices
-    from xray_tasks import model as model_lib
+    from xray_tasks.training import devices, networks
 
     source = model
     best = state.get("best")
     if cfg.finetune.restore_best and best and best["checkpoint"] != state["checkpoint"]:
         logger.info("finetune: restoring epoch %d (lowest val loss %.4f)", best["epoch"], best["val_loss"])
-        source = model_lib.load_model(_checkpoint_uri(run_dir, best["checkpoint"]))
+        source = networks.load_model(_checkpoint_uri(run_dir, best["checkpoint"]))
     if not mixed and source.dtype_policy.name == "float32":
         return source
     with devices.float32_policy():
         fcfg = cfg.features
-        base = model_lib.build_base(fcfg.base, fcfg.input_size, None, fcfg.seed)
-        head = model_lib.build_head(base.output.shape[-1], cfg.head, _head_scaling(source))
-        final = model_lib.assemble(base, head)
+        base = networks.build_base(fcfg.base, fcfg.input_size, None, fcfg.seed)
+        head = networks.build_head(base.output.shape[-1], cfg.head, _head_scaling(source))
+        final = networks.assemble(base, head)
     final.set_weights(source.get_weights())
     return final
 

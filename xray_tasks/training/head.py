@@ -117,9 +117,9 @@ def train_head(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
     """
     import keras
 
-    from xray_tasks import features as features_lib
-    from xray_tasks import metrics
-    from xray_tasks import model as model_lib
+    from xray_tasks.evaluation import metrics
+    from xray_tasks.training import features as features_lib
+    from xray_tasks.training import networks
 
     fcfg, hcfg = cfg.features, cfg.head
     train = features_lib.load_features(workspace, fcfg.base, fcfg.input_size, "train")
@@ -134,14 +134,14 @@ def train_head(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
         logger.warning("head: mean |feature| is %.2e; the report's SGD head barely moves at that scale "
                        "(a random base?): consider --set head.standardize=true", scale)
     save_run_config(run_dir, cfg)
-    scaling = model_lib.feature_scaling(train.features) if hcfg.standardize else None
-    head = model_lib.build_head(train.features.shape[1], hcfg, scaling)
+    scaling = networks.feature_scaling(train.features) if hcfg.standardize else None
+    head = networks.build_head(train.features.shape[1], hcfg, scaling)
     compile_model(head, hcfg.optimizer, hcfg.learning_rate, hcfg.momentum, hcfg.multilabel)
     y_train = targets(train.label, train.labels, hcfg.multilabel)
     y_val = targets(val.label, val.labels, hcfg.multilabel)
 
     def val_auroc(epoch, logs):
-        probs = model_lib.triage_probability(head.predict(val.features, batch_size=1024, verbose=0))
+        probs = networks.triage_probability(head.predict(val.features, batch_size=1024, verbose=0))
         logs["val_auroc"] = metrics.auroc(val.label, probs)
 
     callbacks = [epoch_logger("head", len(train), every=max(1, hcfg.epochs // 25), extra=val_auroc)]
@@ -160,10 +160,10 @@ def train_head(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
     seconds = time.perf_counter() - started
     history = normalise_history(fit.history)
     best = int(np.argmin(history["val_loss"])) if hcfg.patience else len(history["val_loss"]) - 1
-    final_auroc = metrics.auroc(val.label, model_lib.triage_probability(
+    final_auroc = metrics.auroc(val.label, networks.triage_probability(
         head.predict(val.features, batch_size=1024, verbose=0)))
     uri = head_uri(run_dir)
-    model_lib.save_model(head, uri)
+    networks.save_model(head, uri)
     storage.write_json(storage.join(run_dir, HEAD_DIR, HISTORY_FILE),
                        {"stage": "head", "best_epoch": best + 1, "history": history})
     summary = {

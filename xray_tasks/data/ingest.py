@@ -17,11 +17,11 @@ from pathlib import Path
 import pandas as pd
 
 from xray_tasks import __version__, storage
-from xray_tasks.archives import iter_members
 from xray_tasks.config import PATHOLOGIES, IngestConfig
-from xray_tasks.images import ImageRejected, prepare
-from xray_tasks.manifest import manifest_exclusions, read_manifest
-from xray_tasks.shards import (
+from xray_tasks.data.archives import iter_members
+from xray_tasks.data.images import ImageRejected, prepare
+from xray_tasks.data.manifest import manifest_exclusions, read_manifest
+from xray_tasks.data.shards import (
     FEATURES,
     FORMAT_VERSION,
     MARKERS_DIR,

@@ -24,7 +24,7 @@ from typing import Any
 
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES
-from xray_tasks.tfrecord import example_parts, frame_parts
+from xray_tasks.data.tfrecord import example_parts, frame_parts
 
 logger = logging.getLogger(__name__)
 

@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xray_tasks import metrics, storage
+from xray_tasks import storage
 from xray_tasks.config import PipelineConfig, to_dict
+from xray_tasks.evaluation import metrics
 
 logger = logging.getLogger(__name__)
 

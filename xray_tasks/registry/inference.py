@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from xray_tasks import images, storage
-from xray_tasks import model as model_lib
+from xray_tasks import storage
+from xray_tasks.data import images
+from xray_tasks.training import networks
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ def prepare_images(blobs: Sequence[bytes], stored_size: int, input_size: int) ->
 
 def triage_probabilities(model: Any, batch: np.ndarray) -> np.ndarray:
     """P(unhealthy) per image from the model's ``triage`` softmax (column 1), whatever other outputs it has."""
-    return model_lib.triage_probability(model(batch, training=False))
+    return networks.triage_probability(model(batch, training=False))
 
 
 def decide(probability: float, threshold: float) -> str:

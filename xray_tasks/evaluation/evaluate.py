@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from xray_tasks import metrics, storage
+from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES, EvalConfig, PipelineConfig
+from xray_tasks.evaluation import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ def predict_split(model: Any, workspace: str, split: str, batch_size: int = 64) 
     """
     import tensorflow as tf
 
-    from xray_tasks import dataset
-    from xray_tasks import model as model_lib
+    from xray_tasks.data import dataset
+    from xray_tasks.training import networks
 
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -53,9 +54,9 @@ def predict_split(model: Any, workspace: str, split: str, batch_size: int = 64) 
     for batch in ds:
         # predict_on_batch reuses the model's own compiled predict function (traced once, any batch size).
         out = model.predict_on_batch(tf.cast(batch["image"], tf.float32))
-        parts["probability"].append(model_lib.triage_probability(out))
-        if isinstance(out, dict) and model_lib.PATHOLOGY_OUTPUT in out:
-            parts["path"].append(np.asarray(out[model_lib.PATHOLOGY_OUTPUT]))
+        parts["probability"].append(networks.triage_probability(out))
+        if isinstance(out, dict) and networks.PATHOLOGY_OUTPUT in out:
+            parts["path"].append(np.asarray(out[networks.PATHOLOGY_OUTPUT]))
             parts["labels"].append(batch["labels"].numpy())
         parts["image_index"].append(batch["image_index"].numpy())
         parts["patient_id"].append(batch["patient_id"].numpy())
@@ -138,17 +139,18 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
     Raises:
         FileNotFoundError: no final model in the run directory (run ``xray-tasks finetune`` first).
     """
-    from xray_tasks import model as model_lib
-    from xray_tasks import report, shards
-    from xray_tasks.finetune import model_uri
-    from xray_tasks.manifest import manifest_uri
-    from xray_tasks.train import save_run_config
+    from xray_tasks.data import shards
+    from xray_tasks.data.manifest import manifest_uri
+    from xray_tasks.evaluation import report
+    from xray_tasks.training import networks
+    from xray_tasks.training.finetune import model_uri
+    from xray_tasks.training.head import save_run_config
 
     uri = model_uri(run_dir)
     if not storage.exists(uri):
         raise FileNotFoundError(f"{uri}: no final model (run `xray-tasks finetune` first)")
     save_run_config(run_dir, cfg)
-    model = model_lib.load_model(uri)
+    model = networks.load_model(uri)
     frames = {}
     for split in ("val", "test"):
         frames[split] = predict_split(model, workspace, split, cfg.evaluate.batch_size)
@@ -161,8 +163,8 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
     doc = {
         "schema": SCHEMA,
         "model": {"base": cfg.features.base, "weights": weights, "input_size": cfg.features.input_size,
-                  "stored_image_size": fmt["image_size"], "input_name": model_lib.IMAGE_INPUT,
-                  "output": model_lib.TRIAGE_OUTPUT, "outputs": sorted(model.output_names)},
+                  "stored_image_size": fmt["image_size"], "input_name": networks.IMAGE_INPUT,
+                  "output": networks.TRIAGE_OUTPUT, "outputs": sorted(model.output_names)},
         "data": {"workspace": workspace,
                  "manifest_sha256": hashlib.sha256(storage.read_bytes(manifest_uri(workspace))).hexdigest(),
                  "test_digest": digest(frames["test"]), "val_digest": digest(frames["val"]),

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from xray_tasks import storage
-from xray_tasks.metadata import MetadataError
+from xray_tasks.data.metadata import MetadataError
 
 logger = logging.getLogger(__name__)
 

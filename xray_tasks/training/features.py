@@ -26,8 +26,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from xray_tasks import shards, storage
+from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES, SPLITS, FeatureConfig
+from xray_tasks.data import shards
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +119,9 @@ def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] =
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; allowed: {list(SPLITS)}")
-    from xray_tasks import model as model_lib
+    from xray_tasks.training import networks
 
-    weights_path, weights_id = model_lib.resolve_weights(cfg.base, cfg.weights, cfg.seed)
+    weights_path, weights_id = networks.resolve_weights(cfg.base, cfg.weights, cfg.seed)
     fmt = shards.shard_format(workspace)
     root = features_root(workspace, cfg.base, cfg.input_size)
     pending, summary_splits = [], {s: {"shards": 0, "written": 0, "skipped": 0, "images": 0} for s in splits}
@@ -167,11 +168,11 @@ def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] =
 def _run_base(workspace: str, cfg: FeatureConfig, weights_path: str | None, fmt: dict, pending: list) -> dict:
     import tensorflow as tf
 
-    from xray_tasks import dataset, devices
-    from xray_tasks import model as model_lib
+    from xray_tasks.data import dataset
+    from xray_tasks.training import devices, networks
 
     settings = devices.configure(cfg.mixed_precision, cfg.xla, cfg.device)
-    base = model_lib.build_base(cfg.base, cfg.input_size, weights_path, cfg.seed)
+    base = networks.build_base(cfg.base, cfg.input_size, weights_path, cfg.seed)
     forward = tf.function(lambda x: tf.cast(base(tf.cast(x, tf.float32), training=False), tf.float32),
                           jit_compile=settings.xla, reduce_retracing=True)
     uris = [storage.join(shards.shards_root(workspace), entry["path"]) for entry, _, _ in pending]

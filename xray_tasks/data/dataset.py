@@ -11,7 +11,8 @@ import logging
 import os
 from collections.abc import Sequence
 
-from xray_tasks import shards, storage
+from xray_tasks import storage
+from xray_tasks.data import shards
 
 logger = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES, SPLITS, IngestConfig
-from xray_tasks.metadata import find_metadata, read_metadata
-from xray_tasks.splits import assign_grouped, assign_official, check_no_leakage, load_lists
+from xray_tasks.data.metadata import find_metadata, read_metadata
+from xray_tasks.data.splits import assign_grouped, assign_official, check_no_leakage, load_lists
 
 logger = logging.getLogger(__name__)
 
