@@ -13,6 +13,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
+from xray_tasks.errors import BadInput
+
 PATHOLOGIES: tuple[str, ...] = (
     "Atelectasis",
     "Cardiomegaly",
@@ -58,19 +60,19 @@ class IngestConfig:
 
     def __post_init__(self) -> None:
         if self.encoding not in ("raw", "png"):
-            raise ValueError(f"encoding must be 'raw' or 'png', got {self.encoding!r}")
+            raise BadInput(f"encoding must be 'raw' or 'png', got {self.encoding!r}")
         if self.resample not in ("box", "bilinear", "lanczos"):
-            raise ValueError(f"resample must be 'box', 'bilinear' or 'lanczos', got {self.resample!r}")
+            raise BadInput(f"resample must be 'box', 'bilinear' or 'lanczos', got {self.resample!r}")
         if not 16 <= self.image_size <= 4096:
-            raise ValueError(f"image_size must be in [16, 4096], got {self.image_size}")
+            raise BadInput(f"image_size must be in [16, 4096], got {self.image_size}")
         if not 0.0 < self.val_fraction < 1.0:
-            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+            raise BadInput(f"val_fraction must be in (0, 1), got {self.val_fraction}")
         if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(
             self.split_fractions
         ) < 0:
-            raise ValueError(f"split_fractions must be three non-negative shares summing to 1, got {self.split_fractions}")
+            raise BadInput(f"split_fractions must be three non-negative shares summing to 1, got {self.split_fractions}")
         if self.shard_target_mb <= 0:
-            raise ValueError(f"shard_target_mb must be positive, got {self.shard_target_mb}")
+            raise BadInput(f"shard_target_mb must be positive, got {self.shard_target_mb}")
 
 
 _SWITCHES = ("auto", "on", "off")
@@ -78,7 +80,7 @@ _SWITCHES = ("auto", "on", "off")
 
 def _check_choice(where: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ValueError(f"{where} must be one of {list(allowed)}, got {value!r}")
+        raise BadInput(f"{where} must be one of {list(allowed)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -107,11 +109,11 @@ class FeatureConfig:
         _check_choice("features.xla", self.xla, _SWITCHES)
         _check_choice("features.device", self.device, ("auto", "cpu", "gpu"))
         if not 32 <= self.input_size <= 2048:
-            raise ValueError(f"features.input_size must be in [32, 2048], got {self.input_size}")
+            raise BadInput(f"features.input_size must be in [32, 2048], got {self.input_size}")
         if self.batch_size < 1:
-            raise ValueError(f"features.batch_size must be >= 1, got {self.batch_size}")
+            raise BadInput(f"features.batch_size must be >= 1, got {self.batch_size}")
         if not self.weights:
-            raise ValueError("features.weights must be 'imagenet', 'none' or a weights file path, got ''")
+            raise BadInput("features.weights must be 'imagenet', 'none' or a weights file path, got ''")
 
 
 @dataclass(frozen=True)
@@ -142,12 +144,12 @@ class HeadConfig:
         _check_choice("head.optimizer", self.optimizer, ("sgd", "adam"))
         _check_choice("head.activation", self.activation, ("tanh", "relu", "gelu", "sigmoid"))
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"head.dropout must be in [0, 1), got {self.dropout}")
+            raise BadInput(f"head.dropout must be in [0, 1), got {self.dropout}")
         for name in ("hidden_units", "epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"head.{name} must be >= 1, got {getattr(self, name)}")
+                raise BadInput(f"head.{name} must be >= 1, got {getattr(self, name)}")
         if self.learning_rate <= 0 or not 0.0 <= self.momentum < 1.0 or self.patience < 0:
-            raise ValueError(
+            raise BadInput(
                 f"head needs learning_rate > 0, momentum in [0, 1), patience >= 0; got {self.learning_rate}, "
                 f"{self.momentum}, {self.patience}"
             )
@@ -178,12 +180,12 @@ class FinetuneConfig:
         _check_choice("finetune.mixed_precision", self.mixed_precision, _SWITCHES)
         _check_choice("finetune.xla", self.xla, _SWITCHES)
         if self.unfreeze_layers < 0 or self.epochs < 0 or self.steps_per_epoch < 0:
-            raise ValueError(
+            raise BadInput(
                 "finetune.unfreeze_layers, epochs and steps_per_epoch must be >= 0, got "
                 f"{self.unfreeze_layers}, {self.epochs}, {self.steps_per_epoch}"
             )
         if self.batch_size < 1 or self.learning_rate <= 0 or not 0.0 <= self.momentum < 1.0:
-            raise ValueError(
+            raise BadInput(
                 f"finetune needs batch_size >= 1, learning_rate > 0, momentum in [0, 1); got {self.batch_size}, "
                 f"{self.learning_rate}, {self.momentum}"
             )
@@ -205,11 +207,11 @@ class EvalConfig:
 
     def __post_init__(self) -> None:
         if self.beta <= 0:
-            raise ValueError(f"evaluate.beta must be > 0, got {self.beta}")
+            raise BadInput(f"evaluate.beta must be > 0, got {self.beta}")
         if not 0.0 < self.target_sensitivity <= 1.0:
-            raise ValueError(f"evaluate.target_sensitivity must be in (0, 1], got {self.target_sensitivity}")
+            raise BadInput(f"evaluate.target_sensitivity must be in (0, 1], got {self.target_sensitivity}")
         if self.bootstrap < 0 or self.batch_size < 1:
-            raise ValueError(f"evaluate needs bootstrap >= 0 and batch_size >= 1, got {self.bootstrap}, "
+            raise BadInput(f"evaluate needs bootstrap >= 0 and batch_size >= 1, got {self.bootstrap}, "
                              f"{self.batch_size}")
 
 
@@ -239,7 +241,7 @@ class GatePolicy:
                      "max_auroc_drop"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"gate.{name} must be in [0, 1], got {value}")
+                raise BadInput(f"gate.{name} must be in [0, 1], got {value}")
 
 
 @dataclass(frozen=True)
@@ -264,12 +266,12 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 def from_dict(cls: type, data: dict[str, Any]) -> Any:
     """Build ``cls`` from a (possibly partial) dict; unknown keys are an error, not silently dropped."""
     if not isinstance(data, dict):
-        raise ValueError(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")  # noqa: TRY004 (user input)
+        raise BadInput(f"{cls.__name__}: expected a mapping, got {type(data).__name__}")
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}")
+        raise BadInput(f"{cls.__name__}: unknown field(s) {unknown}; allowed: {sorted(names)}")
     kwargs = {}
     for name, value in data.items():
         hint = hints[name]
@@ -288,10 +290,10 @@ def override(cfg: Any, assignments: dict[str, Any]) -> Any:
         parts = dotted.split(".")
         for part in parts[:-1]:
             if not isinstance(node.get(part), dict):
-                raise ValueError(f"unknown config section {part!r} in {dotted!r}")  # noqa: TRY004 (user input)
+                raise BadInput(f"unknown config section {part!r} in {dotted!r}")
             node = node[part]
         if parts[-1] not in node:
-            raise ValueError(f"unknown config key {dotted!r}")
+            raise BadInput(f"unknown config key {dotted!r}")
         node[parts[-1]] = value
     return from_dict(type(cfg), data)
 
@@ -313,14 +315,14 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
             return True
         if isinstance(value, str) and value.lower() in ("0", "false", "no", "off"):
             return False
-        raise ValueError(f"{where}: expected a boolean, got {value!r}")
+        raise BadInput(f"{where}: expected a boolean, got {value!r}")
     if hint in (int, float, str):
         try:
             if hint is int and isinstance(value, float) and not value.is_integer():
                 raise ValueError
             return hint(value)
         except (TypeError, ValueError):
-            raise ValueError(f"{where}: expected {hint.__name__}, got {value!r}") from None
+            raise BadInput(f"{where}: expected {hint.__name__}, got {value!r}") from None
     return value
 
 
@@ -337,4 +339,4 @@ def profile(name: str, **paths: str) -> PipelineConfig:
             finetune=FinetuneConfig(epochs=1, unfreeze_layers=10, batch_size=16),
             evaluate=EvalConfig(bootstrap=200),
         )
-    raise ValueError(f"unknown profile {name!r}; allowed: 'demo', 'full'")
+    raise BadInput(f"unknown profile {name!r}; allowed: 'demo', 'full'")

@@ -1,7 +1,9 @@
 """``xray-tasks``: one subcommand per stage.
 
 Each subcommand logs progress to stderr and prints its JSON summary as the last line of stdout (what an Airflow
-task reads back).  Exit status: 0 done, 1 the stage failed (the reason is the last line on stderr), 2 bad usage.
+task reads back).  Exit status: 0 done; 1 the stage failed for a stated reason (an ``xray_tasks.errors.XrayError``
+or an operating-system error; the reason is the last line on stderr); 2 bad usage, or an unexpected error (a bug:
+its traceback is printed before that last line).
 The process ends with ``os._exit`` after flushing: tensorflow-io's S3 file system aborts a normal interpreter exit
 (``pure virtual method called``) even after success, and that must not turn a finished stage into a failure.
 """
@@ -14,6 +16,7 @@ import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 
 from xray_tasks.cli import common
@@ -44,6 +47,11 @@ def run(argv: Sequence[str] | None = None) -> int:
         logger.error("%s failed: %s", args.command, exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except Exception as exc:  # noqa: BLE001 (a bug, not a stated failure: show where it happened)
+        traceback.print_exc(file=sys.stderr)
+        print(f"error: unexpected {type(exc).__name__} in {args.command} (a bug; traceback above): {exc}",
+              file=sys.stderr)
+        return 2
     if result is not None:
         print(json.dumps(result, default=str, sort_keys=True))
     return 0

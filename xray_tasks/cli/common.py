@@ -7,17 +7,10 @@ import json
 import logging
 import sys
 
-from xray_tasks import storage
 from xray_tasks.config import PipelineConfig, from_dict, override, profile, to_dict
-from xray_tasks.data.archives import ArchiveError
-from xray_tasks.data.images import ImageRejected
-from xray_tasks.data.metadata import MetadataError
-from xray_tasks.data.tfrecord import RecordError
+from xray_tasks.errors import XrayError
 
-EXPECTED_ERRORS: tuple[type[BaseException], ...] = (
-    ArchiveError, MetadataError, ImageRejected, RecordError, storage.StorageError, FileNotFoundError,
-    PermissionError, ValueError, RuntimeError,
-)
+EXPECTED_ERRORS: tuple[type[BaseException], ...] = (XrayError, OSError)
 """Errors a stage raises for bad input or a failing dependency: reported as one clear line, exit status 1."""
 
 

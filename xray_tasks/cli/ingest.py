@@ -12,6 +12,7 @@ from xray_tasks.data.archives import ArchiveError
 from xray_tasks.data.ingest import IngestError, ingest_archive, list_archives, validate
 from xray_tasks.data.manifest import format_counts, read_manifest, run_manifest
 from xray_tasks.data.synth import INJECTIONS, RECOVERABLE, generate, pack_real
+from xray_tasks.errors import MissingInput, StageError
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def _ingest(args: argparse.Namespace) -> dict:
     run_manifest(cfg.source, cfg.workspace, cfg.ingest, args.metadata)
     archives = list_archives(cfg.source)
     if not archives:
-        raise FileNotFoundError(f"{cfg.source}: no images_*.tar.gz archives")
+        raise MissingInput(f"{cfg.source}: no images_*.tar.gz archives")
     read_manifest(cfg.workspace)  # fail here, once, if the manifest is unreadable
     results, failures = [], []
     with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
@@ -113,7 +114,7 @@ def _ingest(args: argparse.Namespace) -> dict:
     summary = validate(cfg.workspace)
     summary["archives_failed"] = failures
     if failures:
-        raise RuntimeError(f"{len(failures)} archive(s) failed, the others are committed: {failures}")
+        raise StageError(f"{len(failures)} archive(s) failed, the others are committed: {failures}")
     return summary
 
 

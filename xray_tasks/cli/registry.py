@@ -12,6 +12,7 @@ from typing import Any
 
 from xray_tasks import storage
 from xray_tasks.cli.common import add_config_args, load_config
+from xray_tasks.errors import BadInput, MissingInput
 
 logger = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ def _predict(args: argparse.Namespace) -> dict:
 
     uris = [u for location in args.images for u in inference.list_images(location)]
     if not uris:
-        raise FileNotFoundError(f"no PNG images found in {args.images}")
+        raise MissingInput(f"no PNG images found in {args.images}")
     published = registry.load(args.registry, args.model_name, args.version)
     rows = published.score(uris)
     summary = _counts(rows, published)
@@ -130,10 +131,10 @@ def _score(args: argparse.Namespace) -> dict:
     from xray_tasks.registry import inference
 
     if not args.out.endswith((".csv", ".parquet")):
-        raise ValueError(f"--out must end in .csv or .parquet, got {args.out!r}")
+        raise BadInput(f"--out must end in .csv or .parquet, got {args.out!r}")
     uris = inference.list_images(args.images)
     if not uris:
-        raise FileNotFoundError(f"{args.images}: no PNG images")
+        raise MissingInput(f"{args.images}: no PNG images")
     published = registry.load(args.registry, args.model_name, args.version)
     rows = published.score(uris, batch_size=args.batch_size)
     table = pd.DataFrame(rows, columns=["image", "probability", "decision", "error", "model_version", "threshold"])

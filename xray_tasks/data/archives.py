@@ -15,12 +15,14 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO
 
+from xray_tasks.errors import BadInput
+
 logger = logging.getLogger(__name__)
 
 _READ_BLOCK = 1024 * 1024
 
 
-class ArchiveError(RuntimeError):
+class ArchiveError(BadInput):
     """The archive itself is unreadable (truncated, not gzip, not tar); the message names it."""
 
 

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from xray_tasks import storage
 from xray_tasks.data import shards
+from xray_tasks.errors import BadInput, MissingInput
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def make_parser(encoding: str, image_size: int):
 
     spec = feature_spec()
     if encoding not in ("raw", "png"):
-        raise ValueError(f"encoding must be 'raw' or 'png', got {encoding!r}")
+        raise BadInput(f"encoding must be 'raw' or 'png', got {encoding!r}")
 
     def parse(serialized):
         ex = tf.io.parse_single_example(serialized, spec)
@@ -75,9 +76,9 @@ def make_dataset(uris: Sequence[str], *, encoding: str, image_size: int, batch_s
     import tensorflow as tf
 
     if not uris:
-        raise ValueError("make_dataset needs at least one shard URI")
+        raise BadInput("make_dataset needs at least one shard URI")
     if channels not in (1, 3):
-        raise ValueError(f"channels must be 1 or 3, got {channels}")
+        raise BadInput(f"channels must be 1 or 3, got {channels}")
     enable_s3(uris)
     autotune = tf.data.AUTOTUNE
     files = tf.data.Dataset.from_tensor_slices(list(uris))
@@ -114,7 +115,7 @@ def split_dataset(workspace: str, split: str, *, batch_size: int, **kwargs):
     fmt = shards.shard_format(workspace)
     uris = shards.committed_shards(workspace, split)
     if not uris:
-        raise FileNotFoundError(f"{shards.shards_root(workspace)}: no committed shards for split {split!r}")
+        raise MissingInput(f"{shards.shards_root(workspace)}: no committed shards for split {split!r}")
     return make_dataset(uris, encoding=fmt["encoding"], image_size=fmt["image_size"], batch_size=batch_size,
                         **kwargs)
 

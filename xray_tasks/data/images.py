@@ -11,6 +11,8 @@ import zlib
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from xray_tasks.errors import BadInput
+
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a silently grey image
 
 RESAMPLE = {
@@ -22,7 +24,7 @@ _DIRECT_TO_L = {"L", "RGB", "RGBA", "P", "PA", "1", "CMYK", "YCbCr"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I"}
 
 
-class ImageRejected(ValueError):
+class ImageRejected(BadInput):
     """The member is not a usable image; ``kind`` is a stable code, ``str(exc)`` the reason for the report."""
 
     def __init__(self, kind: str, reason: str) -> None:
@@ -89,7 +91,7 @@ def encode(img: Image.Image, encoding: str, png_level: int = 1) -> bytes:
         out = io.BytesIO()
         img.save(out, format="PNG", compress_level=png_level)
         return out.getvalue()
-    raise ValueError(f"encoding must be 'raw' or 'png', got {encoding!r}")
+    raise BadInput(f"encoding must be 'raw' or 'png', got {encoding!r}")
 
 
 def prepare(data: bytes, size: int, *, encoding: str = "raw", png_level: int = 1, resample: str = "box",

@@ -35,6 +35,7 @@ from xray_tasks.data.shards import (
     remove_uncommitted,
     storage_key,
 )
+from xray_tasks.errors import BadInput, MissingInput
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ REPORT_LIMIT = 50
 """Quarantine entries carried in a stage's returned summary; the marker keeps them all."""
 
 
-class IngestError(RuntimeError):
+class IngestError(BadInput):
     """The workspace cannot take this archive (e.g. it was ingested with other settings)."""
 
 
@@ -199,10 +200,10 @@ def validate(workspace: str) -> dict:
     patient_of = dict(zip(table["image_index"], table["patient_id"]))
     markers = read_markers(workspace)
     if not markers:
-        raise FileNotFoundError(f"{storage.join(workspace, SHARDS_DIR, MARKERS_DIR)}: no committed archives")
+        raise MissingInput(f"{storage.join(workspace, SHARDS_DIR, MARKERS_DIR)}: no committed archives")
     formats = {storage_key(m["format"]) for m in markers}
     if len(formats) > 1:
-        raise ValueError(f"{workspace}: archives were ingested with different formats {sorted(formats)}")
+        raise BadInput(f"{workspace}: archives were ingested with different formats {sorted(formats)}")
     where: dict[str, str] = {}
     problems: list[str] = []
     for marker in markers:
@@ -214,13 +215,13 @@ def validate(workspace: str) -> dict:
                 if expected.get(name) != entry["split"]:
                     problems.append(f"{name} sharded as {entry['split']}, manifest says {expected.get(name)!r}")
     if problems:
-        raise ValueError(f"{workspace}: shard set inconsistent with the manifest: {problems[:10]}")
+        raise BadInput(f"{workspace}: shard set inconsistent with the manifest: {problems[:10]}")
     patients: dict[int, set] = {}
     for name in where:
         patients.setdefault(patient_of[name], set()).add(expected[name])
     leaking = [p for p, s in patients.items() if len(s) > 1]
     if leaking:
-        raise ValueError(f"{workspace}: {len(leaking)} patient(s) in more than one split, e.g. {leaking[:10]}")
+        raise BadInput(f"{workspace}: {len(leaking)} patient(s) in more than one split, e.g. {leaking[:10]}")
     missing = sorted(set(expected) - set(where))
     quarantine = [q for m in markers for q in m["quarantine"]]
     reasons: dict[str, int] = {}

@@ -17,6 +17,7 @@ import pandas as pd
 
 from xray_tasks import storage
 from xray_tasks.config import NO_FINDING, PATHOLOGIES
+from xray_tasks.errors import BadInput
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +40,7 @@ _AGE_UNITS = {"Y": 1.0, "M": 1 / 12, "W": 1 / 52, "D": 1 / 365}
 MAX_PLAUSIBLE_AGE = 120.0
 
 
-class MetadataError(ValueError):
+class MetadataError(BadInput):
     """The metadata or a split list cannot be used at all; the message names the file and the problem."""
 
 

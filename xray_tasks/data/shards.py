@@ -25,6 +25,7 @@ from typing import Any
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES
 from xray_tasks.data.tfrecord import example_parts, frame_parts
+from xray_tasks.errors import BadInput, MissingInput
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def record_parts(*, image: bytes, height: int, width: int, image_index: str, pat
     }
     for name, (_, length) in FEATURES.items():
         if len(values[name]) != length:
-            raise ValueError(f"feature {name!r} needs {length} value(s), got {len(values[name])}")
+            raise BadInput(f"feature {name!r} needs {length} value(s), got {len(values[name])}")
     return frame_parts(example_parts({name: (FEATURES[name][0], values[name]) for name in FEATURES}))
 
 
@@ -230,9 +231,9 @@ def shard_format(workspace: str) -> dict:
     """The stored format (encoding, image size) that every committed archive agrees on."""
     formats = {storage_key(m["format"]): m["format"] for m in read_markers(workspace)}
     if not formats:
-        raise FileNotFoundError(f"{shards_root(workspace)}: no committed shards (run ingest first)")
+        raise MissingInput(f"{shards_root(workspace)}: no committed shards (run ingest first)")
     if len(formats) > 1:
-        raise ValueError(f"{shards_root(workspace)}: archives were ingested with different formats: {list(formats.values())}")
+        raise BadInput(f"{shards_root(workspace)}: archives were ingested with different formats: {list(formats.values())}")
     return next(iter(formats.values()))
 
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from xray_tasks import storage
 from xray_tasks.data.metadata import MetadataError
+from xray_tasks.errors import BadInput
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +25,7 @@ TEST_LIST = "test_list.txt"
 _EXAMPLES = 10
 
 
-class LeakageError(ValueError):
+class LeakageError(BadInput):
     """A patient (or an image) would sit in more than one split."""
 
 

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from xray_tasks.config import NO_FINDING, PATHOLOGIES
+from xray_tasks.errors import BadInput
 
 logger = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ def _csv(studies: list[Study], style: str) -> bytes:
 def write_metadata(out: Path, studies: list[Study], style: str, drop_column: str | None = None) -> Path:
     """Write ``Data_Entry_2017.csv`` (2017 style) or ``Data_Entry_2017_v2020.csv`` (2020 style)."""
     if style not in ("2017", "2020"):
-        raise ValueError(f"csv style must be '2017' or '2020', got {style!r}")
+        raise BadInput(f"csv style must be '2017' or '2020', got {style!r}")
     data = _csv(studies, style)
     if drop_column:
         lines = data.decode().splitlines()
@@ -199,9 +200,9 @@ def generate(out: str | Path, *, patients: int = 60, archives: int = 2, image_si
     """Write the synthetic NIH tree under ``out``; returns counts and what was injected where."""
     unknown = sorted(set(inject) - set(INJECTIONS))
     if unknown:
-        raise ValueError(f"unknown injection(s) {unknown}; allowed: {list(INJECTIONS)}")
+        raise BadInput(f"unknown injection(s) {unknown}; allowed: {list(INJECTIONS)}")
     if archives < 1 or patients < 1:
-        raise ValueError(f"need at least one archive and one patient, got archives={archives}, patients={patients}")
+        raise BadInput(f"need at least one archive and one patient, got archives={archives}, patients={patients}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     studies = make_studies(patients, seed)
@@ -289,7 +290,7 @@ def pack_real(images_dir: str | Path, meta_dir: str | Path, out: str | Path, arc
     images_dir, meta_dir, out = Path(images_dir), Path(meta_dir), Path(out)
     names = sorted(p.name for p in images_dir.glob("*.png"))[:limit]
     if not names:
-        raise ValueError(f"{images_dir}: no .png files")
+        raise BadInput(f"{images_dir}: no .png files")
     out.mkdir(parents=True, exist_ok=True)
     wanted = set(names)
     raw = (meta_dir / metadata).read_bytes()

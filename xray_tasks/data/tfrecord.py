@@ -20,6 +20,8 @@ from typing import IO
 
 import google_crc32c
 
+from xray_tasks.errors import BadInput, IntegrityError
+
 _MASK_DELTA = 0xA282EAD8
 
 
@@ -46,7 +48,7 @@ def frame_record(data: bytes) -> bytes:
     return b"".join(frame_parts([data]))
 
 
-class RecordError(ValueError):
+class RecordError(IntegrityError, ValueError):
     """A TFRecord file is truncated or fails its checksums."""
 
 
@@ -104,7 +106,7 @@ def _feature_parts(kind: str, values: Sequence) -> list[bytes]:
     if kind == "float":
         packed = struct.pack(f"<{len(values)}f", *values)
         return [_field(2, _field(1, packed) if values else b"")]
-    raise ValueError(f"feature kind must be 'bytes', 'int64' or 'float', got {kind!r}")
+    raise BadInput(f"feature kind must be 'bytes', 'int64' or 'float', got {kind!r}")
 
 
 def example_parts(features: Mapping[str, tuple[str, Sequence]]) -> list[bytes]:

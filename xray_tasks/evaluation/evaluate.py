@@ -20,6 +20,7 @@ import pandas as pd
 
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES, EvalConfig, PipelineConfig
+from xray_tasks.errors import BadInput, MissingInput
 from xray_tasks.evaluation import metrics
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ def predict_split(model: Any, workspace: str, split: str, batch_size: int = 64) 
     from xray_tasks.training import networks
 
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise BadInput(f"batch_size must be >= 1, got {batch_size}")
     size = int(model.inputs[0].shape[1])
     ds = dataset.split_dataset(workspace, split, batch_size=batch_size, output_size=size, channels=3)
     parts: dict[str, list] = {"image_index": [], "patient_id": [], "probability": [], "label": [], "path": [],
@@ -62,7 +63,7 @@ def predict_split(model: Any, workspace: str, split: str, batch_size: int = 64) 
         parts["patient_id"].append(batch["patient_id"].numpy())
         parts["label"].append(batch["label"].numpy())
     if not parts["label"]:
-        raise FileNotFoundError(f"no images in split {split!r} of {workspace}")
+        raise MissingInput(f"no images in split {split!r} of {workspace}")
     frame = pd.DataFrame({
         "image_index": [b.decode("utf-8") for b in np.concatenate(parts["image_index"])],
         "patient_id": np.concatenate(parts["patient_id"]).astype(np.int64),
@@ -89,11 +90,11 @@ def score(val: pd.DataFrame, test: pd.DataFrame, cfg: EvalConfig) -> dict:
     for name, frame in (("val", val), ("test", test)):
         missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
         if missing:
-            raise ValueError(f"{name} predictions lack columns {missing}; expected {list(PREDICTION_COLUMNS)}")
+            raise BadInput(f"{name} predictions lack columns {missing}; expected {list(PREDICTION_COLUMNS)}")
     y_val, p_val = val["label"].to_numpy(), val["probability"].to_numpy()
     y_test, p_test = test["label"].to_numpy(), test["probability"].to_numpy()
     if not y_val.sum() or not y_test.sum():
-        raise ValueError(f"val holds {int(y_val.sum())} and test {int(y_test.sum())} unhealthy studies: an operating "
+        raise BadInput(f"val holds {int(y_val.sum())} and test {int(y_test.sum())} unhealthy studies: an operating "
                          "point for a sensitivity target needs unhealthy studies in both")
     threshold = metrics.choose_threshold(y_val, p_val, cfg.target_sensitivity)
     test_section: dict[str, Any] = {
@@ -148,7 +149,7 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
 
     uri = model_uri(run_dir)
     if not storage.exists(uri):
-        raise FileNotFoundError(f"{uri}: no final model (run `xray-tasks finetune` first)")
+        raise MissingInput(f"{uri}: no final model (run `xray-tasks finetune` first)")
     save_run_config(run_dir, cfg)
     model = networks.load_model(uri)
     frames = {}

@@ -13,6 +13,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from xray_tasks.errors import BadInput
+
 CONFUSION_KEYS = ("tn", "fp", "fn", "tp")
 
 
@@ -20,11 +22,11 @@ def _arrays(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndar
     y = np.asarray(labels)
     p = np.asarray(probs, dtype=np.float64)
     if y.ndim != 1 or p.ndim != 1 or len(y) != len(p):
-        raise ValueError(f"labels and probs must be 1-d and equally long, got shapes {y.shape} and {p.shape}")
+        raise BadInput(f"labels and probs must be 1-d and equally long, got shapes {y.shape} and {p.shape}")
     if len(y) and not np.isin(y, (0, 1)).all():
-        raise ValueError(f"labels must be 0/1, got values {np.unique(y)[:10].tolist()}")
+        raise BadInput(f"labels must be 0/1, got values {np.unique(y)[:10].tolist()}")
     if not np.isfinite(p).all():
-        raise ValueError(f"probs must be finite, got {int((~np.isfinite(p)).sum())} non-finite value(s)")
+        raise BadInput(f"probs must be finite, got {int((~np.isfinite(p)).sum())} non-finite value(s)")
     return y.astype(np.int8), p
 
 
@@ -47,7 +49,7 @@ def confusion(labels, probs, threshold: float) -> dict[str, int]:
 def f_beta(tp: int, fp: int, fn: int, beta: float = 3.0) -> float:
     """F-beta from counts: (1 + b^2) TP / ((1 + b^2) TP + b^2 FN + FP)."""
     if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
+        raise BadInput(f"beta must be > 0, got {beta}")
     b2 = beta * beta
     return _ratio((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
 
@@ -60,7 +62,7 @@ def rates(counts: dict[str, int], beta: float = 3.0) -> dict[str, float | int]:
     """
     missing = [k for k in CONFUSION_KEYS if k not in counts]
     if missing:
-        raise ValueError(f"counts need keys {list(CONFUSION_KEYS)}, missing {missing}")
+        raise BadInput(f"counts need keys {list(CONFUSION_KEYS)}, missing {missing}")
     tn, fp, fn, tp = (int(counts[k]) for k in CONFUSION_KEYS)
     specificity = _ratio(tn, tn + fp)
     return {
@@ -95,11 +97,11 @@ def choose_threshold(labels, probs, target: float) -> float:
     scores and test sensitivity falls short of the target for no gain.)
     """
     if not 0.0 < target <= 1.0:
-        raise ValueError(f"target sensitivity must be in (0, 1], got {target}")
+        raise BadInput(f"target sensitivity must be in (0, 1], got {target}")
     y, p = _arrays(labels, probs)
     positives = np.sort(p[y == 1])[::-1]
     if not len(positives):
-        raise ValueError("cannot choose a threshold for a sensitivity target without unhealthy studies")
+        raise BadInput("cannot choose a threshold for a sensitivity target without unhealthy studies")
     k = max(1, math.ceil(target * len(positives) - 1e-9))
     strictest = float(positives[k - 1])  # flags exactly enough positives: clears the most healthy studies
     cleared = p[(y == 0) & (p < strictest)]
@@ -178,7 +180,7 @@ def bootstrap_intervals(labels, probs, threshold: float, *, groups=None, n: int 
     Returns ``{"auroc_ci": [lo, hi], "sensitivity_ci": [lo, hi], "n": n}``.
     """
     if n < 1 or not 0.0 < level < 1.0:
-        raise ValueError(f"need n >= 1 and level in (0, 1), got n={n}, level={level}")
+        raise BadInput(f"need n >= 1 and level in (0, 1), got n={n}, level={level}")
     y, p = _arrays(labels, probs)
     if groups is None:
         codes = np.arange(len(y))
@@ -186,7 +188,7 @@ def bootstrap_intervals(labels, probs, threshold: float, *, groups=None, n: int 
         _, codes = np.unique(np.asarray(groups), return_inverse=True)
     n_groups = int(codes.max()) + 1 if len(codes) else 0
     if not n_groups:
-        raise ValueError("bootstrap needs at least one study")
+        raise BadInput("bootstrap needs at least one study")
     rng = np.random.default_rng(seed)
     flagged_pos = ((p >= threshold) & (y == 1)).astype(np.float64)
     is_pos = (y == 1).astype(np.float64)
@@ -227,7 +229,7 @@ def per_label_auroc(labels: np.ndarray, probs: np.ndarray, names: Sequence[str])
     y = np.asarray(labels, dtype=np.float64)
     p = np.asarray(probs, dtype=np.float64)
     if y.shape != p.shape or y.ndim != 2 or y.shape[1] != len(names):
-        raise ValueError(f"labels and probs must both be [N, {len(names)}], got {y.shape} and {p.shape}")
+        raise BadInput(f"labels and probs must both be [N, {len(names)}], got {y.shape} and {p.shape}")
     out: dict[str, float | None] = {}
     for i, name in enumerate(names):
         known = ~np.isnan(y[:, i])

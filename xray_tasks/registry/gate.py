@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from xray_tasks.config import GatePolicy
+from xray_tasks.errors import BadInput
 
 METRICS_SCHEMA = 1
 _REQUIRED = {
@@ -67,12 +68,12 @@ def validate_metrics(metrics: Any, where: str) -> dict[str, Any]:
     """
     if not isinstance(metrics, dict) or metrics.get("schema") != METRICS_SCHEMA:
         got = metrics.get("schema") if isinstance(metrics, dict) else type(metrics).__name__
-        raise ValueError(f"{where}: expected metrics.json schema {METRICS_SCHEMA}, got {got!r}")
+        raise BadInput(f"{where}: expected metrics.json schema {METRICS_SCHEMA}, got {got!r}")
     for section, keys in _REQUIRED.items():
         block = metrics.get(section)
         missing = [k for k in keys if k not in block] if isinstance(block, dict) else list(keys)
         if missing:
-            raise ValueError(f"{where}: metrics.json section {section!r} lacks {missing}")
+            raise BadInput(f"{where}: metrics.json section {section!r} lacks {missing}")
     return metrics
 
 

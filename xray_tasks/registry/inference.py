@@ -16,6 +16,7 @@ import numpy as np
 
 from xray_tasks import storage
 from xray_tasks.data import images
+from xray_tasks.errors import BadInput
 from xray_tasks.training import networks
 
 logger = logging.getLogger(__name__)
@@ -40,7 +41,7 @@ def to_model_input(stored: np.ndarray, input_size: int) -> np.ndarray:
     import tensorflow as tf
 
     if stored.ndim != 4 or stored.shape[-1] != 1 or stored.dtype != np.uint8:
-        raise ValueError(f"expected uint8 [B, S, S, 1] images, got {stored.dtype} {stored.shape}")
+        raise BadInput(f"expected uint8 [B, S, S, 1] images, got {stored.dtype} {stored.shape}")
     image = tf.constant(stored)
     if stored.shape[1] != input_size:
         image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, [input_size, input_size], antialias=True)),
@@ -51,7 +52,7 @@ def to_model_input(stored: np.ndarray, input_size: int) -> np.ndarray:
 def prepare_images(blobs: Sequence[bytes], stored_size: int, input_size: int) -> np.ndarray:
     """Image files' bytes -> the model's float32 ``[B, I, I, 3]`` input batch."""
     if not blobs:
-        raise ValueError("prepare_images needs at least one image")
+        raise BadInput("prepare_images needs at least one image")
     return to_model_input(np.stack([decode_stored(b, stored_size) for b in blobs]), input_size)
 
 
@@ -77,7 +78,7 @@ def score_uris(model: Any, uris: Sequence[str], *, stored_size: int, input_size:
     """One row per image: ``image``, ``probability``, ``decision``, ``error`` (unreadable images are reported,
     not fatal: one bad file must not stop a worklist)."""
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise BadInput(f"batch_size must be >= 1, got {batch_size}")
     rows: list[dict[str, Any]] = []
     for start in range(0, len(uris), batch_size):
         good, arrays = [], []

@@ -17,7 +17,8 @@ import time
 import uuid
 from datetime import UTC, datetime
 
-from xray_tasks import storage
+from xray_tasks import errors, storage
+from xray_tasks.errors import BadInput, XrayError
 
 VERSIONS = "versions"
 CLAIM = "CLAIM.json"
@@ -32,21 +33,21 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 PAUSE_ENV = "XRAY_REGISTRY_TEST_PAUSE"
 
 
-class RegistryError(RuntimeError):
+class RegistryError(XrayError, RuntimeError):
     """The registry cannot do what was asked; the message says which model/version and why."""
 
 
-class IntegrityError(RegistryError):
+class IntegrityError(errors.IntegrityError, RegistryError):
     """A version is incomplete or one of its files does not match its manifest: it must not be used."""
 
 
-class ChampionConflict(RegistryError):
+class ChampionConflict(errors.Conflict, RegistryError):
     """Another publish moved the champion pointer between this publish's gate decision and its swap."""
 
 
 def check_name(model_name: str) -> str:
     if not isinstance(model_name, str) or not _NAME.match(model_name):
-        raise ValueError(
+        raise BadInput(
             f"model name must be 1-64 characters of a-z, 0-9, '.', '_', '-' starting with a letter or digit, "
             f"got {model_name!r}"
         )
@@ -55,7 +56,7 @@ def check_name(model_name: str) -> str:
 
 def format_version(number: int) -> str:
     if not isinstance(number, int) or number < 1 or number >= 10**VERSION_DIGITS:
-        raise ValueError(f"version number must be an int in [1, {10**VERSION_DIGITS - 1}], got {number!r}")
+        raise BadInput(f"version number must be an int in [1, {10**VERSION_DIGITS - 1}], got {number!r}")
     return f"{number:0{VERSION_DIGITS}d}"
 
 
@@ -63,7 +64,7 @@ def parse_version(version: str | int) -> str:
     """``7``, ``"7"`` or ``"000007"`` -> ``"000007"``."""
     text = str(version).strip()
     if not text.isdigit():
-        raise ValueError(f"version must be a positive integer like 7 or '000007', got {version!r}")
+        raise BadInput(f"version must be a positive integer like 7 or '000007', got {version!r}")
     return format_version(int(text))
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from xray_tasks import storage
 from xray_tasks.config import GatePolicy, to_dict
+from xray_tasks.errors import BadInput
 from xray_tasks.registry import gate, integrity, pointers, rescore
 from xray_tasks.registry.layout import (
     DECISIONS,
@@ -68,7 +69,7 @@ def stage_run(run_dir: str, dest: Path) -> Candidate:
             present[rel] = uri
     missing = [rel for rel in REQUIRED if rel not in present]
     if missing:
-        raise ValueError(f"{run_dir}: not a complete evaluated run, missing {missing} (see docs/CONTRACTS.md)")
+        raise BadInput(f"{run_dir}: not a complete evaluated run, missing {missing} (see docs/CONTRACTS.md)")
     for rel, uri in present.items():
         storage.get_file(uri, dest / rel)
     metrics = gate.validate_metrics(storage.read_json(str(dest / "metrics.json")), f"{run_dir}/metrics.json")
@@ -88,10 +89,10 @@ def export_serving(candidate: Candidate, out: Path) -> None:
     size = int(candidate.metrics["model"]["input_size"])
     inputs = [(t.name, tuple(t.shape)) for t in model.inputs]
     if inputs != [(IMAGE_INPUT, (None, size, size, 3))]:
-        raise ValueError(f"model.keras must take one input {IMAGE_INPUT!r} of shape (None, {size}, {size}, 3), "
+        raise BadInput(f"model.keras must take one input {IMAGE_INPUT!r} of shape (None, {size}, {size}, 3), "
                          f"got {inputs}")
     if TRIAGE_OUTPUT not in model.output_names:
-        raise ValueError(f"model.keras must have an output named {TRIAGE_OUTPUT!r}, got {model.output_names}")
+        raise BadInput(f"model.keras must have an output named {TRIAGE_OUTPUT!r}, got {model.output_names}")
     model.export(str(out), verbose=False)
 
 
@@ -174,7 +175,7 @@ def publish(run_dir: str, registry: str, *, model_name: str = "xray-triage", pol
     """
     check_name(model_name)
     if force and not reason.strip():
-        raise ValueError("a forced publish needs a reason (--reason TEXT): it is recorded with who forced it")
+        raise BadInput("a forced publish needs a reason (--reason TEXT): it is recorded with who forced it")
     policy = policy or GatePolicy()
     publish_id = new_id()
     with tempfile.TemporaryDirectory(prefix="xray-publish-") as tmp:

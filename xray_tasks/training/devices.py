@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
+from xray_tasks.errors import BadInput, StageError
+
 logger = logging.getLogger(__name__)
 
 SWITCHES = ("auto", "on", "off")
@@ -35,7 +37,7 @@ class DeviceSettings:
 def resolve(switch: str, gpu_present: bool, name: str = "switch") -> bool:
     """``auto`` -> whether a GPU is present; ``on``/``off`` -> True/False."""
     if switch not in SWITCHES:
-        raise ValueError(f"{name} must be one of {list(SWITCHES)}, got {switch!r}")
+        raise BadInput(f"{name} must be one of {list(SWITCHES)}, got {switch!r}")
     return gpu_present if switch == "auto" else switch == "on"
 
 
@@ -47,7 +49,7 @@ def configure(mixed_precision: str = "auto", xla: str = "auto", device: str = "a
         RuntimeError: ``device="gpu"`` and no GPU is visible.
     """
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
+        raise BadInput(f"device must be one of {list(DEVICES)}, got {device!r}")
     resolve(mixed_precision, False, "mixed_precision")
     resolve(xla, False, "xla")
     import keras
@@ -60,7 +62,7 @@ def configure(mixed_precision: str = "auto", xla: str = "auto", device: str = "a
             logger.warning("cannot hide GPUs any more (%s); placement stays as it is", exc)
     gpus = tf.config.get_visible_devices("GPU")
     if device == "gpu" and not gpus:
-        raise RuntimeError("device=gpu was asked for but TensorFlow sees no GPU (check drivers / CUDA_VISIBLE_DEVICES)")
+        raise StageError("device=gpu was asked for but TensorFlow sees no GPU (check drivers / CUDA_VISIBLE_DEVICES)")
     for gpu in gpus:
         try:
             # Without growth TensorFlow reserves nearly all GPU memory up front, starving a second process.

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES, SPLITS, FeatureConfig
 from xray_tasks.data import shards
+from xray_tasks.errors import BadInput, MissingInput, StageError
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +68,7 @@ def to_table(image_index: Sequence[str], patient_id: np.ndarray, split: str, lab
     """Arrow table in the features schema; ``provenance`` goes into the schema metadata."""
     n, dim = features.shape
     if labels.shape != (n, len(PATHOLOGIES)) or len(image_index) != n or len(label) != n or len(patient_id) != n:
-        raise ValueError(f"column lengths disagree: {n} feature rows, labels {labels.shape}, {len(image_index)} names")
+        raise BadInput(f"column lengths disagree: {n} feature rows, labels {labels.shape}, {len(image_index)} names")
     flat = np.ascontiguousarray(features, dtype=np.float32).reshape(-1)
     return pa.table(
         {
@@ -91,7 +92,7 @@ def read_provenance(uri: str) -> dict:
         schema = pq.read_schema(uri)
     raw = (schema.metadata or {}).get(PROVENANCE_KEY)
     if raw is None:
-        raise ValueError(f"{uri}: not a features file (no {PROVENANCE_KEY.decode()} metadata)")
+        raise BadInput(f"{uri}: not a features file (no {PROVENANCE_KEY.decode()} metadata)")
     return json.loads(raw)
 
 
@@ -118,7 +119,7 @@ def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] =
     """
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
-        raise ValueError(f"unknown split(s) {unknown}; allowed: {list(SPLITS)}")
+        raise BadInput(f"unknown split(s) {unknown}; allowed: {list(SPLITS)}")
     from xray_tasks.training import networks
 
     weights_path, weights_id = networks.resolve_weights(cfg.base, cfg.weights, cfg.seed)
@@ -141,7 +142,7 @@ def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] =
             if storage.exists(uri):
                 found = read_provenance(uri)
                 if not _same_source(found, provenance):
-                    raise ValueError(
+                    raise BadInput(
                         f"{uri} holds features of {found.get('base')} weights {found.get('weights')} for shard sha256 "
                         f"{str(found.get('shard_sha256'))[:12]}; this run wants {cfg.base} weights {weights_id} for "
                         f"{entry['sha256'][:12]}: delete {root} or use another workspace"
@@ -150,7 +151,7 @@ def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] =
                 continue
             pending.append((entry, uri, provenance))
     if not sum(c["shards"] for c in summary_splits.values()):
-        raise FileNotFoundError(f"{shards.shards_root(workspace)}: no committed shards for {list(splits)}")
+        raise MissingInput(f"{shards.shards_root(workspace)}: no committed shards for {list(splits)}")
     summary = {"features": root, "base": cfg.base, "weights": weights_id, "input_size": cfg.input_size,
                "feature_dim": None, "splits": summary_splits, "images_extracted": 0, "images_per_s": None,
                "steady_images_per_s": None, "steady_cpu_ms_per_image": None}
@@ -199,7 +200,7 @@ def _run_base(workspace: str, cfg: FeatureConfig, weights_path: str | None, fmt:
             last_log = time.perf_counter()
             logger.info("features: %d/%d images, %.1f images/s", done, total, done / (last_log - started))
     if queue or sum(len(x) for x in buffer["label"]):
-        raise RuntimeError(f"features: shard records ran out of step with the markers ({len(queue)} shard(s) left)")
+        raise StageError(f"features: shard records ran out of step with the markers ({len(queue)} shard(s) left)")
     finished, cpu = time.perf_counter(), time.process_time()
     rate = done / (finished - started) if finished > started else None
     steady = (done - warm_done) / (finished - warm_at) if warm_at and done > warm_done else None
@@ -222,7 +223,7 @@ def _flush_complete(buffer: dict[str, list], queue: list) -> dict[str, list]:
         arrays = {k: np.concatenate(v) for k, v in buffer.items()}
         names = [b.decode("utf-8") for b in arrays["image_index"][:n]]
         if names != list(entry["images"]):
-            raise RuntimeError(f"features for {entry['path']}: records do not match the marker's image list")
+            raise StageError(f"features for {entry['path']}: records do not match the marker's image list")
         _write(to_table(names, arrays["patient_id"][:n], entry["split"], arrays["label"][:n], arrays["labels"][:n],
                         arrays["features"][:n], provenance), uri)
         logger.debug("features: wrote %s (%d rows)", uri, n)
@@ -239,20 +240,20 @@ def load_features(workspace: str, base: str, input_size: int, split: str) -> Fea
         ValueError: the files come from different weights.
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; allowed: {list(SPLITS)}")
+        raise BadInput(f"unknown split {split!r}; allowed: {list(SPLITS)}")
     uris = [feature_uri(workspace, base, input_size, split, s) for s in shards.committed_shards(workspace, split)]
     if not uris:
-        raise FileNotFoundError(f"{shards.shards_root(workspace)}: no committed shards for split {split!r}")
+        raise MissingInput(f"{shards.shards_root(workspace)}: no committed shards for split {split!r}")
     tables = []
     for uri in uris:
         if not storage.exists(uri):
             missing = sum(not storage.exists(u) for u in uris)
-            raise FileNotFoundError(f"{missing} of {len(uris)} {split} shard(s) have no features under "
+            raise MissingInput(f"{missing} of {len(uris)} {split} shard(s) have no features under "
                                     f"{features_root(workspace, base, input_size)} (run `xray-tasks features`)")
         tables.append(pq.read_table(io.BytesIO(storage.read_bytes(uri))))
     weights = {json.loads(t.schema.metadata[PROVENANCE_KEY])["weights"] for t in tables}
     if len(weights) != 1:
-        raise ValueError(f"{split} features come from different weights {sorted(weights)}: re-extract them")
+        raise BadInput(f"{split} features come from different weights {sorted(weights)}: re-extract them")
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])
     n = table.num_rows
     features = table.column("features").combine_chunks()

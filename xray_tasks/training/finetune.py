@@ -25,6 +25,7 @@ import numpy as np
 
 from xray_tasks import storage
 from xray_tasks.config import PipelineConfig
+from xray_tasks.errors import BadInput, MissingInput, StageError
 from xray_tasks.training.head import head_uri, save_run_config
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def check_base_matches_features(base_model: Any, workspace: str, cfg: PipelineCo
     norm = np.linalg.norm(expected)
     error = float(np.linalg.norm(got - expected) / norm) if norm > 0 else float(np.linalg.norm(got))
     if not error <= FEATURE_CHECK_TOLERANCE:
-        raise RuntimeError(
+        raise StageError(
             f"the rebuilt {fcfg.base} base does not reproduce the stored features (relative error {error:.3g} on "
             f"{len(names)} train images): features came from other weights ({stored.weights_id}); re-extract them"
         )
@@ -122,7 +123,7 @@ def _class_weights(workspace: str, enabled: bool) -> np.ndarray | None:
     labels = read_manifest(workspace).query("split == 'train'")["label"].to_numpy()
     counts = np.bincount(labels.astype(np.int64), minlength=2)
     if counts.min() == 0:
-        raise ValueError(f"class weighting needs both classes in train, got {counts.tolist()}")
+        raise BadInput(f"class weighting needs both classes in train, got {counts.tolist()}")
     return (len(labels) / (2.0 * counts)).astype(np.float32)
 
 
@@ -137,7 +138,7 @@ def run_finetune(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
 
     fcfg, tcfg = cfg.features, cfg.finetune
     if not storage.exists(head_uri(run_dir)):
-        raise FileNotFoundError(f"{head_uri(run_dir)}: no trained head (run `xray-tasks train` first)")
+        raise MissingInput(f"{head_uri(run_dir)}: no trained head (run `xray-tasks train` first)")
     settings = devices.configure(tcfg.mixed_precision, tcfg.xla, fcfg.device)
     weights_path, weights_id = networks.resolve_weights(fcfg.base, fcfg.weights, fcfg.seed)
     save_run_config(run_dir, cfg)

@@ -19,6 +19,7 @@ import numpy as np
 
 from xray_tasks import storage
 from xray_tasks.config import PipelineConfig, to_dict
+from xray_tasks.errors import BadInput
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ def class_sample_weights(labels: np.ndarray) -> np.ndarray:
     labels = np.asarray(labels).astype(np.int64)
     counts = np.bincount(labels, minlength=2)
     if counts.min() == 0:
-        raise ValueError(f"class weighting needs both classes, got counts healthy={counts[0]} unhealthy={counts[1]}")
+        raise BadInput(f"class weighting needs both classes, got counts healthy={counts[0]} unhealthy={counts[1]}")
     return (len(labels) / (2.0 * counts))[labels].astype(np.float32)
 
 
@@ -53,7 +54,7 @@ def targets(label: np.ndarray, labels: np.ndarray | None, multilabel: bool) -> d
     y = {"triage": np.eye(2, dtype=np.float32)[np.asarray(label, np.int64)]}
     if multilabel:
         if labels is None:
-            raise ValueError("multilabel targets need the 14-column labels")
+            raise BadInput("multilabel targets need the 14-column labels")
         y["pathologies"] = np.asarray(labels, np.float32)
     return y
 
@@ -68,7 +69,7 @@ def compile_model(model: Any, optimizer: str, learning_rate: float, momentum: fl
     elif optimizer == "adam":
         opt = keras.optimizers.Adam(learning_rate=learning_rate)
     else:
-        raise ValueError(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
+        raise BadInput(f"optimizer must be 'sgd' or 'adam', got {optimizer!r}")
     losses = {"triage": keras.losses.BinaryCrossentropy()}
     metrics = {"triage": [keras.metrics.CategoricalAccuracy(name="accuracy")]}
     if multilabel:
@@ -125,10 +126,10 @@ def train_head(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
     train = features_lib.load_features(workspace, fcfg.base, fcfg.input_size, "train")
     val = features_lib.load_features(workspace, fcfg.base, fcfg.input_size, "val")
     if train.weights_id != val.weights_id:
-        raise ValueError(f"train features ({train.weights_id}) and val features ({val.weights_id}) differ")
+        raise BadInput(f"train features ({train.weights_id}) and val features ({val.weights_id}) differ")
     for name, part in (("train", train), ("val", val)):
         if len(np.unique(part.label)) < 2:
-            raise ValueError(f"{name} features hold one class only ({len(part)} images): cannot train or stop early")
+            raise BadInput(f"{name} features hold one class only ({len(part)} images): cannot train or stop early")
     scale = float(np.abs(train.features).mean())
     if scale < 1e-4 and not hcfg.standardize:
         logger.warning("head: mean |feature| is %.2e; the report's SGD head barely moves at that scale "

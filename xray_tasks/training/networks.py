@@ -24,6 +24,7 @@ import numpy as np
 
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES, HeadConfig
+from xray_tasks.errors import BadInput, MissingInput
 
 logger = logging.getLogger(__name__)
 
@@ -54,7 +55,7 @@ BASES: dict[str, BaseSpec] = {
 
 def base_spec(base: str) -> BaseSpec:
     if base not in BASES:
-        raise ValueError(f"unknown base {base!r}; allowed: {sorted(BASES)}")
+        raise BadInput(f"unknown base {base!r}; allowed: {sorted(BASES)}")
     return BASES[base]
 
 
@@ -80,7 +81,7 @@ def resolve_weights(base: str, weights: str, seed: int = 0) -> tuple[str | None,
         candidates = [d / spec.imagenet_notop_file for d in keras_cache_dirs()]
         found = next((c for c in candidates if c.is_file()), None)
         if found is None:
-            raise FileNotFoundError(
+            raise MissingInput(
                 f"ImageNet weights for {base} are not in the Keras cache (looked for {[str(c) for c in candidates]}); "
                 f"nothing is downloaded at run time: copy {spec.imagenet_notop_file} there, or set "
                 "features.weights to a weights file path, or to 'none' for a random base"
@@ -94,7 +95,7 @@ def resolve_weights(base: str, weights: str, seed: int = 0) -> tuple[str | None,
     else:
         path = Path(weights)
         if not path.is_file():
-            raise FileNotFoundError(f"features.weights: no file at {weights!r} (allowed: 'imagenet', 'none', a path)")
+            raise MissingInput(f"features.weights: no file at {weights!r} (allowed: 'imagenet', 'none', a path)")
     return str(path), f"file:{_sha256(path)[:16]}"
 
 
@@ -129,7 +130,7 @@ def build_base(base: str, input_size: int, weights_path: str | None = None, seed
 
     spec = base_spec(base)
     if not 32 <= int(input_size) <= 2048:
-        raise ValueError(f"input_size must be in [32, 2048], got {input_size}")
+        raise BadInput(f"input_size must be in [32, 2048], got {input_size}")
     keras.utils.set_random_seed(int(seed))
     constructor = getattr(keras.applications, spec.constructor)
     app = constructor(include_top=False, weights=weights_path, input_shape=(input_size, input_size, 3), pooling="avg")
@@ -144,7 +145,7 @@ def application(base_model: Any) -> Any:
 
     nested = [layer for layer in base_model.layers if isinstance(layer, keras.Model)]
     if len(nested) != 1:
-        raise ValueError(f"{base_model.name}: expected one nested application, found {[m.name for m in nested]}")
+        raise BadInput(f"{base_model.name}: expected one nested application, found {[m.name for m in nested]}")
     return nested[0]
 
 
@@ -166,15 +167,15 @@ def build_head(feature_dim: int, cfg: HeadConfig, scaling: tuple[np.ndarray, np.
     import keras
 
     if feature_dim < 1:
-        raise ValueError(f"feature_dim must be >= 1, got {feature_dim}")
+        raise BadInput(f"feature_dim must be >= 1, got {feature_dim}")
     features = keras.Input((feature_dim,), name=FEATURES_INPUT, dtype="float32")
     x = features
     if cfg.standardize:
         if scaling is None:
-            raise ValueError("head.standardize is on: pass scaling=(scale, offset) from the training features")
+            raise BadInput("head.standardize is on: pass scaling=(scale, offset) from the training features")
         scale, offset = scaling
         if scale.shape != (feature_dim,) or offset.shape != (feature_dim,):
-            raise ValueError(f"scaling must be two [{feature_dim}] arrays, got {scale.shape} and {offset.shape}")
+            raise BadInput(f"scaling must be two [{feature_dim}] arrays, got {scale.shape} and {offset.shape}")
         # Rescaling, not Normalization: Normalization floors the std at 1e-7, far above random bases' features.
         x = keras.layers.Rescaling(scale=scale.tolist(), offset=offset.tolist(), name="standardize",
                                    dtype="float32")(x)
@@ -209,10 +210,10 @@ def unfreeze_last(model: Any, n_layers: int) -> list[str]:
     import keras
 
     if n_layers < 0:
-        raise ValueError(f"n_layers must be >= 0, got {n_layers}")
+        raise BadInput(f"n_layers must be >= 0, got {n_layers}")
     base_model = next((m for m in model.layers if isinstance(m, keras.Model) and m.name.endswith("_features")), None)
     if base_model is None:
-        raise ValueError(f"{model.name}: no '<base>_features' sub-model to unfreeze")
+        raise BadInput(f"{model.name}: no '<base>_features' sub-model to unfreeze")
     app = application(base_model)
     base_model.trainable = True
     layers = [layer for layer in app.layers if not isinstance(layer, keras.layers.InputLayer)]
@@ -233,7 +234,7 @@ def unfreeze_last(model: Any, n_layers: int) -> list[str]:
 def save_model(model: Any, uri: str) -> None:
     """Save a ``.keras`` file to a local path or ``s3://`` URI atomically (written locally first)."""
     if not str(uri).endswith(".keras"):
-        raise ValueError(f"model URI must end in .keras, got {uri!r}")
+        raise BadInput(f"model URI must end in .keras, got {uri!r}")
     with tempfile.TemporaryDirectory(prefix="xray-model-") as tmp:
         local = Path(tmp) / storage.basename(uri)
         model.save(local)
@@ -253,5 +254,5 @@ def triage_probability(outputs: Any) -> np.ndarray:
     triage = outputs[TRIAGE_OUTPUT] if isinstance(outputs, dict) else outputs
     triage = np.asarray(triage, dtype=np.float32)
     if triage.ndim != 2 or triage.shape[1] != 2:
-        raise ValueError(f"triage output must be [N, 2] softmax, got shape {triage.shape}")
+        raise BadInput(f"triage output must be [N, 2] softmax, got shape {triage.shape}")
     return triage[:, 1]
