@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 
 from xray_tasks import errors, storage
 from xray_tasks.errors import BadInput, XrayError
+from xray_tasks.settings import MODEL_NAME_PATTERN
 
 VERSIONS = "versions"
 CLAIM = "CLAIM.json"
@@ -29,7 +30,7 @@ SERVING = "serving"
 VERSION_DIGITS = 6
 MANIFEST_SCHEMA = 1
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+_NAME = re.compile(MODEL_NAME_PATTERN)
 PAUSE_ENV = "XRAY_REGISTRY_TEST_PAUSE"
 
 
@@ -46,7 +47,7 @@ class ChampionConflict(errors.Conflict, RegistryError):
 
 
 def check_name(model_name: str) -> str:
-    if not isinstance(model_name, str) or not _NAME.match(model_name):
+    if not isinstance(model_name, str) or not _NAME.fullmatch(model_name):
         raise BadInput(
             f"model name must be 1-64 characters of a-z, 0-9, '.', '_', '-' starting with a letter or digit, "
             f"got {model_name!r}"
