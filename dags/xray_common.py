@@ -1,9 +1,11 @@
 """What the xray DAGs share: the Assets, default task arguments, where settings come from, running a stage.
 
-Settings are resolved at run time, in this order: a non-empty DAG param, the Airflow Variable ``xray_<name>``, the
-environment variable ``XRAY_<NAME>``, then a default under ``$AIRFLOW_HOME/xray``.  Nothing machine-specific is
-written in the DAG files, and nothing heavy is imported at parse time: stages run as child processes of the
-``xray-tasks`` CLI (:mod:`xray_tasks.runner`), so TensorFlow never loads into a worker.
+Settings are resolved at run time by :func:`xray_tasks.settings.resolve`, the same resolver the Models page uses:
+a non-empty DAG param, the Airflow Variable ``xray_<name>``, the Airflow config option ``[xray] <name>``
+(``AIRFLOW__XRAY__<NAME>``), the environment variable ``XRAY_<NAME>``, then a default under
+``$AIRFLOW_HOME/xray``.  Nothing machine-specific is written in the DAG files, and nothing heavy is imported at
+parse time: stages run as child processes of the ``xray-tasks`` CLI (:mod:`xray_tasks.runner`), so TensorFlow
+never loads into a worker.
 
 Object-storage credentials come from the Airflow connection named by ``xray_s3_conn_id`` (default ``xray_s3``,
 type ``aws``: login = access key, password = secret key, extra ``endpoint_url`` for MinIO / any S3 API,
@@ -20,7 +22,10 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from airflow.sdk import Asset, BaseHook, Variable
+from airflow.sdk import Asset, BaseHook, Variable, conf
+
+# Names, defaults and order only: no Airflow and nothing heavy behind this import.
+from xray_tasks.settings import Sources, resolve
 
 log = logging.getLogger("xray.dags")
 
@@ -46,28 +51,22 @@ LIGHT_TIMEOUT = timedelta(minutes=15)
 HEAVY_TIMEOUT = timedelta(hours=12)
 
 
-def _default(name: str) -> str:
-    home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
-    return {
-        "workspace": os.path.join(home, "xray", "workspace"),
-        "registry": os.path.join(home, "xray", "registry"),
-        "model_name": "xray-triage",
-        "images": os.path.join(home, "xray", "incoming"),
-        "worklists": os.path.join(home, "xray", "worklists"),
-        "profile": "full",
-        "s3_conn_id": "xray_s3",
-    }.get(name, "")
+def _variable(key: str) -> str | None:
+    # Inside a task the Task SDK's Variable asks the API server, which reads the secrets backends and the database.
+    return Variable.get(key, default=None)
+
+
+def _config(name: str) -> str | None:
+    return conf.get("xray", name, fallback=None)
+
+
+SOURCES = Sources(variable=_variable, config=_config, environ=os.environ)
+"""Where a task looks settings up; the Models page builds its own from the api-server's lookups."""
 
 
 def setting(name: str, params: Mapping[str, Any] | None = None) -> str:
-    """One setting: the DAG param ``name`` if set, else Variable ``xray_<name>``, env ``XRAY_<NAME>``, default."""
-    value = (params or {}).get(name)
-    if value not in (None, ""):
-        return str(value)
-    value = Variable.get(f"xray_{name}", default=None)
-    if value not in (None, ""):
-        return str(value)
-    return os.environ.get(f"XRAY_{name.upper()}") or _default(name)
+    """One setting: param, Variable ``xray_<name>``, config ``[xray] <name>``, env ``XRAY_<NAME>``, default."""
+    return resolve(name, SOURCES, params)
 
 
 def storage_env(conn_id: str) -> dict[str, str]:
@@ -106,15 +105,16 @@ def config_args(params: Mapping[str, Any] | None, *paths: str) -> list[str]:
 
 
 def deployment_overrides() -> dict[str, Any]:
-    """Config keys set for every training run of this deployment: Variable ``xray_overrides`` (JSON object), else
-    env ``XRAY_OVERRIDES``; the run's own params and ``overrides`` win over them.
+    """Config keys set for every training run of this deployment: the setting ``overrides`` (a JSON object, from
+    Variable ``xray_overrides``, config ``[xray] overrides`` or env ``XRAY_OVERRIDES``); the run's own params and
+    ``overrides`` param win over them.
 
     Raises:
         ValueError, TypeError: the value is not JSON, or not a JSON object.
     """
-    raw = Variable.get("xray_overrides", default=None) or os.environ.get("XRAY_OVERRIDES") or "{}"
+    raw = setting("overrides")
     try:
-        value = json.loads(raw) if isinstance(raw, str) else raw
+        value = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise ValueError(f"xray_overrides is not valid JSON ({exc.msg}): {raw[:200]!r}") from None
     if not isinstance(value, dict):
@@ -139,10 +139,12 @@ def plan_training(params: Mapping[str, Any], run_id: str, event: Mapping[str, An
     run directory is derived from the DAG run id, so a retried task resumes the same run.
 
     Raises:
-        ValueError: an unknown or invalid config key/value, or ``force_publish`` without a reason.
+        ValueError: an unknown or invalid config key/value, a model name the registry would refuse, or
+            ``force_publish`` without a reason.
     """
     from xray_tasks import storage
     from xray_tasks.config import override, profile
+    from xray_tasks.registry.layout import check_name
 
     workspace = params.get("workspace") or (event or {}).get("workspace") or setting("workspace")
     assignments = deployment_overrides()
@@ -150,10 +152,12 @@ def plan_training(params: Mapping[str, Any], run_id: str, event: Mapping[str, An
     assignments.update(params.get("overrides") or {})
     name = setting("profile", params)
     override(profile(name), assignments)  # raises ValueError naming the bad key or value
+    # A name from a Variable or the environment skipped the param's schema: refuse it now, not after training.
+    model_name = check_name(setting("model_name", params))
     if params.get("force_publish") and not str(params.get("force_reason") or "").strip():
         raise ValueError("force_publish needs a force_reason: it is recorded with the decision in the registry")
     plan = {
-        "workspace": workspace, "registry": setting("registry", params), "model_name": setting("model_name", params),
+        "workspace": workspace, "registry": setting("registry", params), "model_name": model_name,
         "profile": name, "s3_conn_id": setting("s3_conn_id", params),
         "sets": [arg for key, value in assignments.items() for arg in ("--set", f"{key}={value}")],
         "run_dir": storage.join(workspace, "runs", re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-")),

@@ -29,6 +29,8 @@ from xray_common import (
     run,
 )
 
+from xray_tasks.settings import MODEL_NAME_PATTERN
+
 OPTIONAL_INT = ["null", "integer"]
 OPTIONAL_NUMBER = ["null", "number"]
 
@@ -43,7 +45,7 @@ OPTIONAL_NUMBER = ["null", "number"]
     params={
         "workspace": Param("", type="string", description="Shards to train on (default: the triggering event's)"),
         "registry": Param("", type="string", description="Registry root, local path or s3://"),
-        "model_name": Param("", type="string", pattern=r"^$|^[a-z0-9][a-z0-9._-]{0,62}$"),
+        "model_name": Param("", type="string", pattern=f"^$|{MODEL_NAME_PATTERN}"),
         "profile": Param("", type="string", enum=["", "demo", "full"]),
         "base": Param("", type="string", enum=["", "resnet50", "efficientnetb0", "mobilenetv3small"]),
         "weights": Param("", type="string", description="imagenet, none, or a local weights file"),

@@ -8,9 +8,11 @@ Plugin apps are not behind Airflow's authentication on their own: every route he
 :func:`require_user`, which accepts the same credentials as Airflow's REST API (the UI's ``_token`` cookie or an
 ``Authorization: Bearer`` JWT) and refuses anonymous requests with 401.
 
-Registry root: ``[xray] registry`` in the Airflow config (``AIRFLOW__XRAY__REGISTRY``), else env ``XRAY_REGISTRY``,
-else ``$AIRFLOW_HOME/xray/registry`` (what the DAGs use by default).  For an ``s3://`` root the api-server needs
-the storage environment (``AWS_*``, ``AWS_ENDPOINT_URL``), as any S3 client does.
+Registry root: the setting ``registry`` resolved as the DAGs resolve it (:func:`xray_tasks.settings.resolve`):
+Airflow Variable ``xray_registry``, else ``[xray] registry`` in the Airflow config (``AIRFLOW__XRAY__REGISTRY``),
+else env ``XRAY_REGISTRY``, else ``$AIRFLOW_HOME/xray/registry``; looked up on every request, so a changed
+Variable shows at once.  For an ``s3://`` root the api-server needs the storage environment (``AWS_*``,
+``AWS_ENDPOINT_URL``), as any S3 client does.
 """
 
 from __future__ import annotations
@@ -47,13 +49,26 @@ async def require_user(request: Request,
     return user
 
 
+def _variable(key: str) -> str | None:
+    """Variable ``key`` as the api-server reads it: secrets backends, then the metadata database."""
+    # airflow.models.Variable, not the Task SDK's: the SDK's reads the database only in a process marked as a
+    # server (_AIRFLOW_PROCESS_CONTEXT, set by airflow.api_fastapi.main but not by every host of this app).  A
+    # failing backend (no database) is logged by Airflow and skipped, so the lookup falls through to config and env.
+    # Ruff checks AIR311 in tests/test_dags.py only, hence also RUF100 for the default rule set.
+    from airflow.models import Variable
+
+    return Variable.get(key, default_var=None)  # noqa: AIR311, RUF100
+
+
+def _config(name: str) -> str | None:
+    return conf.get("xray", name, fallback=None)
+
+
 def registry_root() -> str:
-    """Where the registry lives (see the module docstring for the order of sources)."""
-    configured = conf.get("xray", "registry", fallback="")
-    if configured:
-        return configured
-    home = os.environ.get("AIRFLOW_HOME", os.path.expanduser("~/airflow"))
-    return os.environ.get("XRAY_REGISTRY") or os.path.join(home, "xray", "registry")
+    """Where the registry lives: the same setting, in the same order, as the DAGs read it."""
+    from xray_tasks.settings import Sources, resolve
+
+    return resolve("registry", Sources(variable=_variable, config=_config, environ=os.environ))
 
 
 def collect(root: str) -> list[dict[str, Any]]:

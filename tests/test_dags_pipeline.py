@@ -102,13 +102,21 @@ def test_scoring_writes_a_worklist_ordered_by_risk(pipeline):
 
 
 def test_training_params_are_validated_before_any_work(airflow_home):  # noqa: F811
-    run = airflow_home.run_dag("xray_train", {"force_publish": True, "profile": "demo"})
+    # A 64-character model name passes the param's schema and the registry's rule: plan fails on the reason only.
+    run = airflow_home.run_dag("xray_train", {"force_publish": True, "profile": "demo", "model_name": "m" * 64})
     assert run.state == "failed"
     assert run.task_states()["plan"] == "failed" and run.task_states()["features"] == "upstream_failed"
     assert "force_publish needs a force_reason" in run.output
     # The JSON schema of the params rejects a bad value before a run even exists.
-    proc = airflow_home.cli("dags", "test", "xray_train", "-c", json.dumps({"head_epochs": 0}), check=False)
-    assert proc.returncode != 0 and "head_epochs" in proc.stdout + proc.stderr
+    for conf in ({"head_epochs": 0}, {"model_name": "m" * 65}):
+        proc = airflow_home.cli("dags", "test", "xray_train", "-c", json.dumps(conf), check=False)
+        assert proc.returncode != 0 and f"Invalid input for param {next(iter(conf))}" in proc.stdout + proc.stderr
+
+
+def test_a_model_name_from_the_environment_is_checked_in_plan(airflow_home):  # noqa: F811
+    run = airflow_home.run_dag("xray_train", {"profile": "demo"}, env={"XRAY_MODEL_NAME": "Not a name"})
+    assert run.task_states()["plan"] == "failed" and run.task_states()["features"] == "upstream_failed"
+    assert "model name must be 1-64 characters" in run.output
 
 
 def test_the_models_page_lists_the_published_version(pipeline, airflow_home, s3_server):  # noqa: F811

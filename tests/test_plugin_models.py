@@ -1,4 +1,5 @@
-"""The "Models" plugin: HTML rendering (no Airflow), and the real api-server refusing anonymous requests."""
+"""The "Models" plugin: HTML rendering (no Airflow); the real api-server refusing anonymous requests and reading
+the registry root from the same settings as the DAGs."""
 
 from __future__ import annotations
 
@@ -87,3 +88,19 @@ def test_plugin_registers_the_app_and_a_nav_entry(api_server):
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/models"
     view = plugin["external_views"][0]
     assert (view["name"], view["destination"], view["href"]) == ("Models", "nav", "models/")
+
+
+@pytest.mark.airflow
+@pytest.mark.slow
+def test_the_page_reads_the_registry_variable_on_every_request(api_server, tmp_path):
+    """The api-server reads Variable ``xray_registry`` from the metadata database, ahead of the env it started with
+    (tests/test_dags_settings.py checks the DAGs read the same root for every mix of Variable, config and env)."""
+    token = api_server.token("viewer")
+    api_server.af.cli("variables", "set", "xray_registry", str(tmp_path))
+    try:
+        status, body, _ = api_server.request("/models/api/models", token=token)
+        assert status == 200 and json.loads(body)["registry"] == str(tmp_path)
+    finally:
+        api_server.af.cli("variables", "delete", "xray_registry")
+    status, body, _ = api_server.request("/models/api/models", token=token)
+    assert status == 200 and json.loads(body)["registry"] == str(api_server.registry)
