@@ -2,14 +2,31 @@
 ### Retrain the chest X-ray triage model, gate it, publish it
 
 Runs when ingest emits **`xray_shards`** (the workspace comes from that event) or by hand with the form below:
-frozen-base features -> head -> fine-tune -> evaluate -> gate & publish to the registry -> announce.  Feature
-extraction and fine-tuning run on queue `gpu` in pool `gpu`.  A version that clears the gate (or is forced, with a
-reason) becomes champion and the **`xray_model`** asset is emitted; a rejected one is recorded in the registry
-with its reasons and `announce_champion` is skipped, so downstream DAGs do not run.
+`plan` (every setting resolved and validated before heavy work) -> frozen-base `features` -> `train_head` ->
+`finetune` -> `evaluate` -> `gate_and_publish` -> `announce_champion`.  Feature extraction and fine-tuning run on
+queue `gpu` in pool `gpu`.  The gate holds every candidate to absolute floors and, once there is a champion, to
+that champion's AUROC on the candidate's test split.  A version that clears the gate (or is forced, with a reason)
+becomes champion and **`xray_model`** is emitted; a rejected one is recorded in the registry with its reasons and
+`announce_champion` is skipped, so downstream DAGs do not run.  The run folder is `<workspace>/runs/<run id>`,
+so a retried task resumes the same run.
 
-Empty params fall back to Variable `xray_<name>`, then env `XRAY_<NAME>`, then the profile's value.
-`overrides` sets any other config key, e.g. `{"gate.min_auroc": 0.7, "head.batch_size": 64}`, on top of the
-deployment-wide ones in Variable `xray_overrides` (or env `XRAY_OVERRIDES`).
+#### Assets
+- consumes **`xray_shards`**: its `workspace` is trained on unless the `workspace` param is set.
+- produces **`xray_model`** (from `announce_champion`, only when a version is promoted), with
+  `extra = {registry, model_name, version, decision, run_dir}`; it schedules `xray_score`.
+
+#### Params
+Empty locations fall back to Airflow Variable `xray_<name>`, then config `[xray] <name>`, then env
+`XRAY_<NAME>`, then a default under `$AIRFLOW_HOME/xray/`; empty training knobs keep the profile's value.
+- `workspace`: the shard set to train on (default: the triggering event's); `registry`: the registry root.
+- `model_name`: 1-64 characters of `a-z 0-9 . _ -`, starting with a letter or digit (default `xray-triage`).
+- `profile`: `full` (default) or `demo`; `base`, `weights`: the frozen base network and its weights.
+- `head_epochs`, `head_learning_rate`, `finetune_epochs`, `unfreeze_layers`, `finetune_learning_rate`,
+  `target_sensitivity`: the training knobs of the form.
+- `overrides`: any other config key, e.g. `{"gate.min_auroc": 0.7, "head.batch_size": 64}`, on top of the
+  deployment-wide setting `overrides` (Variable `xray_overrides`, ...).
+- `force_publish` + `force_reason`: promote even if the gate rejects; the reason and the triggering user are
+  recorded with the decision.
 """
 
 from __future__ import annotations
@@ -42,6 +59,7 @@ OPTIONAL_NUMBER = ["null", "number"]
     max_active_runs=1,
     default_args=DEFAULT_ARGS,
     tags=TAGS,
+    doc_md=__doc__,
     params={
         "workspace": Param("", type="string", description="Shards to train on (default: the triggering event's)"),
         "registry": Param("", type="string", description="Registry root, local path or s3://"),
@@ -63,32 +81,38 @@ OPTIONAL_NUMBER = ["null", "number"]
 def xray_train():
     @task(execution_timeout=LIGHT_TIMEOUT)
     def plan(params=None, dag_run=None, triggering_asset_events=None):
+        """Resolves every location and config key of the run and validates them; nothing heavy runs first."""
         events = triggering_asset_events[SHARDS] if triggering_asset_events else []
         return plan_training(params, dag_run.run_id, events[-1].extra if events else None,
                              actor=getattr(dag_run, "triggering_user_name", None))
 
     @task(queue="gpu", pool="gpu", execution_timeout=HEAVY_TIMEOUT)
     def features(p: dict):
+        """Runs the frozen base over every shard once and stores the pooled features (GPU)."""
         return run("features", ["--profile", p["profile"], "--workspace", p["workspace"], *p["sets"]], p)
 
     @task(execution_timeout=HEAVY_TIMEOUT)
     def train_head(p: dict):
+        """Trains the classification head on the stored features; saves the resolved config in the run."""
         return run("train", ["--profile", p["profile"], "--workspace", p["workspace"], "--run-dir", p["run_dir"],
                              *p["sets"]], p)
 
     @task(queue="gpu", pool="gpu", execution_timeout=HEAVY_TIMEOUT)
     def finetune(p: dict):
+        """Unfreezes the top `unfreeze_layers` of the base and fine-tunes, resuming from checkpoints (GPU)."""
         # No --profile: the stage reuses the config train_head saved in the run, and resumes from checkpoints.
         return run("finetune", ["--workspace", p["workspace"], "--run-dir", p["run_dir"]], p)
 
     @task(execution_timeout=HEAVY_TIMEOUT)
     def evaluate(p: dict):
+        """Test metrics, the operating point chosen on validation, and the plots."""
         summary = run("evaluate", ["--workspace", p["workspace"], "--run-dir", p["run_dir"]], p)
         summary.pop("plots", None)
         return summary
 
     @task(execution_timeout=LIGHT_TIMEOUT)
     def gate_and_publish(p: dict):
+        """Publishes the candidate as a registry version with the gate's decision; promoted if passed or forced."""
         args = ["--profile", p["profile"], "--workspace", p["workspace"], "--registry", p["registry"],
                 "--model-name", p["model_name"], "--run-dir", p["run_dir"], *p["sets"]]
         if p["force_reason"]:
@@ -100,6 +124,7 @@ def xray_train():
 
     @task(outlets=[MODEL], execution_timeout=LIGHT_TIMEOUT)
     def announce_champion(result: dict, outlet_events=None):
+        """Emits `xray_model` for a promoted version; skipped when the champion did not change."""
         if not result["promoted"]:
             raise AirflowSkipException(f"version {result['version']} not promoted ({result['decision']}): "
                                        f"{'; '.join(result['reasons']) or 'champion unchanged'}")

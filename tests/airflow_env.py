@@ -245,8 +245,12 @@ def _bag():
 
 def _dagbag() -> dict[str, Any]:
     bag = _bag()
+    dags = bag.dags.values()
     return {"dags": sorted(bag.dag_ids), "import_errors": {str(k): v for k, v in bag.import_errors.items()},
-            "files": sorted(str(Path(f).name) for f in bag.file_last_changed)}
+            "files": sorted(str(Path(f).name) for f in bag.file_last_changed),
+            # What the UI shows on a DAG's and a task's page, and the JSON schema of each param.
+            "docs": {d.dag_id: {"dag": d.doc_md, "tasks": {t.task_id: t.doc_md for t in d.tasks}} for d in dags},
+            "params": {d.dag_id: {k: d.params.get_param(k).schema for k in d.params} for d in dags}}
 
 
 def _run_dag(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
