@@ -21,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from xray_tasks.storage import tfio_environment
+from xray_tasks.storage.endpoints import normalize_endpoint, tfio_environment
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +84,7 @@ def connection_env(login: str | None = None, password: str | None = None,
         env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = str(region)
     endpoint = extra.get("endpoint_url") or (extra.get("service_config") or {}).get("s3", {}).get("endpoint_url")
     if endpoint:
-        endpoint = str(endpoint)
-        env["AWS_ENDPOINT_URL"] = endpoint if "://" in endpoint else f"http://{endpoint}"
+        env["AWS_ENDPOINT_URL"] = normalize_endpoint(endpoint)
     derived = tfio_environment(env)
     for key in ("S3_ENDPOINT", "S3_VERIFY_SSL"):
         if key in derived:
@@ -181,25 +180,65 @@ def run_stage(stage: str, args: Sequence[str] = (), *, env: Mapping[str, str] | 
         raise ValueError(f"timeout must be positive seconds or None, got {timeout!r}")
     argv = stage_command(stage, args, python)
     env = dict(os.environ if env is None else env)
-    secrets = secret_values(env)
-    emit = log or logger.info
-    emit(f"running: xray-tasks {mask(shlex.join(argv[3:]), secrets)}")
+    out = _Output(log or logger.info, secret_values(env))
+    out.emit(f"running: xray-tasks {shlex.join(argv[3:])}")
     started = time.monotonic()
+    proc = _start(argv, env)
+    stderr = out.pump_stderr(proc, stage)
+    try:
+        returncode, expired = _wait(proc, timeout, out)
+    finally:
+        stderr.join(timeout=10)
+    return _outcome(stage, returncode, expired, timeout, time.monotonic() - started, out)
+
+
+class _Output:
+    """Where a stage's lines go: masked, forwarded to ``emit``, the stderr tail and stdout kept for the outcome."""
+
+    def __init__(self, emit: Callable[[str], None], secrets: Sequence[str]) -> None:
+        self._emit, self.secrets = emit, secrets
+        self.tail: deque[str] = deque(maxlen=TAIL_LINES)
+        self.stdout: list[str] = []
+
+    def emit(self, line: str) -> None:
+        self._emit(mask(line, self.secrets))
+
+    def stderr_line(self, line: str) -> None:
+        line = mask(line.rstrip("\n"), self.secrets)
+        self.tail.append(line)
+        self._emit(line)
+
+    def stdout_line(self, line: str) -> None:
+        line = line.rstrip("\n")
+        self.stdout.append(line)
+        if line.strip() and not line.lstrip().startswith("{"):  # the JSON summary is returned, not logged
+            self.emit(line)
+
+    def pump_stderr(self, proc: subprocess.Popen, stage: str) -> threading.Thread:
+        """A started thread forwarding ``proc``'s stderr as it arrives (stdout is read by the waiting thread)."""
+
+        def pump() -> None:
+            for line in proc.stderr:
+                self.stderr_line(line)
+
+        reader = threading.Thread(target=pump, name=f"{stage}-stderr", daemon=True)
+        reader.start()
+        return reader
+
+
+def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     # The child stays in our process group: an orchestrator that signals the group of a killed task (Airflow's
     # supervisor does) reaches the stage as well.
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env, text=True, errors="replace", bufsize=1)
-    tail: deque[str] = deque(maxlen=TAIL_LINES)
-    stdout_lines: list[str] = []
 
-    def pump_stderr() -> None:
-        for line in proc.stderr:
-            line = mask(line.rstrip("\n"), secrets)
-            tail.append(line)
-            emit(line)
 
-    reader = threading.Thread(target=pump_stderr, name=f"{stage}-stderr", daemon=True)
-    reader.start()
+def _wait(proc: subprocess.Popen, timeout: float | None, out: _Output) -> tuple[int, bool]:
+    """Read ``proc``'s stdout to its end and wait for it, killing it after ``timeout`` seconds.
+
+    Returns:
+        The exit status and whether the timeout killed it.
+    """
     expired = threading.Event()
 
     def expire() -> None:
@@ -211,10 +250,7 @@ def run_stage(stage: str, args: Sequence[str] = (), *, env: Mapping[str, str] | 
         if timer:
             timer.start()
         for line in proc.stdout:
-            line = line.rstrip("\n")
-            stdout_lines.append(line)
-            if line.strip() and not line.lstrip().startswith("{"):
-                emit(mask(line, secrets))
+            out.stdout_line(line)
         returncode = proc.wait()
     finally:
         if timer:
@@ -222,19 +258,23 @@ def run_stage(stage: str, args: Sequence[str] = (), *, env: Mapping[str, str] | 
         if proc.poll() is None:  # interrupted (task killed, execution timeout): never leave the stage running
             _kill(proc)
             proc.wait()
-        reader.join(timeout=10)
-    elapsed = time.monotonic() - started
-    if expired.is_set():
-        emit(f"{stage} killed after {elapsed:.1f} s (timeout {timeout:g} s)")
-        raise StageFailed(stage, None, f"killed after {timeout:g} s; last log: {_reason(tail)}")
+    return returncode, expired.is_set()
+
+
+def _outcome(stage: str, returncode: int, expired: bool, timeout: float | None, elapsed: float,
+             out: _Output) -> dict[str, Any]:
+    """The stage's summary (with ``_elapsed_s``), or the StageFailed that says why there is none."""
+    if expired:
+        out.emit(f"{stage} killed after {elapsed:.1f} s (timeout {timeout:g} s)")
+        raise StageFailed(stage, None, f"killed after {timeout:g} s; last log: {_reason(out.tail)}")
     if returncode != 0:
-        emit(f"{stage} failed after {elapsed:.1f} s with exit status {returncode}")
-        raise StageFailed(stage, returncode, _reason(tail))
+        out.emit(f"{stage} failed after {elapsed:.1f} s with exit status {returncode}")
+        raise StageFailed(stage, returncode, _reason(out.tail))
     try:
-        summary = parse_summary("\n".join(stdout_lines))
+        summary = parse_summary("\n".join(out.stdout))
     except ValueError as exc:
-        raise StageFailed(stage, returncode, mask(str(exc), secrets)) from None
-    emit(f"{stage} finished in {elapsed:.1f} s")
+        raise StageFailed(stage, returncode, mask(str(exc), out.secrets)) from None
+    out.emit(f"{stage} finished in {elapsed:.1f} s")
     summary["_elapsed_s"] = round(elapsed, 3)
     return summary
 
