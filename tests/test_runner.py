@@ -111,3 +111,28 @@ def test_stage_reads_s3_with_credentials_from_connection_fields(s3_server, s3_bu
     fields = connection_env("testing", "testing", {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"})
     summary = run_stage("list-archives", [f"{s3_bucket}/src"], env=child_environment(fields, base))
     assert summary["archives"] == [f"{s3_bucket}/src/images_001.tar.gz"]
+
+
+def _fake_python(tmp_path, script: str):
+    """An interpreter stand-in that ignores ``-m xray_tasks.cli ...`` and runs ``script`` (sh) instead."""
+    path = tmp_path / "python"
+    path.write_text(f"#!/bin/sh\n{script}\n")
+    path.chmod(0o755)
+    return str(path)
+
+
+def test_stdout_lines_are_forwarded_masked_and_the_summary_is_not(tmp_path):
+    secret = "Zm9vYmFyLXNlY3JldA"
+    python = _fake_python(tmp_path, f'echo "progress {secret}"; echo "warn" >&2; echo \'{{"ok": true}}\'')
+    lines: list[str] = []
+    summary = run_stage("anything", env={"AWS_SECRET_ACCESS_KEY": secret, "PATH": os.environ["PATH"]},
+                        python=python, log=lines.append)
+    assert summary["ok"] is True
+    assert f"progress {runner.MASK}" in lines and "warn" in lines
+    assert not any(secret in line or '"ok"' in line for line in lines)
+
+
+def test_a_stage_that_exits_0_without_a_summary_fails(tmp_path):
+    with pytest.raises(StageFailed, match="nothing on stdout") as info:
+        run_stage("anything", python=_fake_python(tmp_path, "echo 'error: not this one' >&2"))
+    assert info.value.returncode == 0
