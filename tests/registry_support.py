@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from xray_tasks.config import PipelineConfig, to_dict
+from xray_tasks.contracts import Metrics
 
 INPUT_SIZE = 32
 STORED_SIZE = 48
@@ -55,6 +56,11 @@ def xray_pngs(n: int, seed: int = 0, size: int = 64) -> list[bytes]:
         base[: size // 2] = np.clip(base[: size // 2].astype(int) * (i + 1) // (n + 1), 0, 255).astype(np.uint8)
         images.append(png(base))
     return images
+
+
+def metrics_doc(**kwargs) -> Metrics:
+    """``metrics_json`` read as the contract (what the gate and the consumer take)."""
+    return Metrics.from_dict(metrics_json(**kwargs), where="test metrics.json")
 
 
 def metrics_json(*, auroc: float = 0.8, ci: tuple[float, float] | None = (0.72, 0.88), recall: float = 0.95,

@@ -37,24 +37,25 @@ def test_score_chooses_the_threshold_on_val_and_applies_it_to_test():
     cfg = EvalConfig(target_sensitivity=0.9, bootstrap=200)
     scored = evaluate.score(val, test, cfg)
     threshold = metrics.choose_threshold(val["label"], val["probability"], 0.9)
-    assert scored["operating_point"] == {"threshold": threshold, "target_sensitivity": 0.9, "chosen_on": "val"}
-    assert scored["val"]["at_operating_point"]["recall"] >= 0.9
+    assert scored.operating_point.to_dict() == {"threshold": threshold, "target_sensitivity": 0.9,
+                                                "chosen_on": "val"}
+    assert scored.val.at_operating_point.recall >= 0.9
     expected = metrics.summary_at(test["label"], test["probability"], threshold)
-    assert scored["test"]["at_operating_point"] == expected
-    assert scored["test"]["at_operating_point"]["healthy_cleared"] == expected["specificity"]
-    bench = scored["test"]["benchmark_always_unhealthy"]
-    assert bench["tp"] == int(test["label"].sum()) and bench["tn"] == 0
-    lo, hi = scored["test"]["auroc_ci"]
-    assert lo < scored["test"]["auroc"] < hi
-    assert scored["test"]["sensitivity_ci"][0] <= expected["recall"] <= scored["test"]["sensitivity_ci"][1]
-    assert scored["test"]["per_pathology_auroc"] is None
+    assert scored.test.at_operating_point == expected
+    assert scored.test.at_operating_point.healthy_cleared == expected.specificity
+    bench = scored.test.benchmark_always_unhealthy
+    assert bench.tp == int(test["label"].sum()) and bench.tn == 0
+    lo, hi = scored.test.auroc_ci
+    assert lo < scored.test.auroc < hi
+    assert scored.test.sensitivity_ci[0] <= expected.recall <= scored.test.sensitivity_ci[1]
+    assert scored.test.per_pathology_auroc is None
 
 
 def test_score_reports_per_pathology_auroc_and_can_skip_the_bootstrap():
     scored = evaluate.score(frame(100, 3, multilabel=True), frame(200, 4, multilabel=True), EvalConfig(bootstrap=0))
-    per = scored["test"]["per_pathology_auroc"]
+    per = scored.test.per_pathology_auroc
     assert list(per) == list(PATHOLOGIES) and all(v is None or 0 <= v <= 1 for v in per.values())
-    assert scored["test"]["auroc_ci"] is None
+    assert scored.test.auroc_ci is None
 
 
 def test_score_rejects_tables_without_the_prediction_columns_or_positives():
@@ -101,24 +102,24 @@ def test_predict_split_covers_the_split_deterministically(tiny_run):
 def test_run_evaluate_writes_the_contracted_run_directory(tiny_run):
     ws, run, cfg, _ = tiny_run
     summary = evaluate.run_evaluate(ws, run, cfg)
-    with open(summary["metrics"]) as fh:
+    with open(summary.metrics) as fh:
         doc = json.load(fh)
-    assert doc["schema"] == 1
+    assert doc["schema"] == 2
     assert doc["model"] == {"base": "mobilenetv3small", "weights": "none", "input_size": 64, "stored_image_size": 64,
                             "input_name": "image", "output": "triage", "outputs": ["pathologies", "triage"]}
     assert set(doc["data"]) >= {"workspace", "manifest_sha256", "test_digest", "val_digest", "counts"}
     assert doc["operating_point"]["chosen_on"] == "val"
-    keys = {"tn", "fp", "fn", "tp", "f3", "accuracy", "precision", "recall", "specificity"}
+    keys = {"tn", "fp", "fn", "tp", "beta", "f_beta", "accuracy", "precision", "recall", "specificity"}
     test = doc["test"]
     assert keys <= set(test["at_0.5"]) and keys | {"healthy_cleared"} <= set(test["at_operating_point"])
     assert keys <= set(test["benchmark_always_unhealthy"])
     assert {"n", "positives", "auroc", "auroc_ci", "auprc", "sensitivity_ci", "per_pathology_auroc"} <= set(test)
     assert {"n", "positives", "auroc", "at_operating_point"} <= set(doc["val"])
     for split in ("val", "test"):
-        preds = pd.read_parquet(summary["predictions"][split])
+        preds = pd.read_parquet(summary.predictions[split])
         assert len(preds) == doc[split]["n"] and evaluate.digest(preds) == doc["data"][f"{split}_digest"]
-    assert set(summary["plots"]) == {"roc", "pr", "threshold_sweep", "confusion_matrix"}
-    with open(summary["model_card"]) as fh:
+    assert set(summary.plots) == {"roc", "pr", "threshold_sweep", "confusion_matrix"}
+    with open(summary.model_card) as fh:
         assert "not a diagnostic device" in fh.read()
 
 

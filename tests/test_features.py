@@ -14,6 +14,7 @@ from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES
 from xray_tasks.data import shards
 from xray_tasks.training import features
+from xray_tasks.workspace import Workspace
 
 
 @pytest.fixture(scope="module")
@@ -29,14 +30,14 @@ def extracted(workspace):
 
 def test_one_parquet_per_shard_with_the_documented_schema(workspace, extracted):
     cfg, summary = extracted
-    root = features.features_root(workspace, "mobilenetv3small", 64)
-    assert summary["features"] == root and summary["feature_dim"] == 576 and summary["images_per_s"] > 0
+    root = Workspace(workspace).features("mobilenetv3small", 64)
+    assert summary.features == root and summary.feature_dim == 576 and summary.images_per_s > 0
     for split in ("train", "val", "test"):
-        entries = [e for m in shards.read_markers(workspace) for e in m["shards"] if e["split"] == split]
-        assert summary["splits"][split]["written"] == len(entries) > 1
+        entries = [e for m in shards.read_markers(workspace) for e in m.entries(split)]
+        assert summary.splits[split].written == len(entries) > 1
         for entry in entries:
-            uri = features.feature_uri(workspace, cfg.base, cfg.input_size, split, entry["path"])
-            assert uri == os.path.join(root, split, entry["path"].split("/")[-1].replace(".tfrecord", ".parquet"))
+            uri = Workspace(workspace).feature_file(cfg.base, cfg.input_size, split, entry.path)
+            assert uri == os.path.join(root, split, entry.path.split("/")[-1].replace(".tfrecord", ".parquet"))
             table = pq.read_table(uri)
             assert table.schema.field("image_index").type == pa.string()
             assert table.schema.field("patient_id").type == pa.int64()
@@ -44,10 +45,10 @@ def test_one_parquet_per_shard_with_the_documented_schema(workspace, extracted):
             assert table.schema.field("label").type == pa.int8()
             assert table.schema.field("labels").type == pa.list_(pa.int8(), len(PATHOLOGIES))
             assert table.schema.field("features").type == pa.list_(pa.float32(), 576)
-            assert table.column("image_index").to_pylist() == entry["images"]
+            assert table.column("image_index").to_pylist() == list(entry.images)
             assert set(table.column("split").to_pylist()) == {split}
             provenance = features.read_provenance(uri)
-            assert provenance["shard_sha256"] == entry["sha256"] and provenance["weights"] == "random:seed=0"
+            assert provenance.shard_sha256 == entry.sha256 and provenance.weights == "random:seed=0"
 
 
 def test_features_are_the_base_output_on_the_same_images(workspace, extracted):
@@ -69,7 +70,7 @@ def test_features_are_the_base_output_on_the_same_images(workspace, extracted):
 def test_load_features_returns_whole_split_arrays(workspace, extracted):
     cfg, summary = extracted
     loaded = features.load_features(workspace, cfg.base, cfg.input_size, "train")
-    n = summary["splits"]["train"]["images"]
+    n = summary.splits["train"].images
     assert len(loaded) == n and loaded.features.shape == (n, 576) and loaded.features.dtype == np.float32
     assert loaded.labels.shape == (n, len(PATHOLOGIES)) and loaded.labels.dtype == np.int8
     assert set(np.unique(loaded.label)) <= {0, 1} and loaded.weights_id == "random:seed=0"
@@ -80,14 +81,14 @@ def test_load_features_returns_whole_split_arrays(workspace, extracted):
 
 def test_rerun_skips_done_shards_and_redoes_only_a_missing_one(workspace, extracted):
     cfg, _ = extracted
-    root = features.features_root(workspace, cfg.base, cfg.input_size)
+    root = Workspace(workspace).features(cfg.base, cfg.input_size)
     files = storage.list_files(root)
     before = {f: os.stat(f).st_mtime_ns for f in files}
     again = features.extract_features(workspace, cfg)
-    assert again["images_extracted"] == 0 and all(s["written"] == 0 for s in again["splits"].values())
+    assert again.images_extracted == 0 and all(s.written == 0 for s in again.splits.values())
     os.remove(files[0])
     redone = features.extract_features(workspace, cfg, splits=("train", "val", "test"))
-    assert sum(s["written"] for s in redone["splits"].values()) == 1
+    assert sum(s.written for s in redone.splits.values()) == 1
     assert {f: os.stat(f).st_mtime_ns for f in files[1:]} == {f: before[f] for f in files[1:]}
     assert sorted(storage.list_files(root)) == sorted(files)
 
@@ -103,7 +104,7 @@ def test_missing_features_and_bad_tables_fail_clearly(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `xray-tasks features`"):
         features.load_features(ws, "mobilenetv3small", 64, "train")
     with pytest.raises(ValueError, match="column lengths disagree"):
-        features.to_table(["a"], np.zeros(2), "train", np.zeros(2), np.zeros((2, 14)), np.zeros((2, 3)), {})
+        features.to_table(["a"], np.zeros(2), "train", np.zeros(2), np.zeros((2, 14)), np.zeros((2, 3)), None)
     with pytest.raises(ValueError, match="unknown split"):
         features.extract_features(ws, tiny_config(ws).features, splits=("dev",))
 

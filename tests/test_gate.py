@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
-from registry_support import metrics_json
+from registry_support import metrics_doc, metrics_json
 
 from xray_tasks.config import GatePolicy, PipelineConfig, override
 from xray_tasks.registry import gate
@@ -19,10 +19,10 @@ def failed(result: gate.GateResult) -> list[str]:
 
 
 def test_a_good_first_model_passes_the_floors_alone():
-    result = gate.evaluate(metrics_json(), POLICY, champion=None)
+    result = gate.evaluate(metrics_doc(), POLICY, champion=None)
     assert result.passed and result.reasons == []
     assert [c.name for c in result.checks] == ["min_auroc", "min_auroc_ci_low", "sensitivity", "healthy_cleared"]
-    assert result.context["champion"] is None
+    assert result.context.champion is None
 
 
 @pytest.mark.parametrize(("change", "check"), [
@@ -34,57 +34,57 @@ def test_a_good_first_model_passes_the_floors_alone():
     ({"healthy_cleared": 0.0}, "healthy_cleared"),
 ])
 def test_each_floor_rejects_on_its_own(change, check):
-    result = gate.evaluate(metrics_json(**change), POLICY, champion=None)
+    result = gate.evaluate(metrics_doc(**change), POLICY, champion=None)
     assert not result.passed
     assert failed(result) == [check]
     assert len(result.reasons) == 1
 
 
 def test_sensitivity_within_the_tolerance_passes():
-    result = gate.evaluate(metrics_json(recall=0.925, target=0.95), POLICY, champion=None)
+    result = gate.evaluate(metrics_doc(recall=0.925, target=0.95), POLICY, champion=None)
     assert "sensitivity" not in failed(result)
 
 
 def test_healthy_cleared_reason_names_the_benchmark():
-    result = gate.evaluate(metrics_json(healthy_cleared=0.0), POLICY, champion=None)
+    result = gate.evaluate(metrics_doc(healthy_cleared=0.0), POLICY, champion=None)
     assert "always-unhealthy benchmark" in result.reasons[0]
 
 
 def test_a_worse_candidate_fails_against_the_champion():
     champion = ChampionScore("000003", 0.82, "same_split")
-    result = gate.evaluate(metrics_json(auroc=0.80), POLICY, champion)
+    result = gate.evaluate(metrics_doc(auroc=0.80), POLICY, champion)
     assert failed(result) == ["champion_auroc"]
     assert "000003" in result.reasons[0] and "-0.0200" in result.reasons[0]
 
 
 def test_an_equal_or_better_candidate_passes_and_the_drop_allowance_is_honoured():
-    assert gate.evaluate(metrics_json(auroc=0.80), POLICY, ChampionScore("000001", 0.80, "same_split")).passed
-    assert gate.evaluate(metrics_json(auroc=0.85), POLICY, ChampionScore("000001", 0.80, "rescored")).passed
+    assert gate.evaluate(metrics_doc(auroc=0.80), POLICY, ChampionScore("000001", 0.80, "same_split")).passed
+    assert gate.evaluate(metrics_doc(auroc=0.85), POLICY, ChampionScore("000001", 0.80, "rescored")).passed
     lenient = GatePolicy(max_auroc_drop=0.03)
-    assert gate.evaluate(metrics_json(auroc=0.80), lenient, ChampionScore("000001", 0.82, "same_split")).passed
+    assert gate.evaluate(metrics_doc(auroc=0.80), lenient, ChampionScore("000001", 0.82, "same_split")).passed
 
 
 def test_rescored_comparison_says_so():
-    result = gate.evaluate(metrics_json(auroc=0.7), POLICY, ChampionScore("000002", 0.9, "rescored"))
+    result = gate.evaluate(metrics_doc(auroc=0.7), POLICY, ChampionScore("000002", 0.9, "rescored"))
     assert "re-scored on the candidate's test split" in result.reasons[0]
 
 
 def test_switching_the_interval_check_off():
-    result = gate.evaluate(metrics_json(ci=None), GatePolicy(min_auroc_ci_low=0.0), champion=None)
+    result = gate.evaluate(metrics_doc(ci=None), GatePolicy(min_auroc_ci_low=0.0), champion=None)
     assert result.passed
 
 
 def test_result_is_json_shaped():
-    data = gate.evaluate(metrics_json(auroc=0.5), POLICY, None).to_dict()
+    data = gate.evaluate(metrics_doc(auroc=0.5), POLICY, None).to_dict()
     assert data["passed"] is False and data["reasons"] and data["checks"][0]["name"] == "min_auroc"
 
 
 @pytest.mark.parametrize(("mutate", "message"), [
-    (lambda m: m.update(schema=2), "schema 1"),
+    (lambda m: m.update(schema=3), "schema 1..2"),
     (lambda m: m.pop("operating_point"), "operating_point"),
     (lambda m: m["test"].pop("auroc"), "auroc"),
 ])
-def test_metrics_that_are_not_schema_1_are_refused(mutate, message):
+def test_metrics_that_do_not_match_the_contract_are_refused(mutate, message):
     metrics = metrics_json()
     mutate(metrics)
     with pytest.raises(ValueError, match=message):

@@ -12,9 +12,9 @@ import pytest
 from xray_tasks import storage
 from xray_tasks.config import IngestConfig
 from xray_tasks.data.archives import ArchiveError
-from xray_tasks.data.ingest import IngestError, ingest_archive, list_archives, validate
+from xray_tasks.data.ingest import IngestError, ingest_archive, list_archives
 from xray_tasks.data.manifest import read_manifest, run_manifest
-from xray_tasks.data.shards import committed_shards, marker_uri, read_markers
+from xray_tasks.data.shards import committed_shards, read_markers
 from xray_tasks.data.synth import (
     RECOVERABLE,
     generate,
@@ -26,6 +26,8 @@ from xray_tasks.data.synth import (
     write_metadata,
 )
 from xray_tasks.data.tfrecord import iter_records
+from xray_tasks.data.validate import validate
+from xray_tasks.workspace import Workspace
 
 CFG = IngestConfig(image_size=32, shard_target_mb=0.02)
 
@@ -43,11 +45,11 @@ def shard_bytes(workspace):
 def test_every_bad_input_is_quarantined_and_the_rest_goes_on(tmp_path):
     info = generate(tmp_path / "src", patients=30, archives=2, image_size=64, inject=RECOVERABLE)
     results = ingest_tree(tmp_path / "src", tmp_path / "ws")
-    quarantine = [q for r in results for q in r["quarantine"]]
+    quarantine = [q for r in results for q in r.quarantine]
     kinds = {}
     for q in quarantine:
-        kinds.setdefault(q["kind"], []).append(q["member"])
-        assert q["archive"] == "images_001.tar.gz" and q["reason"]
+        kinds.setdefault(q.kind, []).append(q.member)
+        assert q.archive == "images_001.tar.gz" and q.reason
     inj = info["injected"]
     assert kinds["corrupt_png"] == [f"images/{inj['corrupt_png']}"]
     assert kinds["truncated_png"] == [f"images/{inj['truncated_png']}"]
@@ -57,15 +59,15 @@ def test_every_bad_input_is_quarantined_and_the_rest_goes_on(tmp_path):
     assert kinds["link_member"] == ["images/link.png"]
     assert kinds["device_member"] == ["images/dev.png"]
     assert sorted(kinds["no_metadata"]) == sorted([f"images/{inj['unknown_label']}", "images/99999999_000.png"])
-    unknown = next(q for q in quarantine if q["member"] == f"images/{inj['unknown_label']}")
-    assert "unknown pathology label" in unknown["reason"]
+    unknown = next(q for q in quarantine if q.member == f"images/{inj['unknown_label']}")
+    assert "unknown pathology label" in unknown.reason
 
     summary = validate(str(tmp_path / "ws"))
     manifest = read_manifest(str(tmp_path / "ws"))
     lost = {inj["corrupt_png"], inj["truncated_png"], inj["bomb"], inj["metadata_without_image"]}
-    assert set(summary["missing"]["examples"]) == lost
-    assert summary["images"] == len(manifest) - len(lost)
-    assert summary["quarantined"]["count"] == len(quarantine)
+    assert set(summary.missing.examples) == lost
+    assert summary.images == len(manifest) - len(lost)
+    assert summary.quarantined.count == len(quarantine)
     # nothing from the archive ever reached the file system outside the workspace
     assert not list(tmp_path.parent.rglob("escape.png"))
 
@@ -99,26 +101,26 @@ def test_marker_lists_shards_with_checksums_and_sizes_near_target(tmp_path):
     ingest_tree(tmp_path / "src", tmp_path / "ws")
     (marker,) = read_markers(str(tmp_path / "ws"))
     target = CFG.shard_target_mb * 1024 * 1024
-    train = [e for e in marker["shards"] if e["split"] == "train"]
+    train = marker.entries("train")
     assert len(train) > 1
     for i, entry in enumerate(train):
-        assert entry["path"] == f"train/images_001-{i:05d}-of-{len(train):05d}.tfrecord"
-        data = (tmp_path / "ws" / "shards" / entry["path"]).read_bytes()
-        assert hashlib.sha256(data).hexdigest() == entry["sha256"] and len(data) == entry["bytes"]
-        with open(tmp_path / "ws" / "shards" / entry["path"], "rb") as fh:
-            assert len(list(iter_records(fh))) == entry["records"]
-        assert entry["images"] == sorted(entry["images"])
+        assert entry.path == f"train/images_001-{i:05d}-of-{len(train):05d}.tfrecord"
+        data = (tmp_path / "ws" / "shards" / entry.path).read_bytes()
+        assert hashlib.sha256(data).hexdigest() == entry.sha256 and len(data) == entry.bytes
+        with open(tmp_path / "ws" / "shards" / entry.path, "rb") as fh:
+            assert len(list(iter_records(fh))) == entry.records
+        assert list(entry.images) == sorted(entry.images)
         if i < len(train) - 1:
-            assert entry["bytes"] <= target
+            assert entry.bytes <= target
 
 
 def test_rerun_of_a_committed_archive_is_a_no_op(tmp_path):
     generate(tmp_path / "src", patients=8, archives=1, image_size=64)
     first = ingest_tree(tmp_path / "src", tmp_path / "ws")
-    marker = Path(marker_uri(str(tmp_path / "ws"), "images_001"))
+    marker = Path(Workspace(str(tmp_path / "ws")).marker("images_001"))
     before, mtime = marker.read_bytes(), marker.stat().st_mtime_ns
     again = ingest_archive(str(tmp_path / "src" / "images_001.tar.gz"), str(tmp_path / "ws"), CFG)
-    assert again["skipped"] is True and first[0]["skipped"] is False
+    assert again.skipped is True and first[0].skipped is False
     assert marker.read_bytes() == before and marker.stat().st_mtime_ns == mtime
 
 
@@ -134,13 +136,13 @@ def test_truncated_archive_commits_nothing_and_others_survive(tmp_path):
     ws = tmp_path / "ws"
     run_manifest(str(tmp_path / "src"), str(ws), CFG)
     ok = ingest_archive(str(tmp_path / "src" / "images_001.tar.gz"), str(ws), CFG)
-    assert ok["shards"] > 0
+    assert ok.shards > 0
     with pytest.raises(ArchiveError, match="images_002.tar.gz: archive is truncated"):
         ingest_archive(str(tmp_path / "src" / "images_002.tar.gz"), str(ws), CFG)
-    assert not Path(marker_uri(str(ws), "images_002")).exists()
+    assert not Path(Workspace(str(ws)).marker("images_002")).exists()
     assert not [p for p in (ws / "shards").rglob("images_002-*")]
     assert not list((ws / "shards" / "_staging").glob("*"))
-    assert [m["archive"] for m in read_markers(str(ws))] == ["images_001.tar.gz"]
+    assert [m.archive for m in read_markers(str(ws))] == ["images_001.tar.gz"]
 
 
 def _same_studies_archive(tmp_path, order):

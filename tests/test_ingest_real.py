@@ -7,10 +7,11 @@ import pytest
 from PIL import Image
 
 from xray_tasks.config import IngestConfig
-from xray_tasks.data.ingest import ingest_archive, list_archives, validate
+from xray_tasks.data.ingest import ingest_archive, list_archives
 from xray_tasks.data.manifest import read_manifest, run_manifest
 from xray_tasks.data.shards import committed_shards
 from xray_tasks.data.synth import pack_real
+from xray_tasks.data.validate import validate
 
 pytestmark = pytest.mark.real_data
 
@@ -43,9 +44,9 @@ def test_real_pngs_round_trip_through_the_shards(real_tree, nih_dir, encoding, s
     run_manifest(str(real_tree / "src"), ws, cfg)
     for archive in list_archives(str(real_tree / "src")):
         result = ingest_archive(archive, ws, cfg)
-        assert result["quarantine"] == []
+        assert result.quarantine == ()
     summary = validate(ws)
-    assert summary["missing"]["count"] == 0 and summary["images"] == 80
+    assert summary.missing.count == 0 and summary.images == 80
     decoded = _decode_all(ws, encoding, size)
     assert set(decoded) == set(read_manifest(ws)["image_index"])
     modes = set()

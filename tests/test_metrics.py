@@ -22,24 +22,24 @@ def test_report_confusion_matrix_gives_its_f3_and_accuracy():
     cm = metrics.confusion(labels, probs, 0.5)
     assert cm == {"tn": 7937, "fp": 4193, "fn": 2936, "tp": 7358}
     summary = metrics.summary_at(labels, probs, 0.5)
-    assert round(summary["f3"], 4) == 0.7062
-    assert round(summary["accuracy"], 4) == 0.6821
-    assert summary["recall"] == pytest.approx(7358 / 10294)
-    assert summary["specificity"] == pytest.approx(7937 / 12130) == summary["healthy_cleared"]
+    assert round(summary.f_beta, 4) == 0.7062
+    assert round(summary.accuracy, 4) == 0.6821
+    assert summary.recall == pytest.approx(7358 / 10294)
+    assert summary.specificity == pytest.approx(7937 / 12130) == summary.healthy_cleared
 
 
 def test_report_always_unhealthy_benchmark():
     labels, _ = report_arrays(7937, 4193, 2936, 7358)
     bench = metrics.always_unhealthy(labels)
-    assert (bench["tn"], bench["fp"], bench["fn"], bench["tp"]) == (0, 12130, 0, 10294)
-    assert round(bench["f3"], 4) == 0.8946
-    assert round(bench["accuracy"], 4) == 0.4591
-    assert bench["recall"] == 1.0 and bench["specificity"] == 0.0
+    assert (bench.tn, bench.fp, bench.fn, bench.tp) == (0, 12130, 0, 10294)
+    assert round(bench.f_beta, 4) == 0.8946
+    assert round(bench.accuracy, 4) == 0.4591
+    assert bench.recall == 1.0 and bench.specificity == 0.0
 
 
 def test_f_beta_key_follows_beta_and_rejects_nonsense():
     summary = metrics.summary_at([0, 1], [0.1, 0.9], 0.5, beta=1)
-    assert summary["f1"] == 1.0
+    assert summary.f_beta == 1.0 and summary.beta == 1.0 and summary.f_key == "f1"
     with pytest.raises(ValueError, match="beta must be > 0, got 0"):
         metrics.f_beta(1, 0, 0, beta=0)
     with pytest.raises(ValueError, match="labels must be 0/1"):
@@ -102,8 +102,8 @@ def _best_operating_point(labels, probs, target):
     scores = np.unique(probs)
     candidates = np.r_[scores, (scores[:-1] + scores[1:]) / 2, scores[-1] + 1]
     feasible = [metrics.summary_at(labels, probs, t) for t in candidates]
-    feasible = [s for s in feasible if s["recall"] >= target]
-    return max((s["specificity"], s["recall"]) for s in feasible)
+    feasible = [s for s in feasible if s.recall >= target]
+    return max((s.specificity, s.recall) for s in feasible)
 
 
 @pytest.mark.parametrize("seed", range(6))
@@ -114,8 +114,8 @@ def test_choose_threshold_clears_the_most_then_catches_the_most(seed):
     for target in (0.8, 0.95, 1.0):
         t = metrics.choose_threshold(labels, probs, target)
         chosen = metrics.summary_at(labels, probs, t)
-        assert chosen["recall"] >= target
-        assert (chosen["specificity"], chosen["recall"]) == _best_operating_point(labels, probs, target)
+        assert chosen.recall >= target
+        assert (chosen.specificity, chosen.recall) == _best_operating_point(labels, probs, target)
 
 
 def test_choose_threshold_on_a_well_separated_validation_set():
@@ -123,7 +123,7 @@ def test_choose_threshold_on_a_well_separated_validation_set():
     probs = np.r_[[0.01, 0.02, 0.03, 0.05, 0.2], np.linspace(0.97, 1.0, 20)]
     t = metrics.choose_threshold(labels, probs, 0.95)
     assert t == pytest.approx((0.2 + 0.97) / 2)  # midway into the gap, not inside the unhealthy scores
-    assert metrics.summary_at(labels, probs, t)["recall"] == 1.0
+    assert metrics.summary_at(labels, probs, t).recall == 1.0
 
 
 def test_choose_threshold_examples_and_errors():
@@ -158,7 +158,7 @@ def test_bootstrap_intervals_cover_the_estimate_and_group_by_patient():
     ci = metrics.bootstrap_intervals(labels, probs, 0.5, groups=patients, n=300, seed=1)
     lo, hi = ci["auroc_ci"]
     assert lo < point < hi and hi - lo < 0.2
-    sens = metrics.summary_at(labels, probs, 0.5)["recall"]
+    sens = metrics.summary_at(labels, probs, 0.5).recall
     assert ci["sensitivity_ci"][0] < sens < ci["sensitivity_ci"][1]
     again = metrics.bootstrap_intervals(labels, probs, 0.5, groups=patients, n=300, seed=1)
     assert again == ci  # seeded: reproducible

@@ -44,8 +44,9 @@ def champion_bytes(registry: str) -> bytes:
 def test_publish_then_load_gives_the_same_predictions(registry, runs, tmp_path):
     run = runs("a", seed=1)
     summary = publish(run, registry)
-    assert summary | {"decision": "approved", "promoted": True, "version": "000001", "champion": "000001"} == summary
-    assert summary["previous_champion"] is None and summary["uploaded_bytes"] > 0
+    assert (summary.decision, summary.promoted, summary.version, summary.champion) == (
+        "approved", True, "000001", "000001")
+    assert summary.previous_champion is None and summary.uploaded_bytes > 0
 
     blobs = xray_pngs(6)
     batch = inference.prepare_images(blobs, STORED_SIZE, INPUT_SIZE)
@@ -102,8 +103,8 @@ def test_gate_rejects_a_worse_candidate_and_keeps_the_champion(registry, runs):
     publish(runs("good", seed=1, auroc=0.85), registry)
     before = champion_bytes(registry)
     summary = publish(runs("worse", seed=2, auroc=0.80), registry)
-    assert (summary["decision"], summary["promoted"], summary["champion"]) == ("rejected", False, "000001")
-    assert any("champion 000001" in r for r in summary["reasons"])
+    assert (summary.decision, summary.promoted, summary.champion) == ("rejected", False, "000001")
+    assert any("champion 000001" in r for r in summary.reasons)
     assert champion_bytes(registry) == before
     assert load(registry).version == "000001"
     rows = {r["version"]: r for r in list_versions(registry, NAME)}
@@ -113,9 +114,9 @@ def test_gate_rejects_a_worse_candidate_and_keeps_the_champion(registry, runs):
 
 def test_first_model_below_the_floors_is_recorded_and_not_promoted(registry, runs):
     summary = publish(runs("weak", auroc=0.55), registry)
-    assert summary["decision"] == "rejected" and summary["champion"] is None
+    assert summary.decision == "rejected" and summary.champion is None
     assert not storage.exists(champion_uri(registry, NAME))
-    assert read_decisions(registry, NAME, "000001")[0]["reasons"] == summary["reasons"]
+    assert read_decisions(registry, NAME, "000001")[0]["reasons"] == list(summary.reasons)
     with pytest.raises(RegistryError, match="no champion yet"):
         load(registry)
 
@@ -126,7 +127,7 @@ def test_forced_publish_records_who_and_why(registry, runs):
         publish(runs("worse", seed=2, auroc=0.80), registry, force=True)
     summary = publish(runs("worse", seed=2, auroc=0.80), registry, force=True, reason="rollback test",
                       actor="dr-ops")
-    assert (summary["decision"], summary["promoted"], summary["champion"]) == ("forced", True, "000002")
+    assert (summary.decision, summary.promoted, summary.champion) == ("forced", True, "000002")
     record = read_decisions(registry, NAME, "000002")[-1]
     assert record["forced"] == {"by": "dr-ops", "reason": "rollback test"}
     assert record["gate"]["passed"] is False and record["champion_before"] == "000001"
@@ -137,16 +138,16 @@ def test_republishing_a_run_uploads_nothing_and_changes_nothing(registry, runs):
     publish(run, registry)
     before = champion_bytes(registry)
     again = publish(run, registry)
-    assert (again["decision"], again["version"], again["uploaded_bytes"]) == ("unchanged", "000001", 0)
+    assert (again.decision, again.version, again.uploaded_bytes) == ("unchanged", "000001", 0)
     assert champion_bytes(registry) == before
     assert pointers.version_ids(registry, NAME) == ["000001"]
 
 
 def test_a_rejected_version_is_promoted_without_reupload_when_it_passes_later(registry, runs):
     run = runs("a", auroc=0.7)
-    assert publish(run, registry, policy=_policy(min_auroc=0.75))["decision"] == "rejected"
+    assert publish(run, registry, policy=_policy(min_auroc=0.75)).decision == "rejected"
     summary = publish(run, registry)
-    assert (summary["decision"], summary["version"], summary["reused"], summary["uploaded_bytes"]) == (
+    assert (summary.decision, summary.version, summary.reused, summary.uploaded_bytes) == (
         "approved", "000001", True, 0)
     assert [d["decision"] for d in read_decisions(registry, NAME, "000001")] == ["rejected", "approved"]
 

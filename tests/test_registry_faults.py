@@ -16,6 +16,7 @@ import pytest
 from registry_support import TcpProxy, write_run
 
 from xray_tasks import storage
+from xray_tasks.contracts import PublishSummary
 from xray_tasks.registry import list_versions, load, publish, read_decisions
 from xray_tasks.registry.layout import PAUSE_ENV, champion_uri, version_uri
 
@@ -62,7 +63,7 @@ def test_sigkill_during_upload_leaves_the_champion_and_a_rerun_succeeds(registry
     assert load(registry).version == "000001"
 
     summary = publish(run_b, registry)
-    assert (summary["decision"], summary["version"], summary["champion"]) == ("approved", "000003", "000003")
+    assert (summary.decision, summary.version, summary.champion) == ("approved", "000003", "000003")
     assert [r["complete"] for r in list_versions(registry, NAME)] == [True, False, True]
 
 
@@ -96,8 +97,8 @@ def test_s3_outage_mid_publish_fails_cleanly_and_a_retry_succeeds(s3_server, s3_
         proc = start_publish(run_b, registry, **via_proxy)
         out2, err2 = proc.communicate(timeout=180)
         assert proc.returncode == 0, err2[-2000:]
-        summary = json.loads(out2.strip().splitlines()[-1])
-        assert (summary["promoted"], summary["version"], summary["champion"]) == (True, "000003", "000003")
+        summary = PublishSummary.from_dict(json.loads(out2.strip().splitlines()[-1]), "publish stdout")
+        assert (summary.promoted, summary.version, summary.champion) == (True, "000003", "000003")
     finally:
         proxy.cut()
     assert load(registry).version == "000003"

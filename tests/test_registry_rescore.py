@@ -38,11 +38,11 @@ def test_a_worse_candidate_on_a_new_split_loses_to_the_rescored_champion(split, 
     run = write_run(tmp_path / "new", seed=2, test_digest=digest, workspace=ws, test_indices=indices,
                     auroc=champion_auroc - 0.05)
     summary = publish(str(run), champion_registry, policy=POLICY)
-    assert summary["decision"] == "rejected"
+    assert summary.decision == "rejected"
     check = read_decisions(champion_registry, NAME, "000002")[0]["gate"]["context"]["champion"]
     assert check["basis"] == "rescored" and check["version"] == "000001"
     assert check["auroc"] == pytest.approx(champion_auroc, abs=1e-9)
-    assert "re-scored on the candidate's test split" in summary["reasons"][0]
+    assert "re-scored on the candidate's test split" in summary.reasons[0]
 
 
 def test_a_better_candidate_on_a_new_split_wins(split, champion_registry, tmp_path):
@@ -50,7 +50,7 @@ def test_a_better_candidate_on_a_new_split_wins(split, champion_registry, tmp_pa
     run = write_run(tmp_path / "new", seed=2, test_digest=digest, workspace=ws, test_indices=indices,
                     auroc=min(1.0, champion_auroc + 0.01))
     summary = publish(str(run), champion_registry, policy=POLICY)
-    assert (summary["decision"], summary["champion"]) == ("approved", "000002")
+    assert (summary.decision, summary.champion) == ("approved", "000002")
 
 
 def test_shards_that_are_not_the_candidates_split_stop_the_publish(split, champion_registry, tmp_path):

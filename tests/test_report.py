@@ -10,6 +10,7 @@ import pandas as pd
 from PIL import Image
 
 from xray_tasks.config import EvalConfig, PipelineConfig
+from xray_tasks.contracts import DataInfo, ManifestCounts, Metrics, ModelInfo
 from xray_tasks.evaluation import evaluate, report
 
 
@@ -20,16 +21,16 @@ def predictions(n: int, seed: int) -> pd.DataFrame:
                          "probability": np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1), "label": label})
 
 
-def document(val: pd.DataFrame, test: pd.DataFrame) -> dict:
-    return {
-        "schema": 1,
-        "model": {"base": "resnet50", "weights": "random:seed=0", "input_size": 512, "stored_image_size": 512,
-                  "input_name": "image", "output": "triage"},
-        "data": {"workspace": "/ws", "manifest_sha256": "ab" * 32, "test_digest": evaluate.digest(test),
-                 "val_digest": evaluate.digest(val),
-                 "counts": {"test": {"images": len(test), "patients": len(test), "healthy": 1, "unhealthy": 2}}},
-        **evaluate.score(val, test, EvalConfig(bootstrap=100)),
-    }
+def document(val: pd.DataFrame, test: pd.DataFrame) -> Metrics:
+    scores = evaluate.score(val, test, EvalConfig(bootstrap=100))
+    return Metrics(
+        model=ModelInfo(base="resnet50", weights="random:seed=0", input_size=512, stored_image_size=512,
+                        input_name="image", output="triage"),
+        data=DataInfo(workspace="/ws", manifest_sha256="ab" * 32, test_digest=evaluate.digest(test),
+                      val_digest=evaluate.digest(val),
+                      counts={"test": ManifestCounts(images=len(test), patients=len(test), healthy=1, unhealthy=2)}),
+        operating_point=scores.operating_point, test=scores.test, val=scores.val,
+    )
 
 
 def test_every_plot_is_a_png_and_training_curves_follow_the_histories(tmp_path):
@@ -51,6 +52,7 @@ def test_model_card_states_use_limits_and_numbers():
     doc = document(val, test)
     card = report.model_card(doc, PipelineConfig())
     assert "not a diagnostic device" in card and "## Known limits" in card
-    assert f"threshold {doc['operating_point']['threshold']:.4f}" in card
-    assert f"{doc['test']['auroc']:.4f}" in card and "always unhealthy (benchmark)" in card
+    assert f"threshold {doc.operating_point.threshold:.4f}" in card
+    assert f"{doc.test.auroc:.4f}" in card and "always unhealthy (benchmark)" in card
+    assert "| F3 |" in card and f"{doc.test.at_operating_point.f_beta:.4f}" in card
     assert '"base": "resnet50"' in card

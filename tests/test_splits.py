@@ -81,7 +81,7 @@ def test_manifest_reports_unlisted_images_and_round_trips(tmp_path):
     write_metadata(tmp_path, studies, "2017")
     write_lists(tmp_path, studies[1:], seed=0)  # the first study is on neither list
     summary = run_manifest(str(tmp_path), str(tmp_path / "ws"), IngestConfig())
-    assert summary["excluded"] == 1
+    assert summary.excluded == 1
     frame = read_manifest(str(tmp_path / "ws"))
     assert studies[0].image_index not in set(frame["image_index"])
     assert counts(frame)["total"]["images"] == len(studies) - 1

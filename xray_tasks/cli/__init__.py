@@ -20,6 +20,7 @@ import traceback
 from collections.abc import Sequence
 
 from xray_tasks.cli import common
+from xray_tasks.contracts import Contract
 
 COMMAND_MODULES = ("xray_tasks.cli.ingest", "xray_tasks.cli.model", "xray_tasks.cli.registry")
 
@@ -52,6 +53,8 @@ def run(argv: Sequence[str] | None = None) -> int:
         print(f"error: unexpected {type(exc).__name__} in {args.command} (a bug; traceback above): {exc}",
               file=sys.stderr)
         return 2
+    if isinstance(result, Contract):
+        result = result.to_dict()
     if result is not None:
         print(json.dumps(result, default=str, sort_keys=True))
     return 0

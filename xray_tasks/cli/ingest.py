@@ -8,11 +8,12 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 
 from xray_tasks import storage
 from xray_tasks.cli.common import add_config_args, load_config
-from xray_tasks.data.archives import ArchiveError
-from xray_tasks.data.ingest import IngestError, ingest_archive, list_archives, validate
+from xray_tasks.contracts import ArchiveSummary, ValidationSummary
+from xray_tasks.data.ingest import ingest_archive, list_archives
 from xray_tasks.data.manifest import format_counts, read_manifest, run_manifest
 from xray_tasks.data.synth import INJECTIONS, RECOVERABLE, generate, pack_real
-from xray_tasks.errors import MissingInput, StageError
+from xray_tasks.data.validate import validate
+from xray_tasks.errors import MissingInput, StageError, XrayError
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +82,20 @@ def _manifest(args: argparse.Namespace) -> dict:
     cfg = load_config(args)
     _require(cfg.source, "--source")
     summary = run_manifest(cfg.source, cfg.workspace, cfg.ingest, args.metadata)
-    print(format_counts(summary["counts"]))
+    print(format_counts(summary.to_dict()["counts"]))
     return summary
 
 
-def _ingest_archive(args: argparse.Namespace) -> dict:
+def _ingest_archive(args: argparse.Namespace) -> ArchiveSummary:
     cfg = load_config(args)
     return ingest_archive(args.archive, cfg.workspace, cfg.ingest)
 
 
-def _one_archive(archive: str, workspace: str, ingest_cfg) -> dict:
+def _one_archive(archive: str, workspace: str, ingest_cfg) -> ArchiveSummary:
     return ingest_archive(archive, workspace, ingest_cfg)
 
 
-def _ingest(args: argparse.Namespace) -> dict:
+def _ingest(args: argparse.Namespace) -> ValidationSummary:
     cfg = load_config(args)
     _require(cfg.source, "--source")
     run_manifest(cfg.source, cfg.workspace, cfg.ingest, args.metadata)
@@ -108,11 +109,10 @@ def _ingest(args: argparse.Namespace) -> dict:
         for future in as_completed(futures):
             try:
                 results.append(future.result())
-            except (ArchiveError, IngestError, OSError, ValueError, storage.StorageError) as exc:
+            except (XrayError, OSError) as exc:
                 logger.error("%s failed: %s", storage.basename(futures[future]), exc)
                 failures.append({"archive": storage.basename(futures[future]), "error": str(exc)})
     summary = validate(cfg.workspace)
-    summary["archives_failed"] = failures
     if failures:
         raise StageError(f"{len(failures)} archive(s) failed, the others are committed: {failures}")
     return summary

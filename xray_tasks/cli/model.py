@@ -14,13 +14,12 @@ import logging
 import time
 import uuid
 
-from xray_tasks import storage
 from xray_tasks.cli.common import add_config_args, load_config, parse_assignments
-from xray_tasks.config import SPLITS, PipelineConfig, from_dict, override
+from xray_tasks.config import SPLITS, PipelineConfig, override
+from xray_tasks.workspace import RunDir, Workspace
 
 logger = logging.getLogger(__name__)
 
-RUNS_DIR = "runs"
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -42,7 +41,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(func=func)
 
 
-def _features(args: argparse.Namespace) -> dict:
+def _features(args: argparse.Namespace):
     from xray_tasks.training.features import extract_features
 
     cfg = load_config(args)
@@ -57,10 +56,10 @@ def run_dir_of(args: argparse.Namespace, workspace: str, create: bool) -> str:
     if args.run_dir:
         return args.run_dir
     if args.run_id:
-        return storage.join(workspace, RUNS_DIR, args.run_id)
+        return Workspace(workspace).run(args.run_id).root
     if not create:
         raise SystemExit("--run-dir or --run-id is required (the run that `xray-tasks train` started)")
-    return storage.join(workspace, RUNS_DIR, f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}")
+    return Workspace(workspace).run(f"{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}").root
 
 
 def run_config(args: argparse.Namespace, create: bool) -> tuple[PipelineConfig, str]:
@@ -68,13 +67,13 @@ def run_config(args: argparse.Namespace, create: bool) -> tuple[PipelineConfig, 
     if args.profile is None and not args.config:
         workspace = args.workspace or PipelineConfig().workspace
         run_dir = run_dir_of(args, workspace, create)
-        saved = storage.join(run_dir, "config.json")
-        if storage.exists(saved):
-            cfg = from_dict(PipelineConfig, storage.read_json(saved))
+        cfg = RunDir(run_dir).read_config()
+        if cfg is not None:
             assignments = parse_assignments(args.set)
             if args.workspace:
                 assignments["workspace"] = args.workspace
-            logger.info("config: the run's saved %s%s", saved, f" with {assignments}" if assignments else "")
+            logger.info("config: the run's saved %s%s", RunDir(run_dir).config,
+                        f" with {assignments}" if assignments else "")
             return (override(cfg, assignments) if assignments else cfg), run_dir
     if args.profile is None:
         args.profile = "full"
@@ -82,23 +81,21 @@ def run_config(args: argparse.Namespace, create: bool) -> tuple[PipelineConfig, 
     return cfg, run_dir_of(args, cfg.workspace, create)
 
 
-def _train(args: argparse.Namespace) -> dict:
+def _train(args: argparse.Namespace):
     from xray_tasks.training.head import train_head
 
     cfg, run_dir = run_config(args, create=True)
     return train_head(cfg.workspace, run_dir, cfg)
 
 
-def _finetune(args: argparse.Namespace) -> dict:
+def _finetune(args: argparse.Namespace):
     from xray_tasks.training.finetune import run_finetune
 
     cfg, run_dir = run_config(args, create=False)
-    summary = run_finetune(cfg.workspace, run_dir, cfg)
-    summary.pop("history", None)  # in finetune/history.json; keep the XCom line short
-    return summary
+    return run_finetune(cfg.workspace, run_dir, cfg)
 
 
-def _evaluate(args: argparse.Namespace) -> dict:
+def _evaluate(args: argparse.Namespace):
     from xray_tasks.evaluation.evaluate import run_evaluate
 
     cfg, run_dir = run_config(args, create=False)

@@ -91,16 +91,18 @@ def _models_list(args: argparse.Namespace) -> dict:
 
 def _models_show(args: argparse.Namespace) -> dict:
     from xray_tasks import registry
+    from xray_tasks.contracts import Metrics
 
     details = registry.version_details(args.registry, args.model_name, args.version)
     if args.format != "json":
-        test, op = details["metrics"]["test"], details["metrics"]["operating_point"]
+        metrics = Metrics.from_dict(details["metrics"], where=f"version {details['version']} metrics.json")
+        at_op = metrics.test.at_operating_point
         _print_rows([
             {"field": "version", "value": details["version"] + (" (champion)" if details["champion"] else "")},
-            {"field": "test AUROC", "value": test["auroc"]},
-            {"field": "threshold", "value": op["threshold"]},
-            {"field": "sensitivity", "value": test["at_operating_point"].get("recall")},
-            {"field": "healthy cleared", "value": test["at_operating_point"].get("healthy_cleared")},
+            {"field": "test AUROC", "value": metrics.test.auroc},
+            {"field": "threshold", "value": metrics.operating_point.threshold},
+            {"field": "sensitivity", "value": at_op.recall},
+            {"field": "healthy cleared", "value": at_op.healthy_cleared},
             *({"field": f"decision {d['decided_at']}", "value": f"{d['decision']}: {'; '.join(d['reasons'])}"}
               for d in details["decisions"]),
             {"field": "serving base path", "value": details["serving_base_path"]},

@@ -8,24 +8,16 @@ prefetched.  ``s3://`` shards are read through tensorflow-io's file system, regi
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 from xray_tasks import storage
 from xray_tasks.data import shards
 from xray_tasks.errors import BadInput, MissingInput
+from xray_tasks.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
 _READ_BUFFER = 8 * 1024 * 1024
-
-
-def enable_s3(uris: Sequence[str]) -> None:
-    """Register tensorflow-io's ``s3://`` file system if any URI needs it (the endpoint comes from the env)."""
-    if not any(storage.is_s3(u) for u in uris):
-        return
-    os.environ.update({k: v for k, v in storage.tfio_environment().items() if k not in os.environ})
-    import tensorflow_io  # noqa: F401  (importing registers the S3 file system with TensorFlow)
 
 
 def feature_spec() -> dict:
@@ -79,7 +71,7 @@ def make_dataset(uris: Sequence[str], *, encoding: str, image_size: int, batch_s
         raise BadInput("make_dataset needs at least one shard URI")
     if channels not in (1, 3):
         raise BadInput(f"channels must be 1 or 3, got {channels}")
-    enable_s3(uris)
+    storage.prepare_tensorflow(uris)
     autotune = tf.data.AUTOTUNE
     files = tf.data.Dataset.from_tensor_slices(list(uris))
     if shuffle:
@@ -115,12 +107,10 @@ def split_dataset(workspace: str, split: str, *, batch_size: int, **kwargs):
     fmt = shards.shard_format(workspace)
     uris = shards.committed_shards(workspace, split)
     if not uris:
-        raise MissingInput(f"{shards.shards_root(workspace)}: no committed shards for split {split!r}")
-    return make_dataset(uris, encoding=fmt["encoding"], image_size=fmt["image_size"], batch_size=batch_size,
-                        **kwargs)
+        raise MissingInput(f"{Workspace(workspace).shards}: no committed shards for split {split!r}")
+    return make_dataset(uris, encoding=fmt.encoding, image_size=fmt.image_size, batch_size=batch_size, **kwargs)
 
 
 def split_size(workspace: str, split: str) -> int:
     """Records in one split's committed shards (from the markers, no reading)."""
-    return sum(e["records"] for m in shards.read_markers(workspace) for e in m["shards"] if e["split"] == split)
-
+    return shards.split_size(workspace, split)

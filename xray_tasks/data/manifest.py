@@ -19,19 +19,14 @@ import pyarrow.parquet as pq
 
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES, SPLITS, IngestConfig
+from xray_tasks.contracts import ManifestCounts, ManifestSummary
 from xray_tasks.data.metadata import find_metadata, read_metadata
 from xray_tasks.data.splits import assign_grouped, assign_official, check_no_leakage, load_lists
+from xray_tasks.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-MANIFEST_DIR = "manifest"
-MANIFEST_FILE = "manifest.parquet"
-SUMMARY_FILE = "summary.json"
 EXCLUDED_ROWS_KEPT = 10_000
-
-
-def manifest_uri(workspace: str) -> str:
-    return storage.join(workspace, MANIFEST_DIR, MANIFEST_FILE)
 
 
 def build_manifest(source: str, cfg: IngestConfig, metadata_name: str | None = None) -> tuple[pd.DataFrame, dict]:
@@ -124,15 +119,15 @@ def write_manifest(table: pd.DataFrame, summary: dict, workspace: str) -> str:
     """Write the manifest Parquet, then the summary; both atomically."""
     out = io.BytesIO()
     pq.write_table(to_arrow(table), out, compression="zstd")
-    uri = manifest_uri(workspace)
-    storage.write_bytes(uri, out.getvalue())
-    storage.write_json(storage.join(workspace, MANIFEST_DIR, SUMMARY_FILE), summary)
-    return uri
+    ws = Workspace(workspace)
+    storage.write_bytes(ws.manifest, out.getvalue())
+    storage.write_json(ws.manifest_summary, summary)
+    return ws.manifest
 
 
 def read_manifest(workspace: str) -> pd.DataFrame:
     """The manifest as a DataFrame; ``labels`` expanded back into one int8 column per pathology."""
-    table = pq.read_table(io.BytesIO(storage.read_bytes(manifest_uri(workspace))))
+    table = pq.read_table(io.BytesIO(storage.read_bytes(Workspace(workspace).manifest)))
     labels = table.column("labels").combine_chunks().flatten().to_numpy(zero_copy_only=False)
     frame = table.drop(["labels"]).to_pandas()
     multi_hot = labels.reshape(len(frame), len(PATHOLOGIES))
@@ -143,22 +138,33 @@ def read_manifest(workspace: str) -> pd.DataFrame:
 
 def manifest_exclusions(workspace: str) -> dict[str, str]:
     """Image name -> why its metadata row was excluded (from the manifest summary)."""
-    uri = storage.join(workspace, MANIFEST_DIR, SUMMARY_FILE)
+    uri = Workspace(workspace).manifest_summary
     if not storage.exists(uri):
         return {}
     return {row["image_index"]: row["reason"] for row in storage.read_json(uri)["excluded"]["rows"]}
 
 
-def run_manifest(source: str, workspace: str, cfg: IngestConfig, metadata_name: str | None = None) -> dict:
-    """Stage entry point: build, write, log the counts; returns a small JSON-able summary."""
+def manifest_counts(workspace: str) -> dict[str, ManifestCounts] | None:
+    """Images, patients and classes per split from the manifest summary (``None`` when there is none)."""
+    uri = Workspace(workspace).manifest_summary
+    if not storage.exists(uri):
+        return None
+    return {name: ManifestCounts.from_dict(row, where=f"{uri} counts.{name}")
+            for name, row in storage.read_json(uri)["counts"].items()}
+
+
+def manifest_sha256(workspace: str) -> str:
+    """sha256 of manifest.parquet: identifies the labels and splits a model was trained and tested on."""
+    return hashlib.sha256(storage.read_bytes(Workspace(workspace).manifest)).hexdigest()
+
+
+def run_manifest(source: str, workspace: str, cfg: IngestConfig, metadata_name: str | None = None) -> ManifestSummary:
+    """Stage entry point: build, write, log the counts; returns a small summary."""
     table, summary = build_manifest(source, cfg, metadata_name)
     uri = write_manifest(table, summary, workspace)
     logger.info("manifest %s\n%s", uri, format_counts(summary["counts"]))
-    return {
-        "manifest": uri,
-        "counts": summary["counts"],
-        "excluded": summary["excluded"]["count"],
-        "listed_not_in_metadata": {
-            k: v["count"] for k, v in (summary["splits"].get("listed_not_in_metadata") or {}).items()
-        },
-    }
+    listed = summary["splits"].get("listed_not_in_metadata") or {}
+    return ManifestSummary(
+        manifest=uri, counts={k: ManifestCounts(**v) for k, v in summary["counts"].items()},
+        excluded=summary["excluded"]["count"], listed_not_in_metadata={k: v["count"] for k, v in listed.items()},
+    )

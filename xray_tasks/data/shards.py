@@ -1,13 +1,10 @@
 """The shard format and the staged, committed writer.
 
-Layout under the workspace::
-
-    shards/<split>/<archive>-NNNNN-of-NNNNN.tfrecord
-    shards/_manifests/<archive>.json        commit marker: written last, lists every shard with its sha256
-
-An archive's records are staged in local part files while it streams; only when the whole archive has been read
-are the parts (re)ordered by image name, moved or uploaded under their final names, and the marker written.
-Readers trust only shards that a marker lists, so a crash leaves nothing that looks done.
+Under the workspace (``workspace.Workspace``): ``shards/<split>/<archive>-NNNNN-of-NNNNN.tfrecord`` and the
+commit marker ``shards/_manifests/<archive>.json`` (``contracts.ShardMarker``), written last, listing every shard
+with its sha256.  An archive's records are staged in local part files while it streams; only when the whole
+archive has been read are the parts (re)ordered by image name, moved or uploaded under their final names, and the
+marker written.  Readers trust only shards that a marker lists, so a crash leaves nothing that looks done.
 """
 
 from __future__ import annotations
@@ -15,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,15 +20,14 @@ from typing import Any
 
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES
+from xray_tasks.contracts import ShardEntry, ShardFormat, ShardMarker
 from xray_tasks.data.tfrecord import example_parts, frame_parts
 from xray_tasks.errors import BadInput, MissingInput
+from xray_tasks.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
-SHARDS_DIR = "shards"
-MARKERS_DIR = "_manifests"
-STAGING_DIR = "_staging"
 
 # One spec drives the writer (example_bytes) and the tf.data parser (dataset.feature_spec):
 # name -> (kind, length); length 1 is a scalar.
@@ -67,14 +62,6 @@ def record_parts(*, image: bytes, height: int, width: int, image_index: str, pat
 
 def shard_name(stem: str, index: int, count: int) -> str:
     return f"{stem}-{index:05d}-of-{count:05d}.tfrecord"
-
-
-def shards_root(workspace: str) -> str:
-    return storage.join(workspace, SHARDS_DIR)
-
-
-def marker_uri(workspace: str, stem: str) -> str:
-    return storage.join(workspace, SHARDS_DIR, MARKERS_DIR, f"{stem}.json")
 
 
 @dataclass
@@ -176,8 +163,8 @@ class ShardStager:
         shutil.rmtree(self.directory, ignore_errors=True)
 
 
-def publish(staged: list[StagedShard], workspace: str, stem: str) -> list[dict]:
-    """Move (local) or upload (S3) staged shards under their final names; returns the marker's shard entries."""
+def publish(staged: list[StagedShard], ws: Workspace, stem: str) -> list[ShardEntry]:
+    """Put staged shards under their final names (moved locally, uploaded to S3); returns the marker's entries."""
     per_split: dict[str, list[StagedShard]] = {}
     for shard in staged:
         per_split.setdefault(shard.split, []).append(shard)
@@ -185,25 +172,18 @@ def publish(staged: list[StagedShard], workspace: str, stem: str) -> list[dict]:
     for split, shards in sorted(per_split.items()):
         for i, shard in enumerate(shards):
             relative = f"{split}/{shard_name(stem, i, len(shards))}"
-            final = storage.join(shards_root(workspace), relative)
-            if storage.is_s3(final):
-                storage.put_file(shard.path, final)
-            else:
-                Path(final).parent.mkdir(parents=True, exist_ok=True)
-                os.replace(shard.path, final)  # same file system: the staging dir lives in the workspace
-            entries.append(
-                {"split": split, "path": relative, "records": shard.records, "bytes": shard.size,
-                 "sha256": shard.sha256, "images": list(shard.images)}
-            )
+            storage.publish_file(shard.path, ws.shard(relative))
+            entries.append(ShardEntry(split=split, path=relative, records=shard.records, bytes=shard.size,
+                                      sha256=shard.sha256, images=shard.images))
     return entries
 
 
-def remove_uncommitted(workspace: str, stem: str) -> int:
+def remove_uncommitted(ws: Workspace, stem: str) -> int:
     """Delete final-named shards of ``stem`` that no marker covers (left by a crash); returns how many."""
     removed = 0
-    for uri in storage.list_files(shards_root(workspace)):
+    for uri in storage.list_files(ws.shards):
         name = storage.basename(uri)
-        if f"/{MARKERS_DIR}/" in uri or f"/{STAGING_DIR}/" in uri:
+        if ws.is_bookkeeping(uri):
             continue
         if name.startswith(f"{stem}-") and name.endswith(".tfrecord"):
             storage.delete(uri)
@@ -211,31 +191,42 @@ def remove_uncommitted(workspace: str, stem: str) -> int:
     return removed
 
 
-def read_markers(workspace: str) -> list[dict]:
+def read_marker(uri: str) -> ShardMarker:
+    return ShardMarker.from_dict(storage.read_json(uri), where=uri)
+
+
+def read_markers(workspace: str) -> list[ShardMarker]:
     """Every committed archive marker in the workspace, sorted by archive."""
-    prefix = storage.join(shards_root(workspace), MARKERS_DIR)
-    return [storage.read_json(u) for u in storage.list_files(prefix) if u.endswith(".json")]
+    return [read_marker(u) for u in storage.list_files(Workspace(workspace).markers) if u.endswith(".json")]
 
 
 def committed_shards(workspace: str, split: str) -> list[str]:
     """URIs of the committed shards of one split, in archive then index order."""
-    return [
-        storage.join(shards_root(workspace), entry["path"])
-        for marker in read_markers(workspace)
-        for entry in marker["shards"]
-        if entry["split"] == split
-    ]
+    ws = Workspace(workspace)
+    return [ws.shard(entry.path) for marker in read_markers(workspace) for entry in marker.entries(split)]
 
 
-def shard_format(workspace: str) -> dict:
+def split_size(workspace: str, split: str) -> int:
+    """Records in one split's committed shards (from the markers, no reading)."""
+    return sum(entry.records for marker in read_markers(workspace) for entry in marker.entries(split))
+
+
+def shard_format(workspace: str) -> ShardFormat:
     """The stored format (encoding, image size) that every committed archive agrees on."""
-    formats = {storage_key(m["format"]): m["format"] for m in read_markers(workspace)}
+    return common_format(read_markers(workspace), Workspace(workspace).shards)
+
+
+def common_format(markers: list[ShardMarker], where: str) -> ShardFormat:
+    """The one format of these markers.
+
+    Raises:
+        MissingInput: no markers.
+        BadInput: the archives were ingested with different formats.
+    """
+    formats = {m.format.key(): m.format for m in markers}
     if not formats:
-        raise MissingInput(f"{shards_root(workspace)}: no committed shards (run ingest first)")
+        raise MissingInput(f"{where}: no committed shards (run ingest first)")
     if len(formats) > 1:
-        raise BadInput(f"{shards_root(workspace)}: archives were ingested with different formats: {list(formats.values())}")
+        raise BadInput(f"{where}: archives were ingested with different formats: "
+                       f"{sorted(f.describe() for f in formats.values())}")
     return next(iter(formats.values()))
-
-
-def storage_key(fmt: dict) -> tuple:
-    return (fmt["version"], fmt["encoding"], fmt["image_size"], fmt["resample"])

@@ -2,9 +2,9 @@
 
 Honest by construction, where the report was not: the test split is patient-wise (from the official lists), and
 the operating point is chosen on *validation* (the most healthy studies cleared at the target sensitivity, see
-``metrics.choose_threshold``), then applied unchanged to test.  Every test figure sits beside the always-unhealthy benchmark on the same
-studies.  ``score`` needs only the two prediction tables (no TensorFlow), so the registry's gate can re-score a
-champion's predictions with the same code.
+``metrics.choose_threshold``), then applied unchanged to test.  Every test figure sits beside the always-unhealthy
+benchmark on the same studies.  ``score`` needs only the two prediction tables (no TensorFlow), so the registry's
+gate can re-score a champion's predictions with the same code.  What it writes is ``contracts.Metrics``.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import hashlib
 import io
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,18 +21,33 @@ import pandas as pd
 
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES, EvalConfig, PipelineConfig
+from xray_tasks.contracts import (
+    Bootstrap,
+    DataInfo,
+    EvaluateSummary,
+    Metrics,
+    ModelInfo,
+    OperatingPoint,
+    Sweep,
+    TestMetrics,
+    ValMetrics,
+)
 from xray_tasks.errors import BadInput, MissingInput
 from xray_tasks.evaluation import metrics
+from xray_tasks.workspace import RunDir
 
 logger = logging.getLogger(__name__)
 
 PREDICTION_COLUMNS = ("image_index", "patient_id", "probability", "label")
-METRICS_FILE = "metrics.json"
-SCHEMA = 1
 
 
-def predictions_uri(run_dir: str, split: str) -> str:
-    return storage.join(run_dir, "predictions", f"{split}.parquet")
+@dataclass(frozen=True)
+class Scores:
+    """What two prediction tables say: the ``operating_point``, ``test`` and ``val`` sections of metrics.json."""
+
+    operating_point: OperatingPoint
+    test: TestMetrics
+    val: ValMetrics
 
 
 def predict_split(model: Any, workspace: str, split: str, batch_size: int = 64) -> pd.DataFrame:
@@ -85,8 +101,12 @@ def digest(frame: pd.DataFrame) -> str:
     return hashlib.sha256("\n".join(sorted(frame["image_index"])).encode()).hexdigest()
 
 
-def score(val: pd.DataFrame, test: pd.DataFrame, cfg: EvalConfig) -> dict:
-    """The ``operating_point``, ``test`` and ``val`` sections of metrics.json from two prediction tables."""
+def score(val: pd.DataFrame, test: pd.DataFrame, cfg: EvalConfig) -> Scores:
+    """The ``operating_point``, ``test`` and ``val`` sections of metrics.json from two prediction tables.
+
+    Raises:
+        BadInput: a table lacks a column, or a split has no unhealthy study to set a sensitivity target on.
+    """
     for name, frame in (("val", val), ("test", test)):
         missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
         if missing:
@@ -95,33 +115,37 @@ def score(val: pd.DataFrame, test: pd.DataFrame, cfg: EvalConfig) -> dict:
     y_test, p_test = test["label"].to_numpy(), test["probability"].to_numpy()
     if not y_val.sum() or not y_test.sum():
         raise BadInput(f"val holds {int(y_val.sum())} and test {int(y_test.sum())} unhealthy studies: an operating "
-                         "point for a sensitivity target needs unhealthy studies in both")
+                       "point for a sensitivity target needs unhealthy studies in both")
     threshold = metrics.choose_threshold(y_val, p_val, cfg.target_sensitivity)
-    test_section: dict[str, Any] = {
-        "n": len(test), "positives": int(y_test.sum()),
-        "at_0.5": metrics.summary_at(y_test, p_test, 0.5, cfg.beta),
-        "at_operating_point": metrics.summary_at(y_test, p_test, threshold, cfg.beta),
-        "auroc": metrics.auroc(y_test, p_test), "auprc": metrics.auprc(y_test, p_test),
-        "auroc_ci": None, "sensitivity_ci": None,
-        "benchmark_always_unhealthy": metrics.always_unhealthy(y_test, cfg.beta),
-        "per_pathology_auroc": None,
-        "threshold_sweep": metrics.threshold_sweep(y_test, p_test),
-    }
+    intervals, bootstrap = {"auroc_ci": None, "sensitivity_ci": None}, None
     if cfg.bootstrap:
         ci = metrics.bootstrap_intervals(y_test, p_test, threshold, groups=test["patient_id"].to_numpy(),
                                          n=cfg.bootstrap, seed=cfg.seed)
-        test_section["auroc_ci"], test_section["sensitivity_ci"] = ci["auroc_ci"], ci["sensitivity_ci"]
-        test_section["bootstrap"] = {"resamples": cfg.bootstrap, "unit": "patient", "level": 0.95}
-    if f"prob_{PATHOLOGIES[0]}" in test.columns:
-        test_section["per_pathology_auroc"] = metrics.per_label_auroc(
-            test[[f"label_{n}" for n in PATHOLOGIES]].to_numpy(), test[[f"prob_{n}" for n in PATHOLOGIES]].to_numpy(),
-            PATHOLOGIES)
-    return {
-        "operating_point": {"threshold": threshold, "target_sensitivity": cfg.target_sensitivity, "chosen_on": "val"},
-        "test": test_section,
-        "val": {"n": len(val), "positives": int(y_val.sum()), "auroc": metrics.auroc(y_val, p_val),
-                "at_operating_point": metrics.summary_at(y_val, p_val, threshold, cfg.beta)},
-    }
+        intervals = {"auroc_ci": tuple(ci["auroc_ci"]), "sensitivity_ci": tuple(ci["sensitivity_ci"])}
+        bootstrap = Bootstrap(resamples=cfg.bootstrap, unit="patient", level=0.95)
+    sweep = metrics.threshold_sweep(y_test, p_test)
+    test_metrics = TestMetrics(
+        n=len(test), positives=int(y_test.sum()), at_half=metrics.summary_at(y_test, p_test, 0.5, cfg.beta),
+        at_operating_point=metrics.summary_at(y_test, p_test, threshold, cfg.beta),
+        auroc=metrics.auroc(y_test, p_test), auprc=metrics.auprc(y_test, p_test), **intervals,
+        benchmark_always_unhealthy=metrics.always_unhealthy(y_test, cfg.beta),
+        per_pathology_auroc=_per_pathology(test), threshold_sweep=Sweep.from_dict(sweep, "threshold sweep"),
+        bootstrap=bootstrap,
+    )
+    return Scores(
+        operating_point=OperatingPoint(threshold=threshold, target_sensitivity=cfg.target_sensitivity,
+                                       chosen_on="val"),
+        test=test_metrics,
+        val=ValMetrics(n=len(val), positives=int(y_val.sum()), auroc=metrics.auroc(y_val, p_val),
+                       at_operating_point=metrics.summary_at(y_val, p_val, threshold, cfg.beta)),
+    )
+
+
+def _per_pathology(test: pd.DataFrame) -> dict[str, float | None] | None:
+    if f"prob_{PATHOLOGIES[0]}" not in test.columns:
+        return None
+    return metrics.per_label_auroc(test[[f"label_{n}" for n in PATHOLOGIES]].to_numpy(),
+                                   test[[f"prob_{n}" for n in PATHOLOGIES]].to_numpy(), PATHOLOGIES)
 
 
 def _write_parquet(frame: pd.DataFrame, uri: str) -> None:
@@ -131,57 +155,63 @@ def _write_parquet(frame: pd.DataFrame, uri: str) -> None:
 
 
 def read_predictions(run_dir: str, split: str) -> pd.DataFrame:
-    return pd.read_parquet(io.BytesIO(storage.read_bytes(predictions_uri(run_dir, split))))
+    return pd.read_parquet(io.BytesIO(storage.read_bytes(RunDir(run_dir).predictions(split))))
 
 
-def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
+def read_metrics(uri: str) -> Metrics:
+    """A metrics.json, checked against its contract (schema 1 files are read too)."""
+    return Metrics.from_dict(storage.read_json(uri), where=uri)
+
+
+def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> EvaluateSummary:
     """Predict val and test with ``<run_dir>/model.keras``; write predictions, metrics.json, plots, model card.
 
     Raises:
-        FileNotFoundError: no final model in the run directory (run ``xray-tasks finetune`` first).
+        MissingInput: no final model in the run directory (run ``xray-tasks finetune`` first).
     """
-    from xray_tasks.data import shards
-    from xray_tasks.data.manifest import manifest_uri
     from xray_tasks.evaluation import report
     from xray_tasks.training import networks
-    from xray_tasks.training.finetune import model_uri
-    from xray_tasks.training.head import save_run_config
 
-    uri = model_uri(run_dir)
-    if not storage.exists(uri):
-        raise MissingInput(f"{uri}: no final model (run `xray-tasks finetune` first)")
-    save_run_config(run_dir, cfg)
-    model = networks.load_model(uri)
+    run = RunDir(run_dir)
+    if not storage.exists(run.model):
+        raise MissingInput(f"{run.model}: no final model (run `xray-tasks finetune` first)")
+    run.write_config(cfg)
+    model = networks.load_model(run.model)
     frames = {}
     for split in ("val", "test"):
         frames[split] = predict_split(model, workspace, split, cfg.evaluate.batch_size)
-        _write_parquet(frames[split], predictions_uri(run_dir, split))
-    scored = score(frames["val"], frames["test"], cfg.evaluate)
-    fmt = shards.shard_format(workspace)
-    trained = storage.join(run_dir, "finetune", "history.json")
-    weights = storage.read_json(trained).get("weights") if storage.exists(trained) else cfg.features.weights
-    summary_uri = storage.join(workspace, "manifest", "summary.json")
-    doc = {
-        "schema": SCHEMA,
-        "model": {"base": cfg.features.base, "weights": weights, "input_size": cfg.features.input_size,
-                  "stored_image_size": fmt["image_size"], "input_name": networks.IMAGE_INPUT,
-                  "output": networks.TRIAGE_OUTPUT, "outputs": sorted(model.output_names)},
-        "data": {"workspace": workspace,
-                 "manifest_sha256": hashlib.sha256(storage.read_bytes(manifest_uri(workspace))).hexdigest(),
-                 "test_digest": digest(frames["test"]), "val_digest": digest(frames["val"]),
-                 "counts": storage.read_json(summary_uri)["counts"] if storage.exists(summary_uri) else None},
-        **scored,
-    }
-    metrics_uri = storage.join(run_dir, METRICS_FILE)
-    storage.write_json(metrics_uri, doc)
+        _write_parquet(frames[split], run.predictions(split))
+    scores = score(frames["val"], frames["test"], cfg.evaluate)
+    doc = Metrics(model=_model_info(model, workspace, run, cfg), data=_data_info(workspace, frames),
+                  operating_point=scores.operating_point, test=scores.test, val=scores.val)
+    storage.write_json(run.metrics, doc.to_dict())
     plots = report.write_plots(run_dir, frames["val"], frames["test"], doc)
     card = report.write_model_card(run_dir, doc, cfg)
-    test, op = doc["test"], doc["test"]["at_operating_point"]
+    test, op = doc.test, doc.test.at_operating_point
     logger.info("evaluate: test AUROC %.4f %s, AUPRC %.4f; threshold %.4f (val): sensitivity %.3f, healthy cleared "
-                "%.3f; always-unhealthy F%g %.4f vs model %.4f", test["auroc"], test["auroc_ci"], test["auprc"],
-                doc["operating_point"]["threshold"], op["recall"], op["healthy_cleared"], cfg.evaluate.beta,
-                test["benchmark_always_unhealthy"][f"f{cfg.evaluate.beta:g}"], op[f"f{cfg.evaluate.beta:g}"])
-    return {"run_dir": run_dir, "metrics": metrics_uri, "model_card": card, "plots": plots,
-            "predictions": {s: predictions_uri(run_dir, s) for s in frames},
-            "test_auroc": test["auroc"], "test_auroc_ci": test["auroc_ci"], "test_auprc": test["auprc"],
-            "operating_point": doc["operating_point"], "test_at_operating_point": op}
+                "%.3f; always-unhealthy F%g %.4f vs model %.4f", test.auroc, list(test.auroc_ci or ()) or None,
+                test.auprc, doc.operating_point.threshold, op.recall, op.healthy_cleared, op.beta,
+                test.benchmark_always_unhealthy.f_beta, op.f_beta)
+    return EvaluateSummary(
+        run_dir=run_dir, metrics=run.metrics, model_card=card, plots=plots,
+        predictions={s: run.predictions(s) for s in frames}, test_auroc=test.auroc, test_auroc_ci=test.auroc_ci,
+        test_auprc=test.auprc, operating_point=doc.operating_point, test_at_operating_point=op)
+
+
+def _model_info(model: Any, workspace: str, run: RunDir, cfg: PipelineConfig) -> ModelInfo:
+    from xray_tasks.data import shards
+    from xray_tasks.training import networks
+
+    trained = run.history("finetune")
+    weights = storage.read_json(trained).get("weights") if storage.exists(trained) else cfg.features.weights
+    return ModelInfo(base=cfg.features.base, weights=weights, input_size=cfg.features.input_size,
+                     stored_image_size=shards.shard_format(workspace).image_size, input_name=networks.IMAGE_INPUT,
+                     output=networks.TRIAGE_OUTPUT, outputs=tuple(sorted(model.output_names)))
+
+
+def _data_info(workspace: str, frames: dict[str, pd.DataFrame]) -> DataInfo:
+    from xray_tasks.data.manifest import manifest_counts, manifest_sha256
+
+    return DataInfo(workspace=workspace, manifest_sha256=manifest_sha256(workspace),
+                    test_digest=digest(frames["test"]), val_digest=digest(frames["val"]),
+                    counts=manifest_counts(workspace))

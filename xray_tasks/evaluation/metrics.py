@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from xray_tasks.contracts import Rates
 from xray_tasks.errors import BadInput
 
 CONFUSION_KEYS = ("tn", "fp", "fn", "tp")
@@ -54,34 +55,30 @@ def f_beta(tp: int, fp: int, fn: int, beta: float = 3.0) -> float:
     return _ratio((1 + b2) * tp, (1 + b2) * tp + b2 * fn + fp)
 
 
-def rates(counts: dict[str, int], beta: float = 3.0) -> dict[str, float | int]:
-    """The counts plus ``f<beta>``, accuracy, precision, recall, specificity and ``healthy_cleared``.
+def rates(counts: dict[str, int], beta: float = 3.0) -> Rates:
+    """The counts plus F-beta, accuracy, precision, recall, specificity and ``healthy_cleared``.
 
     ``healthy_cleared`` equals specificity, read as a workload figure: the share of healthy studies a doctor no
-    longer needs to read.  The F key is named for beta (``f3`` at the default).
+    longer needs to read.
     """
     missing = [k for k in CONFUSION_KEYS if k not in counts]
     if missing:
         raise BadInput(f"counts need keys {list(CONFUSION_KEYS)}, missing {missing}")
     tn, fp, fn, tp = (int(counts[k]) for k in CONFUSION_KEYS)
     specificity = _ratio(tn, tn + fp)
-    return {
-        "tn": tn, "fp": fp, "fn": fn, "tp": tp,
-        f"f{beta:g}": f_beta(tp, fp, fn, beta),
-        "accuracy": _ratio(tp + tn, tn + fp + fn + tp),
-        "precision": _ratio(tp, tp + fp),
-        "recall": _ratio(tp, tp + fn),
-        "specificity": specificity,
-        "healthy_cleared": specificity,
-    }
+    return Rates(
+        tn=tn, fp=fp, fn=fn, tp=tp, beta=float(beta), f_beta=f_beta(tp, fp, fn, beta),
+        accuracy=_ratio(tp + tn, tn + fp + fn + tp), precision=_ratio(tp, tp + fp), recall=_ratio(tp, tp + fn),
+        specificity=specificity, healthy_cleared=specificity,
+    )
 
 
-def summary_at(labels, probs, threshold: float, beta: float = 3.0) -> dict[str, float | int]:
+def summary_at(labels, probs, threshold: float, beta: float = 3.0) -> Rates:
     """``rates`` of the confusion counts at ``threshold``."""
     return rates(confusion(labels, probs, threshold), beta)
 
 
-def always_unhealthy(labels, beta: float = 3.0) -> dict[str, float | int]:
+def always_unhealthy(labels, beta: float = 3.0) -> Rates:
     """The report's benchmark: every study flagged unhealthy (what reading every X-ray amounts to)."""
     y = np.asarray(labels)
     return rates({"tn": 0, "fp": int(np.sum(y == 0)), "fn": 0, "tp": int(np.sum(y == 1))}, beta)

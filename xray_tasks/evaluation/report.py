@@ -17,12 +17,12 @@ import pandas as pd
 
 from xray_tasks import storage
 from xray_tasks.config import PipelineConfig, to_dict
+from xray_tasks.contracts import Metrics
 from xray_tasks.evaluation import metrics
+from xray_tasks.workspace import RunDir
 
 logger = logging.getLogger(__name__)
 
-PLOTS_DIR = "plots"
-MODEL_CARD = "model_card.md"
 HEALTHY_COLOUR, UNHEALTHY_COLOUR, MODEL_COLOUR = "#1f77b4", "#d62728", "#2ca02c"
 
 
@@ -35,10 +35,10 @@ def _pyplot():
     return plt
 
 
-def write_plots(run_dir: str, val: pd.DataFrame, test: pd.DataFrame, doc: dict) -> dict[str, str]:
+def write_plots(run_dir: str, val: pd.DataFrame, test: pd.DataFrame, doc: Metrics) -> dict[str, str]:
     """Draw every plot from the predictions and metrics; returns name -> URI."""
-    plt = _pyplot()
-    threshold = doc["operating_point"]["threshold"]
+    plt, run = _pyplot(), RunDir(run_dir)
+    threshold = doc.operating_point.threshold
     figures = {
         "roc": _roc(plt, val, test, doc, threshold),
         "pr": _pr(plt, test, doc),
@@ -46,7 +46,7 @@ def write_plots(run_dir: str, val: pd.DataFrame, test: pd.DataFrame, doc: dict) 
         "confusion_matrix": _confusion(plt, doc, threshold),
     }
     for stage in ("head", "finetune"):
-        uri = storage.join(run_dir, stage, "history.json")
+        uri = run.history(stage)
         if storage.exists(uri):
             figures[f"training_{stage}"] = _training(plt, storage.read_json(uri), stage)
     out = {}
@@ -55,15 +55,15 @@ def write_plots(run_dir: str, val: pd.DataFrame, test: pd.DataFrame, doc: dict) 
             local = Path(tmp) / f"{name}.png"
             fig.savefig(local, dpi=110, bbox_inches="tight")
             plt.close(fig)
-            out[name] = storage.join(run_dir, PLOTS_DIR, f"{name}.png")
+            out[name] = run.plot(name)
             storage.put_file(local, out[name])
-    logger.info("report: %d plot(s) under %s", len(out), storage.join(run_dir, PLOTS_DIR))
+    logger.info("report: %d plot(s) under %s", len(out), run.plots)
     return out
 
 
-def _roc(plt, val: pd.DataFrame, test: pd.DataFrame, doc: dict, threshold: float):
+def _roc(plt, val: pd.DataFrame, test: pd.DataFrame, doc: Metrics, threshold: float):
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    ci = doc["test"].get("auroc_ci")
+    ci = doc.test.auroc_ci
     ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
     for frame, name, style in ((test, "test", "-"), (val, "val", "--")):
         y, p = frame["label"].to_numpy(), frame["probability"].to_numpy()
@@ -71,8 +71,8 @@ def _roc(plt, val: pd.DataFrame, test: pd.DataFrame, doc: dict, threshold: float
         extra = ci_text if name == "test" else ""
         ax.plot(fpr, tpr, style, color=MODEL_COLOUR if name == "test" else "grey",
                 label=f"{name} (n={len(frame)}): AUROC {metrics.auroc(y, p):.3f}{extra}")
-    op = doc["test"]["at_operating_point"]
-    ax.plot(1 - op["specificity"], op["recall"], "o", color=UNHEALTHY_COLOUR,
+    op = doc.test.at_operating_point
+    ax.plot(1 - op.specificity, op.recall, "o", color=UNHEALTHY_COLOUR,
             label=f"operating point t={threshold:.3f} (chosen on val)")
     ax.plot([0, 1], [0, 1], ":", color="black", lw=0.8, label="chance")
     ax.set(xlabel="1 - specificity (healthy studies flagged)", ylabel="sensitivity (unhealthy studies flagged)",
@@ -81,16 +81,16 @@ def _roc(plt, val: pd.DataFrame, test: pd.DataFrame, doc: dict, threshold: float
     return fig
 
 
-def _pr(plt, test: pd.DataFrame, doc: dict):
+def _pr(plt, test: pd.DataFrame, doc: Metrics):
     fig, ax = plt.subplots(figsize=(5.5, 5))
     y, p = test["label"].to_numpy(), test["probability"].to_numpy()
     precision, recall, _ = metrics.pr_curve(y, p)
     ax.step(np.r_[0.0, recall], np.r_[precision[0] if len(precision) else 1.0, precision], where="post",
-            color=MODEL_COLOUR, label=f"test: AUPRC {doc['test']['auprc']:.3f}")
+            color=MODEL_COLOUR, label=f"test: AUPRC {doc.test.auprc:.3f}")
     prevalence = float(y.mean()) if len(y) else 0.0
     ax.axhline(prevalence, ls=":", color="black", lw=0.8, label=f"always unhealthy (prevalence {prevalence:.3f})")
-    op = doc["test"]["at_operating_point"]
-    ax.plot(op["recall"], op["precision"], "o", color=UNHEALTHY_COLOUR, label="operating point")
+    op = doc.test.at_operating_point
+    ax.plot(op.recall, op.precision, "o", color=UNHEALTHY_COLOUR, label="operating point")
     ax.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall (test)", xlim=(0, 1),
            ylim=(0, 1.01))
     ax.legend(loc="lower left", fontsize=8)
@@ -112,12 +112,11 @@ def _sweep(plt, test: pd.DataFrame, threshold: float):
     return fig
 
 
-def _confusion(plt, doc: dict, threshold: float):
+def _confusion(plt, doc: Metrics, threshold: float):
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    for ax, key, title in ((axes[0], "at_0.5", "threshold 0.5"),
-                           (axes[1], "at_operating_point", f"operating point {threshold:.3f}")):
-        cm = doc["test"][key]
-        grid = np.array([[cm["tn"], cm["fp"]], [cm["fn"], cm["tp"]]])
+    for ax, cm, title in ((axes[0], doc.test.at_half, "threshold 0.5"),
+                          (axes[1], doc.test.at_operating_point, f"operating point {threshold:.3f}")):
+        grid = np.array([[cm.tn, cm.fp], [cm.fn, cm.tp]])
         ax.imshow(grid, cmap="Blues")
         for (r, c), value in np.ndenumerate(grid):
             ax.text(c, r, f"{value}", ha="center", va="center",
@@ -163,73 +162,86 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def model_card(doc: dict, cfg: PipelineConfig) -> str:
+def model_card(doc: Metrics, cfg: PipelineConfig) -> str:
     """Markdown: what the model is for and not for, its data, config, metrics with intervals, limits."""
-    test, op, val = doc["test"], doc["test"]["at_operating_point"], doc["val"]
-    beta_key = f"f{cfg.evaluate.beta:g}"
-    bench = test["benchmark_always_unhealthy"]
-    counts = doc["data"].get("counts") or {}
-    rows = "\n".join(
-        f"| {name} | {c.get('images', 'n/a')} | {c.get('patients', 'n/a')} | {c.get('healthy', 'n/a')} | "
-        f"{c.get('unhealthy', 'n/a')} |" for name, c in counts.items())
-    table = "\n".join(
-        f"| {label} | {_fmt(a['recall'])} | {_fmt(a['specificity'])} | {_fmt(a['precision'])} | "
-        f"{_fmt(a[beta_key])} | {_fmt(a['accuracy'])} | {a['tn']} / {a['fp']} / {a['fn']} / {a['tp']} |"
-        for label, a in (("operating point (val-chosen)", op), ("threshold 0.5", test["at_0.5"]),
-                         ("always unhealthy (benchmark)", bench)))
-    per_path = test.get("per_pathology_auroc")
-    path_lines = "" if not per_path else "\n\nPer-finding AUROC (test): " + ", ".join(
-        f"{k} {_fmt(v)}" for k, v in per_path.items())
-    m = doc["model"]
-    return f"""# Model card: chest X-ray triage ({m['base']}, {m['input_size']} px)
+    sections = (_card_use(doc), _card_model(doc, cfg), _card_data(doc), _card_results(doc), _card_limits(doc),
+                f"## Configuration\n```json\n{_json(to_dict(cfg))}\n```\n")
+    return "\n".join(sections)
+
+
+def _card_use(doc: Metrics) -> str:
+    return f"""# Model card: chest X-ray triage ({doc.model.base}, {doc.model.input_size} px)
 
 ## Intended use
 Triage **support**: rank or pre-sort frontal chest X-rays so that studies likely to show one of the 14
 ChestX-ray14 findings are read first, and report the share of healthy studies that could be deprioritised at a
 fixed sensitivity.  It is **not a diagnostic device**: it names no finding with clinical validity, must not clear
 a study without a radiologist, and has not been validated prospectively or on any other hospital's images.
+"""
 
-## Model
-Base `{m['base']}` (weights `{m['weights']}`), input `{m['input_name']}`: float32 [None, {m['input_size']},
-{m['input_size']}, 3] in 0..255 (grey replicated), preprocessing inside; output `{m['output']}` = softmax [None, 2],
+
+def _card_model(doc: Metrics, cfg: PipelineConfig) -> str:
+    m = doc.model
+    return f"""## Model
+Base `{m.base}` (weights `{m.weights}`), input `{m.input_name}`: float32 [None, {m.input_size},
+{m.input_size}, 3] in 0..255 (grey replicated), preprocessing inside; output `{m.output}` = softmax [None, 2],
 column 1 = P(unhealthy).  Head: global average pool -> Dense {cfg.head.hidden_units} {cfg.head.activation} ->
 Dropout {cfg.head.dropout} -> Dense 2 softmax{' (+ 14 sigmoid pathologies)' if cfg.head.multilabel else ''};
 fine-tuned {cfg.finetune.epochs} epoch(s) with the last {cfg.finetune.unfreeze_layers} base layers unfrozen.
+"""
 
-## Data
-Workspace `{doc['data']['workspace']}`, manifest sha256 `{doc['data']['manifest_sha256'][:16]}`, test digest
-`{doc['data']['test_digest'][:16]}`.  Splits are patient-wise (official NIH lists; validation carved from
-train_val patients); stored images {m['stored_image_size']} px.
+
+def _card_data(doc: Metrics) -> str:
+    rows = "\n".join(f"| {name} | {c.images} | {c.patients} | {c.healthy} | {c.unhealthy} |"
+                     for name, c in (doc.data.counts or {}).items())
+    return f"""## Data
+Workspace `{doc.data.workspace}`, manifest sha256 `{doc.data.manifest_sha256[:16]}`, test digest
+`{doc.data.test_digest[:16]}`.  Splits are patient-wise (official NIH lists; validation carved from
+train_val patients); stored images {doc.model.stored_image_size} px.
 
 | split | images | patients | healthy | unhealthy |
 | --- | --- | --- | --- | --- |
 {rows}
+"""
 
-## Results on the test split (n={test['n']}, {test['positives']} unhealthy)
-AUROC {_fmt(test['auroc'])} (95% patient bootstrap {test.get('auroc_ci')}), AUPRC {_fmt(test['auprc'])}.
-Operating point: threshold {doc['operating_point']['threshold']:.4f}, the largest with validation sensitivity >=
-{doc['operating_point']['target_sensitivity']} (val: n={val['n']}, AUROC {_fmt(val['auroc'])}).  At it, test
-sensitivity {_fmt(op['recall'])} (95% CI {test.get('sensitivity_ci')}) and **{_fmt(op['healthy_cleared'])} of
+
+def _card_results(doc: Metrics) -> str:
+    test, op, val, point = doc.test, doc.test.at_operating_point, doc.val, doc.operating_point
+    table = "\n".join(
+        f"| {label} | {_fmt(a.recall)} | {_fmt(a.specificity)} | {_fmt(a.precision)} | {_fmt(a.f_beta)} | "
+        f"{_fmt(a.accuracy)} | {a.tn} / {a.fp} / {a.fn} / {a.tp} |"
+        for label, a in (("operating point (val-chosen)", op), ("threshold 0.5", test.at_half),
+                         ("always unhealthy (benchmark)", test.benchmark_always_unhealthy)))
+    per_path = test.per_pathology_auroc
+    path_lines = "" if not per_path else "\n\nPer-finding AUROC (test): " + ", ".join(
+        f"{k} {_fmt(v)}" for k, v in per_path.items())
+    return f"""## Results on the test split (n={test.n}, {test.positives} unhealthy)
+AUROC {_fmt(test.auroc)} (95% patient bootstrap {_interval(test.auroc_ci)}), AUPRC {_fmt(test.auprc)}.
+Operating point: threshold {point.threshold:.4f}, the largest with validation sensitivity >=
+{point.target_sensitivity} (val: n={val.n}, AUROC {_fmt(val.auroc)}).  At it, test
+sensitivity {_fmt(op.recall)} (95% CI {_interval(test.sensitivity_ci)}) and **{_fmt(op.healthy_cleared)} of
 healthy studies cleared** (a doctor no longer needs to read them first).
 
-| | sensitivity | specificity | precision | F{cfg.evaluate.beta:g} | accuracy | TN / FP / FN / TP |
+| | sensitivity | specificity | precision | F{op.beta:g} | accuracy | TN / FP / FN / TP |
 | --- | --- | --- | --- | --- | --- | --- |
 {table}{path_lines}
 
-The always-unhealthy benchmark scores a high F{cfg.evaluate.beta:g} because recall is weighted heavily; it clears no
+The always-unhealthy benchmark scores a high F{op.beta:g} because recall is weighted heavily; it clears no
 healthy study, which is what a triage model has to beat.
+"""
 
-## Known limits
+
+def _card_limits(doc: Metrics) -> str:
+    return f"""## Known limits
 - NIH labels were mined from radiology reports by NLP and are noisy; "No Finding" is not a verified normal.
 - One hospital, mostly frontal views; follow-up studies of sick patients are over-represented.
 - The operating point holds sensitivity only as well as validation predicts test; check the interval above.
-- Images are downsampled to {m['stored_image_size']} px; small findings (nodules) may be lost.
-
-## Configuration
-```json
-{_json(to_dict(cfg))}
-```
+- Images are downsampled to {doc.model.stored_image_size} px; small findings (nodules) may be lost.
 """
+
+
+def _interval(ci: tuple[float, ...] | None) -> str:
+    return "None" if ci is None else f"[{', '.join(repr(float(v)) for v in ci)}]"
 
 
 def _json(obj: Any) -> str:
@@ -238,7 +250,7 @@ def _json(obj: Any) -> str:
     return json.dumps(obj, indent=1, sort_keys=True)
 
 
-def write_model_card(run_dir: str, doc: dict, cfg: PipelineConfig) -> str:
-    uri = storage.join(run_dir, MODEL_CARD)
+def write_model_card(run_dir: str, doc: Metrics, cfg: PipelineConfig) -> str:
+    uri = RunDir(run_dir).model_card
     storage.write_text(uri, model_card(doc, cfg))
     return uri

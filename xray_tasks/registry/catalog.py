@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 from xray_tasks import storage
+from xray_tasks.contracts import DecisionRecord
 from xray_tasks.registry import integrity, pointers
 from xray_tasks.registry.layout import (
     CLAIM,
@@ -18,6 +19,7 @@ from xray_tasks.registry.layout import (
     parse_version,
     version_uri,
 )
+from xray_tasks.workspace import RunDir
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +35,9 @@ def read_decisions(root: str, model_name: str, version: str) -> list[dict[str, A
     records = []
     for name in storage.listdir(prefix):
         if name.endswith(".json"):
-            record = storage.read_json(storage.join(prefix, name))
-            records.append({**record, "record": name})
+            uri = storage.join(prefix, name)
+            record = DecisionRecord.from_dict(storage.read_json(uri), where=uri)
+            records.append({**record.to_dict(), "record": name})
     return records
 
 
@@ -87,7 +90,7 @@ def version_details(root: str, model_name: str, version: str | int | None = None
     if not storage.exists(storage.join(uri, CLAIM)):
         raise RegistryError(f"{uri}: no such version")
     manifest, _ = integrity.read_manifest(uri)
-    metrics = json.loads(read_artifact(root, model_name, version, "metrics.json", manifest=manifest))
+    metrics = json.loads(read_artifact(root, model_name, version, RunDir.METRICS, manifest=manifest))
     files = manifest["files"]
     return {
         "model_name": model_name,
@@ -97,8 +100,9 @@ def version_details(root: str, model_name: str, version: str | int | None = None
         "manifest": manifest,
         "metrics": metrics,
         "decisions": read_decisions(root, model_name, version),
-        "plots": {rel.split("/", 1)[1]: storage.join(uri, *rel.split("/")) for rel in files if rel.startswith("plots/")},
-        "model_card": storage.join(uri, "model_card.md") if "model_card.md" in files else None,
+        "plots": {rel.split("/", 1)[1]: storage.join(uri, *rel.split("/")) for rel in files
+                  if rel.startswith(f"{RunDir.PLOTS}/")},
+        "model_card": storage.join(uri, RunDir.MODEL_CARD) if RunDir.MODEL_CARD in files else None,
         "serving_base_path": storage.join(uri, manifest["serving"]["path"]),
     }
 

@@ -19,14 +19,16 @@ from typing import Any
 import numpy as np
 
 from xray_tasks import storage
+from xray_tasks.contracts import Metrics
 from xray_tasks.registry import inference, integrity, pointers
 from xray_tasks.registry.gate import validate_metrics
 from xray_tasks.registry.layout import IntegrityError, RegistryError, model_uri, parse_version, version_uri
+from xray_tasks.workspace import RunDir
 
 logger = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
-METRICS_FILE = "metrics.json"
+MODEL_FILE = RunDir.MODEL
+METRICS_FILE = RunDir.METRICS
 _NEEDED = (MODEL_FILE, METRICS_FILE)
 
 
@@ -40,16 +42,16 @@ class PublishedModel:
     champion: bool
     model: Any
     threshold: float
-    metrics: dict[str, Any]
+    metrics: Metrics
     manifest: dict[str, Any]
 
     @property
     def stored_image_size(self) -> int:
-        return int(self.metrics["model"]["stored_image_size"])
+        return self.metrics.model.stored_image_size
 
     @property
     def input_size(self) -> int:
-        return int(self.metrics["model"]["input_size"])
+        return self.metrics.model.input_size
 
     def probabilities(self, blobs: Sequence[bytes]) -> np.ndarray:
         """P(unhealthy) for image files' bytes, preprocessed as in training."""
@@ -119,7 +121,7 @@ def load(root: str, model_name: str = "xray-triage", version: str | int | None =
         # safe_mode refuses lambda layers and other deserialised code; compile=False: no optimizer state needed.
         model = keras.saving.load_model(dest / MODEL_FILE, compile=False, safe_mode=True)
     logger.info("loaded %s version %s%s (threshold %.4f)", model_name, version, " (champion)" if is_champion else "",
-                metrics["operating_point"]["threshold"])
+                metrics.operating_point.threshold)
     return PublishedModel(model_name=model_name, version=version, uri=version_uri(root, model_name, version),
-                          champion=is_champion, model=model, threshold=float(metrics["operating_point"]["threshold"]),
+                          champion=is_champion, model=model, threshold=metrics.operating_point.threshold,
                           metrics=metrics, manifest=manifest)

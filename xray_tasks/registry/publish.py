@@ -19,6 +19,7 @@ from typing import Any
 
 from xray_tasks import storage
 from xray_tasks.config import GatePolicy, to_dict
+from xray_tasks.contracts import DecisionRecord, Forced, Metrics, PublishSummary
 from xray_tasks.errors import BadInput
 from xray_tasks.registry import gate, integrity, pointers, rescore
 from xray_tasks.registry.layout import (
@@ -36,12 +37,13 @@ from xray_tasks.registry.layout import (
 )
 from xray_tasks.storage import conditional
 from xray_tasks.training.networks import IMAGE_INPUT, TRIAGE_OUTPUT
+from xray_tasks.workspace import RunDir
 
 logger = logging.getLogger(__name__)
 
-PUBLISHED_FILES = ("model.keras", "metrics.json", "config.json", "model_card.md")
-PUBLISHED_DIRS = ("plots/", "predictions/")
-REQUIRED = (*PUBLISHED_FILES, "predictions/test.parquet")
+PUBLISHED_FILES = RunDir.PUBLISHED_FILES
+PUBLISHED_DIRS = RunDir.PUBLISHED_DIRS
+REQUIRED = (*PUBLISHED_FILES, f"{RunDir.PREDICTIONS}/test.parquet")
 
 
 @dataclass(frozen=True)
@@ -51,7 +53,7 @@ class Candidate:
     run_dir: str
     staged: Path
     files: dict[str, dict[str, Any]]
-    metrics: dict[str, Any]
+    metrics: Metrics
     run_sha256: str
 
 
@@ -59,7 +61,8 @@ def stage_run(run_dir: str, dest: Path) -> Candidate:
     """Copy the publishable files of a run directory into ``dest`` and hash them.
 
     Raises:
-        ValueError: required files are missing or metrics.json is not schema 1.
+        BadInput: required files are missing.
+        ContractError: metrics.json does not match its contract.
     """
     prefix = str(run_dir).rstrip("/")
     present = {}
@@ -72,7 +75,7 @@ def stage_run(run_dir: str, dest: Path) -> Candidate:
         raise BadInput(f"{run_dir}: not a complete evaluated run, missing {missing} (see docs/CONTRACTS.md)")
     for rel, uri in present.items():
         storage.get_file(uri, dest / rel)
-    metrics = gate.validate_metrics(storage.read_json(str(dest / "metrics.json")), f"{run_dir}/metrics.json")
+    metrics = gate.validate_metrics(storage.read_json(str(dest / RunDir.METRICS)), f"{run_dir}/{RunDir.METRICS}")
     files = integrity.tree_digests(dest)
     return Candidate(str(run_dir), dest, files, metrics, integrity.combined_digest(files))
 
@@ -85,8 +88,8 @@ def export_serving(candidate: Candidate, out: Path) -> None:
     """
     import keras
 
-    model = keras.saving.load_model(candidate.staged / "model.keras", compile=False, safe_mode=True)
-    size = int(candidate.metrics["model"]["input_size"])
+    model = keras.saving.load_model(candidate.staged / RunDir.MODEL, compile=False, safe_mode=True)
+    size = candidate.metrics.model.input_size
     inputs = [(t.name, tuple(t.shape)) for t in model.inputs]
     if inputs != [(IMAGE_INPUT, (None, size, size, 3))]:
         raise BadInput(f"model.keras must take one input {IMAGE_INPUT!r} of shape (None, {size}, {size}, 3), "
@@ -124,17 +127,17 @@ def upload_version(root: str, model_name: str, candidate: Candidate, publish_id:
         total += files[rel]["size"]
         pause("after_upload")
     integrity.verify_remote(vuri, files)
-    m, data = candidate.metrics, candidate.metrics["data"]
-    at_op = m["test"]["at_operating_point"]
+    m = candidate.metrics
+    at_op = m.test.at_operating_point
     manifest = {
         "schema": MANIFEST_SCHEMA, "model_name": model_name, "version": version, "publish_id": publish_id,
         "created_at": now(), "files": files, "code_version": integrity.code_version(),
         "run": {"uri": candidate.run_dir, "sha256": candidate.run_sha256},
-        "data": {k: data.get(k) for k in ("manifest_sha256", "test_digest", "val_digest", "workspace")},
+        "data": {k: getattr(m.data, k) for k in ("manifest_sha256", "test_digest", "val_digest", "workspace")},
         "serving": {"path": SERVING, "version": int(version)},
-        "summary": {"test_auroc": m["test"]["auroc"], "threshold": m["operating_point"]["threshold"],
-                    "sensitivity": at_op.get("recall"), "healthy_cleared": at_op.get("healthy_cleared"),
-                    "base": m["model"].get("base"), "input_size": m["model"]["input_size"]},
+        "summary": {"test_auroc": m.test.auroc, "threshold": m.operating_point.threshold,
+                    "sensitivity": at_op.recall, "healthy_cleared": at_op.healthy_cleared,
+                    "base": m.model.base, "input_size": m.model.input_size},
     }
     raw = integrity.encode(manifest)
     conditional.write_bytes_if(storage.join(vuri, MANIFEST), raw, absent=True)
@@ -142,12 +145,12 @@ def upload_version(root: str, model_name: str, candidate: Candidate, publish_id:
     return version, integrity.digest_bytes(raw)["sha256"], total
 
 
-def record_decision(root: str, model_name: str, version: str, record: dict[str, Any]) -> str:
+def record_decision(root: str, model_name: str, version: str, record: DecisionRecord) -> str:
     """Append one immutable record to a version's decision log; returns its file name."""
-    stamp = record["decided_at"].replace(":", "").replace("-", "")
-    name = f"{stamp}-{record['publish_id'][:8]}-{record['decision']}.json"
+    stamp = record.decided_at.replace(":", "").replace("-", "")
+    name = f"{stamp}-{record.publish_id[:8]}-{record.decision}.json"
     conditional.write_bytes_if(storage.join(version_uri(root, model_name, version), DECISIONS, name),
-                           integrity.encode(record), absent=True)
+                               integrity.encode(record.to_dict()), absent=True)
     return name
 
 
@@ -162,14 +165,14 @@ def _actor(actor: str | None) -> str:
 
 def publish(run_dir: str, registry: str, *, model_name: str = "xray-triage", policy: GatePolicy | None = None,
             force: bool = False, reason: str = "", actor: str | None = None,
-            workspace: str | None = None) -> dict[str, Any]:
+            workspace: str | None = None) -> PublishSummary:
     """Gate an evaluated run against the champion and publish it as a new immutable version.
 
     Every outcome is recorded in the version's decision log; only ``approved`` (or ``forced``) ones move the
-    champion.  Returns a JSON-able summary: ``decision``, ``promoted``, ``reasons``, ``version``, ``champion``...
+    champion.  Returns the decision, whether the champion moved, the reasons, the version.
 
     Raises:
-        ValueError: bad arguments or an incomplete run directory.
+        BadInput: bad arguments or an incomplete run directory.
         ChampionConflict: another publish moved the champion meanwhile (recorded as ``conflict``; nothing lost).
         RegistryError / StorageError: the champion cannot be compared, or storage failed (champion untouched).
     """
@@ -181,43 +184,61 @@ def publish(run_dir: str, registry: str, *, model_name: str = "xray-triage", pol
     with tempfile.TemporaryDirectory(prefix="xray-publish-") as tmp:
         candidate = stage_run(run_dir, Path(tmp) / "run")
         pointer, tag = pointers.read_champion(registry, model_name)
+        previous = pointer["version"] if pointer else None
+        summary = PublishSummary(
+            model_name=model_name, registry=registry, run_dir=run_dir, publish_id=publish_id,
+            previous_champion=previous, reused=False, decision="unchanged", promoted=False, reasons=(),
+            version="", champion=previous, uploaded_bytes=0, decision_record=None)
         existing = find_published(registry, model_name, candidate.run_sha256)
-        summary = {"model_name": model_name, "registry": registry, "run_dir": run_dir, "publish_id": publish_id,
-                   "previous_champion": pointer["version"] if pointer else None, "reused": existing is not None}
-        if existing and pointer and pointer["version"] == existing:
+        if existing and existing == previous:
             logger.info("run already published as %s, which is the champion: nothing to do", existing)
-            return {**summary, "decision": "unchanged", "promoted": False, "reasons": [], "version": existing,
-                    "champion": existing, "uploaded_bytes": 0}
-        champion = None
-        if pointer:
-            champion = rescore.champion_score(registry, model_name, pointer["version"], candidate.metrics, workspace)
-        result = gate.evaluate(candidate.metrics, policy, champion)
+            return summary.replace(reused=True, version=existing)
+        result = _gate(registry, model_name, candidate, previous, policy, workspace)
         decision = "forced" if force else ("approved" if result.passed else "rejected")
         logger.info("gate: %s%s", decision, "" if result.passed else f" ({'; '.join(result.reasons)})")
-        if existing:
-            version, uploaded = existing, 0
-            manifest_sha = integrity.digest_bytes(integrity.read_manifest(version_uri(registry, model_name,
-                                                                                      version))[1])["sha256"]
-        else:
-            version, manifest_sha, uploaded = upload_version(registry, model_name, candidate, publish_id)
-    record = {"decision": decision, "reasons": result.reasons, "gate": result.to_dict(), "policy": to_dict(policy),
-              "publish_id": publish_id, "decided_at": now(), "run": run_dir, "version": version,
-              "champion_before": summary["previous_champion"],
-              "forced": {"by": _actor(actor), "reason": reason} if force else None}
+        version, manifest_sha, uploaded = _version_for(registry, model_name, candidate, publish_id, existing)
+    record = DecisionRecord(
+        decision=decision, reasons=tuple(result.reasons), gate=result, policy=to_dict(policy), publish_id=publish_id,
+        decided_at=now(), run=run_dir, version=version, champion_before=previous,
+        forced=Forced(by=_actor(actor), reason=reason) if force else None)
     name = record_decision(registry, model_name, version, record)
-    summary.update(decision=decision, reasons=result.reasons, version=version, uploaded_bytes=uploaded,
-                   champion=summary["previous_champion"], promoted=False, decision_record=name)
+    summary = summary.replace(reused=existing is not None, decision=decision, reasons=record.reasons,
+                              version=version, uploaded_bytes=uploaded, decision_record=name)
     if decision == "rejected":
         return summary
+    _promote(registry, model_name, record, manifest_sha, name, tag)
+    return summary.replace(promoted=True, champion=version)
+
+
+def _gate(registry: str, model_name: str, candidate: Candidate, champion: str | None, policy: GatePolicy,
+          workspace: str | None):
+    """The gate's result for a candidate, against the champion on the candidate's test split when there is one."""
+    score = None
+    if champion:
+        score = rescore.champion_score(registry, model_name, champion, candidate.metrics, workspace)
+    return gate.evaluate(candidate.metrics, policy, score)
+
+
+def _version_for(registry: str, model_name: str, candidate: Candidate, publish_id: str,
+                 existing: str | None) -> tuple[str, str, int]:
+    """``(version, manifest sha256, bytes uploaded)``: the complete version already holding this run, or a new one."""
+    if existing:
+        raw = integrity.read_manifest(version_uri(registry, model_name, existing))[1]
+        return existing, integrity.digest_bytes(raw)["sha256"], 0
+    return upload_version(registry, model_name, candidate, publish_id)
+
+
+def _promote(registry: str, model_name: str, record: DecisionRecord, manifest_sha: str, name: str,
+             tag: str | None) -> None:
+    """Move the champion pointer to the record's version by compare-and-swap; a lost race is logged as
+    ``conflict`` and raised."""
     pause("before_promote")
-    new_pointer = {"model_name": model_name, "version": version, "manifest_sha256": manifest_sha,
-                   "publish_id": publish_id, "decision": name, "promoted_at": now(),
-                   "previous": summary["previous_champion"]}
+    new_pointer = {"model_name": model_name, "version": record.version, "manifest_sha256": manifest_sha,
+                   "publish_id": record.publish_id, "decision": name, "promoted_at": now(),
+                   "previous": record.champion_before}
     try:
         pointers.swap_champion(registry, model_name, new_pointer, tag)
     except ChampionConflict as exc:
-        record_decision(registry, model_name, version, {**record, "decision": "conflict", "reasons": [str(exc)],
-                                                       "decided_at": now()})
+        record_decision(registry, model_name, record.version,
+                        record.replace(decision="conflict", reasons=(str(exc),), decided_at=now()))
         raise
-    summary.update(promoted=True, champion=version)
-    return summary

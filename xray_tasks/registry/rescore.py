@@ -10,50 +10,52 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 
+from xray_tasks.contracts import Metrics
 from xray_tasks.registry import catalog
 from xray_tasks.registry.gate import ChampionScore, validate_metrics
 from xray_tasks.registry.layout import RegistryError
+from xray_tasks.workspace import RunDir
 
 logger = logging.getLogger(__name__)
 
 
-def champion_score(root: str, model_name: str, champion: str, candidate_metrics: dict[str, Any],
+def champion_score(root: str, model_name: str, champion: str, candidate_metrics: Metrics,
                    workspace: str | None = None) -> ChampionScore:
     """The champion's test AUROC on the candidate's test split (read or re-scored).
 
     Args:
-        workspace: where the candidate's test shards are; default ``metrics["data"]["workspace"]``.
+        workspace: where the candidate's test shards are; default ``metrics.data.workspace``.
 
     Raises:
         RegistryError: the champion must be re-scored and the candidate's test shards are unreadable or differ
             from the split the candidate was evaluated on.
     """
-    raw = catalog.read_artifact(root, model_name, champion, "metrics.json")
+    raw = catalog.read_artifact(root, model_name, champion, RunDir.METRICS)
     champion_metrics = validate_metrics(json.loads(raw), f"champion {champion} metrics.json")
-    if champion_metrics["data"]["test_digest"] == candidate_metrics["data"]["test_digest"]:
-        return ChampionScore(champion, float(champion_metrics["test"]["auroc"]), "same_split")
+    wanted = candidate_metrics.data.test_digest
+    if champion_metrics.data.test_digest == wanted:
+        return ChampionScore(champion, float(champion_metrics.test.auroc), "same_split")
 
     from xray_tasks.evaluation import evaluate, metrics
     from xray_tasks.registry import consumer
 
-    workspace = workspace or candidate_metrics["data"].get("workspace")
+    workspace = workspace or candidate_metrics.data.workspace
     if not workspace:
         raise RegistryError("the champion was evaluated on another test split and the candidate's metrics.json "
                             "names no workspace to re-score it on; pass the workspace explicitly")
     logger.info("champion %s was tested on another split (digest %s vs %s): re-scoring it on %s", champion,
-                champion_metrics["data"]["test_digest"][:12], candidate_metrics["data"]["test_digest"][:12], workspace)
+                champion_metrics.data.test_digest[:12], wanted[:12], workspace)
     published = consumer.load(root, model_name, champion)
     try:
         frame = evaluate.predict_split(published.model, workspace, "test")
     except (FileNotFoundError, OSError, ValueError) as exc:
         raise RegistryError(f"the champion must be re-scored on the candidate's test split but {workspace} cannot "
                             f"be read: {exc}") from exc
-    if evaluate.digest(frame) != candidate_metrics["data"]["test_digest"]:
+    if evaluate.digest(frame) != wanted:
         raise RegistryError(f"the test shards at {workspace} ({len(frame)} images, digest {evaluate.digest(frame)[:12]}) "
                             f"are not the split the candidate was evaluated on (digest "
-                            f"{candidate_metrics['data']['test_digest'][:12]}); refusing to compare")
+                            f"{wanted[:12]}); refusing to compare")
     auroc = metrics.auroc(frame["label"].to_numpy(), frame["probability"].to_numpy())
     logger.info("champion %s re-scored on the candidate's test split: AUROC %.4f", champion, auroc)
     return ChampionScore(champion, auroc, "rescored")

@@ -11,27 +11,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
 
+from xray_tasks.contracts import DeviceSettings
 from xray_tasks.errors import BadInput, StageError
 
 logger = logging.getLogger(__name__)
 
 SWITCHES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "gpu")
-
-
-@dataclass(frozen=True)
-class DeviceSettings:
-    """What ``configure`` decided, for logs and stage summaries."""
-
-    gpus: int
-    mixed_precision: bool
-    xla: bool
-    policy: str
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 def resolve(switch: str, gpu_present: bool, name: str = "switch") -> bool:

@@ -28,24 +28,15 @@ import pyarrow.parquet as pq
 
 from xray_tasks import storage
 from xray_tasks.config import PATHOLOGIES, SPLITS, FeatureConfig
+from xray_tasks.contracts import FeatureProvenance, FeaturesSummary, SplitFeatures
 from xray_tasks.data import shards
-from xray_tasks.errors import BadInput, MissingInput, StageError
+from xray_tasks.errors import BadInput, IntegrityError, MissingInput, StageError
+from xray_tasks.workspace import Workspace
 
 logger = logging.getLogger(__name__)
 
-FEATURES_DIR = "features"
 PROVENANCE_KEY = b"xray_tasks.features"
 PROGRESS_EVERY_S = 30.0
-
-
-def features_root(workspace: str, base: str, input_size: int) -> str:
-    return storage.join(workspace, FEATURES_DIR, f"{base}-{int(input_size)}")
-
-
-def feature_uri(workspace: str, base: str, input_size: int, split: str, shard_path: str) -> str:
-    """Parquet URI for one shard (``shard_path`` as a marker lists it, or its URI)."""
-    stem = storage.basename(shard_path).removesuffix(".tfrecord")
-    return storage.join(features_root(workspace, base, input_size), split, f"{stem}.parquet")
 
 
 @dataclass(frozen=True)
@@ -64,7 +55,7 @@ class FeatureSet:
 
 
 def to_table(image_index: Sequence[str], patient_id: np.ndarray, split: str, label: np.ndarray, labels: np.ndarray,
-             features: np.ndarray, provenance: dict) -> pa.Table:
+             features: np.ndarray, provenance: FeatureProvenance) -> pa.Table:
     """Arrow table in the features schema; ``provenance`` goes into the schema metadata."""
     n, dim = features.shape
     if labels.shape != (n, len(PATHOLOGIES)) or len(image_index) != n or len(label) != n or len(patient_id) != n:
@@ -80,20 +71,20 @@ def to_table(image_index: Sequence[str], patient_id: np.ndarray, split: str, lab
                 pa.array(np.asarray(labels, np.int8).reshape(-1), pa.int8()), len(PATHOLOGIES)),
             "features": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim),
         },
-        metadata={PROVENANCE_KEY: json.dumps(provenance, sort_keys=True).encode()},
+        metadata={PROVENANCE_KEY: json.dumps(provenance.to_dict(), sort_keys=True).encode()},
     )
 
 
-def read_provenance(uri: str) -> dict:
+def read_provenance(uri: str) -> FeatureProvenance:
     """The provenance a features file was written with (only the footer is read for local files)."""
-    if storage.is_s3(uri):
-        schema = pq.read_schema(io.BytesIO(storage.read_bytes(uri)))
-    else:
-        schema = pq.read_schema(uri)
-    raw = (schema.metadata or {}).get(PROVENANCE_KEY)
+    return _provenance(storage.read_parquet_schema(uri).metadata, uri)
+
+
+def _provenance(metadata: dict | None, uri: str) -> FeatureProvenance:
+    raw = (metadata or {}).get(PROVENANCE_KEY)
     if raw is None:
-        raise BadInput(f"{uri}: not a features file (no {PROVENANCE_KEY.decode()} metadata)")
-    return json.loads(raw)
+        raise IntegrityError(f"{uri}: not a features file (no {PROVENANCE_KEY.decode()} metadata)")
+    return FeatureProvenance.from_dict(json.loads(raw), where=f"{uri} ({PROVENANCE_KEY.decode()} metadata)")
 
 
 def _write(table: pa.Table, uri: str) -> None:
@@ -103,70 +94,79 @@ def _write(table: pa.Table, uri: str) -> None:
         storage.put_file(local, uri)
 
 
-def _same_source(found: dict, wanted: dict) -> bool:
-    keys = ("base", "weights", "input_size", "stored_image_size", "shard_sha256")
-    return all(found.get(k) == wanted.get(k) for k in keys)
-
-
-def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] = SPLITS) -> dict:
+def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] = SPLITS) -> FeaturesSummary:
     """Run the frozen base over every committed shard of ``splits`` that has no features yet.
 
-    Returns a JSON-able summary: the features URI, counts written/skipped per split, images/s.
+    Returns the features folder, counts written/skipped per split, images/s.
 
     Raises:
-        FileNotFoundError: no committed shards, or the weights file is missing.
-        ValueError: an existing features file came from another base / weights / shard version.
+        MissingInput: no committed shards, or the weights file is missing.
+        BadInput: an unknown split, or an existing features file came from another base / weights / shard.
     """
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise BadInput(f"unknown split(s) {unknown}; allowed: {list(SPLITS)}")
     from xray_tasks.training import networks
 
+    ws = Workspace(workspace)
     weights_path, weights_id = networks.resolve_weights(cfg.base, cfg.weights, cfg.seed)
-    fmt = shards.shard_format(workspace)
-    root = features_root(workspace, cfg.base, cfg.input_size)
-    pending, summary_splits = [], {s: {"shards": 0, "written": 0, "skipped": 0, "images": 0} for s in splits}
-    for marker in shards.read_markers(workspace):
-        for entry in marker["shards"]:
-            if entry["split"] not in summary_splits:
-                continue
-            provenance = {
-                "base": cfg.base, "weights": weights_id, "input_size": cfg.input_size,
-                "stored_image_size": fmt["image_size"], "encoding": fmt["encoding"], "shard": entry["path"],
-                "shard_sha256": entry["sha256"], "pathologies": list(PATHOLOGIES),
-            }
-            uri = feature_uri(workspace, cfg.base, cfg.input_size, entry["split"], entry["path"])
-            counts = summary_splits[entry["split"]]
-            counts["shards"] += 1
-            counts["images"] += entry["records"]
-            if storage.exists(uri):
-                found = read_provenance(uri)
-                if not _same_source(found, provenance):
-                    raise BadInput(
-                        f"{uri} holds features of {found.get('base')} weights {found.get('weights')} for shard sha256 "
-                        f"{str(found.get('shard_sha256'))[:12]}; this run wants {cfg.base} weights {weights_id} for "
-                        f"{entry['sha256'][:12]}: delete {root} or use another workspace"
-                    )
-                counts["skipped"] += 1
-                continue
-            pending.append((entry, uri, provenance))
-    if not sum(c["shards"] for c in summary_splits.values()):
-        raise MissingInput(f"{shards.shards_root(workspace)}: no committed shards for {list(splits)}")
-    summary = {"features": root, "base": cfg.base, "weights": weights_id, "input_size": cfg.input_size,
-               "feature_dim": None, "splits": summary_splits, "images_extracted": 0, "images_per_s": None,
-               "steady_images_per_s": None, "steady_cpu_ms_per_image": None}
-    if not pending:
+    pending, counts = _pending_shards(ws, cfg, weights_id, splits)
+    summary = FeaturesSummary(
+        features=ws.features(cfg.base, cfg.input_size), base=cfg.base, weights=weights_id,
+        input_size=cfg.input_size, feature_dim=None, splits={}, images_extracted=0, images_per_s=None,
+        steady_images_per_s=None, steady_cpu_ms_per_image=None, devices=None)
+    if pending:
+        summary = summary.replace(**_run_base(ws, cfg, weights_path, pending))
+    else:
         logger.info("features: all %d shard(s) already extracted under %s",
-                    sum(c["shards"] for c in summary_splits.values()), root)
-        return summary
-    stats = _run_base(workspace, cfg, weights_path, fmt, pending)
-    for entry, _, _ in pending:
-        summary_splits[entry["split"]]["written"] += 1
-    summary.update(stats)
-    return summary
+                    sum(c["shards"] for c in counts.values()), summary.features)
+    for _, _, provenance in pending:
+        counts[_split_of(provenance)]["written"] += 1
+    return summary.replace(splits={s: SplitFeatures(**c) for s, c in counts.items()})
 
 
-def _run_base(workspace: str, cfg: FeatureConfig, weights_path: str | None, fmt: dict, pending: list) -> dict:
+def _split_of(provenance: FeatureProvenance) -> str:
+    return provenance.shard.split("/", 1)[0]
+
+
+def _pending_shards(ws: Workspace, cfg: FeatureConfig, weights_id: str,
+                    splits: Sequence[str]) -> tuple[list, dict[str, dict[str, int]]]:
+    """The shards still without features, as ``(entry, features URI, provenance)``, and counts per split.
+
+    Raises:
+        MissingInput: no committed shards in ``splits``.
+        BadInput: a features file of another base, weights or shard version is in the way.
+    """
+    fmt = shards.shard_format(ws.root)
+    pending = []
+    counts = {s: {"shards": 0, "written": 0, "skipped": 0, "images": 0} for s in splits}
+    for marker in shards.read_markers(ws.root):
+        for entry in marker.shards:
+            if entry.split not in counts:
+                continue
+            provenance = FeatureProvenance(
+                base=cfg.base, weights=weights_id, input_size=cfg.input_size, stored_image_size=fmt.image_size,
+                encoding=fmt.encoding, shard=entry.path, shard_sha256=entry.sha256, pathologies=PATHOLOGIES)
+            uri = ws.feature_file(cfg.base, cfg.input_size, entry.split, entry.path)
+            counts[entry.split]["shards"] += 1
+            counts[entry.split]["images"] += entry.records
+            if not storage.exists(uri):
+                pending.append((entry, uri, provenance))
+                continue
+            found = read_provenance(uri)
+            if not found.same_source(provenance):
+                raise BadInput(
+                    f"{uri} holds features of {found.base} weights {found.weights} for shard sha256 "
+                    f"{found.shard_sha256[:12]}; this run wants {cfg.base} weights {weights_id} for "
+                    f"{entry.sha256[:12]}: delete {ws.features(cfg.base, cfg.input_size)} or use another workspace"
+                )
+            counts[entry.split]["skipped"] += 1
+    if not sum(c["shards"] for c in counts.values()):
+        raise MissingInput(f"{ws.shards}: no committed shards for {list(splits)}")
+    return pending, counts
+
+
+def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pending: list) -> dict:
     import tensorflow as tf
 
     from xray_tasks.data import dataset
@@ -176,10 +176,11 @@ def _run_base(workspace: str, cfg: FeatureConfig, weights_path: str | None, fmt:
     base = networks.build_base(cfg.base, cfg.input_size, weights_path, cfg.seed)
     forward = tf.function(lambda x: tf.cast(base(tf.cast(x, tf.float32), training=False), tf.float32),
                           jit_compile=settings.xla, reduce_retracing=True)
-    uris = [storage.join(shards.shards_root(workspace), entry["path"]) for entry, _, _ in pending]
-    ds = dataset.make_dataset(uris, encoding=fmt["encoding"], image_size=fmt["image_size"],
+    fmt = shards.shard_format(ws.root)
+    uris = [ws.shard(entry.path) for entry, _, _ in pending]
+    ds = dataset.make_dataset(uris, encoding=fmt.encoding, image_size=fmt.image_size,
                               batch_size=cfg.batch_size, output_size=cfg.input_size, channels=3, cycle_length=1)
-    total = sum(entry["records"] for entry, _, _ in pending)
+    total = sum(entry.records for entry, _, _ in pending)
     logger.info("features: %s (%s) at %d px over %d shard(s), %d images, batch %d", cfg.base,
                 "random" if weights_path is None else weights_path, cfg.input_size, len(pending), total,
                 cfg.batch_size)
@@ -211,20 +212,20 @@ def _run_base(workspace: str, cfg: FeatureConfig, weights_path: str | None, fmt:
     return {"feature_dim": int(base.output.shape[-1]), "images_extracted": done,
             "images_per_s": round(rate, 2) if rate else None,
             "steady_images_per_s": round(steady, 2) if steady else None,
-            "steady_cpu_ms_per_image": round(cpu_ms, 3) if cpu_ms else None, "devices": settings.as_dict()}
+            "steady_cpu_ms_per_image": round(cpu_ms, 3) if cpu_ms else None, "devices": settings}
 
 
 def _flush_complete(buffer: dict[str, list], queue: list) -> dict[str, list]:
     """Write every pending shard whose records are all in ``buffer``; returns what is left over."""
     available = sum(len(x) for x in buffer["label"])
-    while queue and available >= queue[0][0]["records"]:
+    while queue and available >= queue[0][0].records:
         entry, uri, provenance = queue.pop(0)
-        n = entry["records"]
+        n = entry.records
         arrays = {k: np.concatenate(v) for k, v in buffer.items()}
         names = [b.decode("utf-8") for b in arrays["image_index"][:n]]
-        if names != list(entry["images"]):
-            raise StageError(f"features for {entry['path']}: records do not match the marker's image list")
-        _write(to_table(names, arrays["patient_id"][:n], entry["split"], arrays["label"][:n], arrays["labels"][:n],
+        if names != list(entry.images):
+            raise StageError(f"features for {entry.path}: records do not match the marker's image list")
+        _write(to_table(names, arrays["patient_id"][:n], entry.split, arrays["label"][:n], arrays["labels"][:n],
                         arrays["features"][:n], provenance), uri)
         logger.debug("features: wrote %s (%d rows)", uri, n)
         buffer = {k: [v[n:]] for k, v in arrays.items()}
@@ -241,17 +242,18 @@ def load_features(workspace: str, base: str, input_size: int, split: str) -> Fea
     """
     if split not in SPLITS:
         raise BadInput(f"unknown split {split!r}; allowed: {list(SPLITS)}")
-    uris = [feature_uri(workspace, base, input_size, split, s) for s in shards.committed_shards(workspace, split)]
+    ws = Workspace(workspace)
+    uris = [ws.feature_file(base, input_size, split, s) for s in shards.committed_shards(workspace, split)]
     if not uris:
-        raise MissingInput(f"{shards.shards_root(workspace)}: no committed shards for split {split!r}")
+        raise MissingInput(f"{ws.shards}: no committed shards for split {split!r}")
     tables = []
     for uri in uris:
         if not storage.exists(uri):
             missing = sum(not storage.exists(u) for u in uris)
             raise MissingInput(f"{missing} of {len(uris)} {split} shard(s) have no features under "
-                                    f"{features_root(workspace, base, input_size)} (run `xray-tasks features`)")
+                               f"{ws.features(base, input_size)} (run `xray-tasks features`)")
         tables.append(pq.read_table(io.BytesIO(storage.read_bytes(uri))))
-    weights = {json.loads(t.schema.metadata[PROVENANCE_KEY])["weights"] for t in tables}
+    weights = {_provenance(t.schema.metadata, u).weights for t, u in zip(tables, uris, strict=True)}
     if len(weights) != 1:
         raise BadInput(f"{split} features come from different weights {sorted(weights)}: re-extract them")
     table = pa.concat_tables([t.replace_schema_metadata(None) for t in tables])

@@ -25,30 +25,19 @@ import numpy as np
 
 from xray_tasks import storage
 from xray_tasks.config import PipelineConfig
+from xray_tasks.contracts import BestEpoch, FinetuneSummary
 from xray_tasks.errors import BadInput, MissingInput, StageError
-from xray_tasks.training.head import head_uri, save_run_config
+from xray_tasks.workspace import RunDir
 
 logger = logging.getLogger(__name__)
 
-FINETUNE_DIR = "finetune"
-STATE_FILE = "state.json"
-CHECKPOINT_DIR = "checkpoints"
-MODEL_FILE = "model.keras"
 FEATURE_CHECK_IMAGES = 8
 FEATURE_CHECK_TOLERANCE = 0.05
 """Relative L2 distance allowed between stored and recomputed features (mixed vs full precision)."""
 
 
-def model_uri(run_dir: str) -> str:
-    return storage.join(run_dir, MODEL_FILE)
-
-
-def state_uri(run_dir: str) -> str:
-    return storage.join(run_dir, FINETUNE_DIR, STATE_FILE)
-
-
 def read_state(run_dir: str) -> dict | None:
-    uri = state_uri(run_dir)
+    uri = RunDir(run_dir).finetune_state
     return storage.read_json(uri) if storage.exists(uri) else None
 
 
@@ -86,7 +75,7 @@ def _format(workspace: str) -> dict:
     from xray_tasks.data import shards
 
     fmt = shards.shard_format(workspace)
-    return {"encoding": fmt["encoding"], "image_size": fmt["image_size"]}
+    return {"encoding": fmt.encoding, "image_size": fmt.image_size}
 
 
 def _datasets(workspace: str, cfg: PipelineConfig, epoch: int, class_weights: np.ndarray | None):
@@ -127,61 +116,62 @@ def _class_weights(workspace: str, enabled: bool) -> np.ndarray | None:
     return (len(labels) / (2.0 * counts)).astype(np.float32)
 
 
-def run_finetune(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
+def run_finetune(workspace: str, run_dir: str, cfg: PipelineConfig) -> FinetuneSummary:
     """Fine-tune (resuming from the last checkpoint if any) and write ``<run_dir>/model.keras``.
 
     Raises:
-        FileNotFoundError: no trained head in the run directory, or no shards/features.
-        RuntimeError: the base does not reproduce the stored features.
+        MissingInput: no trained head in the run directory, or no shards/features.
+        StageError: the base does not reproduce the stored features.
     """
     from xray_tasks.training import devices, networks
 
-    fcfg, tcfg = cfg.features, cfg.finetune
-    if not storage.exists(head_uri(run_dir)):
-        raise MissingInput(f"{head_uri(run_dir)}: no trained head (run `xray-tasks train` first)")
+    run, fcfg, tcfg = RunDir(run_dir), cfg.features, cfg.finetune
+    if not storage.exists(run.head_model):
+        raise MissingInput(f"{run.head_model}: no trained head (run `xray-tasks train` first)")
     settings = devices.configure(tcfg.mixed_precision, tcfg.xla, fcfg.device)
     weights_path, weights_id = networks.resolve_weights(fcfg.base, fcfg.weights, fcfg.seed)
-    save_run_config(run_dir, cfg)
+    run.write_config(cfg)
     state = read_state(run_dir) or {"completed_epochs": 0, "history": {}, "checkpoint": None, "best": None}
-    resumed_from = state["completed_epochs"]
-    feature_error = None
+    resumed_from, feature_error = state["completed_epochs"], None
     if state["checkpoint"]:
         logger.info("finetune: resuming after epoch %d from %s", resumed_from, state["checkpoint"])
-        model = networks.load_model(_checkpoint_uri(run_dir, state["checkpoint"]), compile=True)
+        model = networks.load_model(run.checkpoint(state["checkpoint"]), compile=True)
     else:
-        base = networks.build_base(fcfg.base, fcfg.input_size, weights_path, fcfg.seed)
-        feature_error = check_base_matches_features(base, workspace, cfg)
-        model = networks.assemble(base, networks.load_model(head_uri(run_dir)))
-        unfrozen = networks.unfreeze_last(model, tcfg.unfreeze_layers)
-        state["unfrozen"] = unfrozen
-        logger.info("finetune: %d layer(s) with weights unfrozen: %s", len(unfrozen), ", ".join(unfrozen))
-        from xray_tasks.training.head import compile_model
-
-        compile_model(model, "sgd", tcfg.learning_rate, tcfg.momentum, cfg.head.multilabel,
-                      jit_compile=settings.xla)
+        model, feature_error = _start(run, workspace, cfg, weights_path, settings.xla, state)
     class_weights = _class_weights(workspace, cfg.head.class_weight)
     for epoch in range(state["completed_epochs"], tcfg.epochs):
-        state = _train_epoch(model, workspace, run_dir, cfg, epoch, state, class_weights)
-    final = _final_model(model, run_dir, state, cfg, settings.mixed_precision)
-    uri = model_uri(run_dir)
-    networks.save_model(final, uri)
-    storage.write_json(storage.join(run_dir, FINETUNE_DIR, "history.json"),
+        state = _train_epoch(model, workspace, run, cfg, epoch, state, class_weights)
+    networks.save_model(_final_model(model, run, state, cfg, settings.mixed_precision), run.model)
+    storage.write_json(run.history("finetune"),
                        {"stage": "finetune", "best": state.get("best"), "history": state["history"],
                         "unfrozen": state.get("unfrozen", []), "weights": weights_id})
-    summary = {
-        "run_dir": run_dir, "model": uri, "epochs_completed": state["completed_epochs"], "resumed_from": resumed_from,
-        "best": state.get("best"), "unfrozen": state.get("unfrozen", []), "feature_check_error": feature_error,
-        "weights": weights_id, "devices": settings.as_dict(), "history": state["history"],
-    }
-    logger.info("finetune: %d epoch(s) completed (%d resumed) -> %s", state["completed_epochs"], resumed_from, uri)
-    return summary
+    logger.info("finetune: %d epoch(s) completed (%d resumed) -> %s", state["completed_epochs"], resumed_from,
+                run.model)
+    return FinetuneSummary(
+        run_dir=run_dir, model=run.model, epochs_completed=state["completed_epochs"], resumed_from=resumed_from,
+        best=BestEpoch(**state["best"]) if state.get("best") else None, unfrozen=tuple(state.get("unfrozen", [])),
+        feature_check_error=feature_error, weights=weights_id, devices=settings)
 
 
-def _checkpoint_uri(run_dir: str, name: str) -> str:
-    return storage.join(run_dir, FINETUNE_DIR, CHECKPOINT_DIR, name)
+def _start(run: RunDir, workspace: str, cfg: PipelineConfig, weights_path: str | None, xla: bool,
+           state: dict) -> tuple[Any, float]:
+    """The model of a first attempt: the base (checked against the stored features) under the trained head, its
+    last layers unfrozen, compiled; records the unfrozen layers in ``state``."""
+    from xray_tasks.training import networks
+    from xray_tasks.training.head import compile_model
+
+    fcfg, tcfg = cfg.features, cfg.finetune
+    base = networks.build_base(fcfg.base, fcfg.input_size, weights_path, fcfg.seed)
+    feature_error = check_base_matches_features(base, workspace, cfg)
+    model = networks.assemble(base, networks.load_model(run.head_model))
+    unfrozen = networks.unfreeze_last(model, tcfg.unfreeze_layers)
+    state["unfrozen"] = unfrozen
+    logger.info("finetune: %d layer(s) with weights unfrozen: %s", len(unfrozen), ", ".join(unfrozen))
+    compile_model(model, "sgd", tcfg.learning_rate, tcfg.momentum, cfg.head.multilabel, jit_compile=xla)
+    return model, feature_error
 
 
-def _train_epoch(model: Any, workspace: str, run_dir: str, cfg: PipelineConfig, epoch: int, state: dict,
+def _train_epoch(model: Any, workspace: str, run: RunDir, cfg: PipelineConfig, epoch: int, state: dict,
                  class_weights: np.ndarray | None) -> dict:
     from xray_tasks.data import dataset
     from xray_tasks.training import networks
@@ -203,22 +193,22 @@ def _train_epoch(model: Any, workspace: str, run_dir: str, cfg: PipelineConfig, 
         history.setdefault(key, []).extend(values)
     history.setdefault("images_per_s", []).append(samples / seconds)
     name = f"epoch-{epoch + 1:03d}.keras"
-    networks.save_model(model, _checkpoint_uri(run_dir, name))
+    networks.save_model(model, run.checkpoint(name))
     val_loss = history["val_loss"][-1]
     best = state.get("best")
     if best is None or val_loss < best["val_loss"]:
         best = {"epoch": epoch + 1, "val_loss": val_loss, "checkpoint": name}
     new_state = {**state, "completed_epochs": epoch + 1, "epochs_planned": tcfg.epochs, "history": history,
                  "checkpoint": name, "best": best}
-    storage.write_json(state_uri(run_dir), new_state)
+    storage.write_json(run.finetune_state, new_state)
     keep = {name, best["checkpoint"]}
     for old in (state["checkpoint"], (state.get("best") or {}).get("checkpoint")):
         if old and old not in keep:
-            storage.delete(_checkpoint_uri(run_dir, old))
+            storage.delete(run.checkpoint(old))
     return new_state
 
 
-def _final_model(model: Any, run_dir: str, state: dict, cfg: PipelineConfig,
+def _final_model(model: Any, run: RunDir, state: dict, cfg: PipelineConfig,
                  mixed: bool) -> Any:
     """The model to ship: best or last epoch's weights, in a float32 copy when training ran in mixed precision."""
     from xray_tasks.training import devices, networks
@@ -227,7 +217,7 @@ def _final_model(model: Any, run_dir: str, state: dict, cfg: PipelineConfig,
     best = state.get("best")
     if cfg.finetune.restore_best and best and best["checkpoint"] != state["checkpoint"]:
         logger.info("finetune: restoring epoch %d (lowest val loss %.4f)", best["epoch"], best["val_loss"])
-        source = networks.load_model(_checkpoint_uri(run_dir, best["checkpoint"]))
+        source = networks.load_model(run.checkpoint(best["checkpoint"]))
     if not mixed and source.dtype_policy.name == "float32":
         return source
     with devices.float32_policy():

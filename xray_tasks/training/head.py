@@ -5,8 +5,7 @@ early stopping on validation loss with the best weights restored, optional class
 14-pathology sigmoid output, validation AUROC per epoch.  Features are loaded into arrays in bulk
 (``features.load_features``); the head never sees images, so this stage needs no GPU.
 
-Run directory (``<ws>/runs/<run_id>/``): ``config.json`` (the resolved config, rewritten by each stage with what
-it ran), ``head/head.keras`` and ``head/history.json``.
+It writes the run's ``config.json``, ``head/head.keras`` and ``head/history.json`` (``workspace.RunDir``).
 """
 
 from __future__ import annotations
@@ -18,26 +17,13 @@ from typing import Any
 import numpy as np
 
 from xray_tasks import storage
-from xray_tasks.config import PipelineConfig, to_dict
+from xray_tasks.config import HeadConfig, PipelineConfig
+from xray_tasks.contracts import HeadSummary
 from xray_tasks.errors import BadInput
+from xray_tasks.workspace import RunDir
 
 logger = logging.getLogger(__name__)
 
-HEAD_DIR = "head"
-HEAD_FILE = "head.keras"
-HISTORY_FILE = "history.json"
-CONFIG_FILE = "config.json"
-
-
-def head_uri(run_dir: str) -> str:
-    return storage.join(run_dir, HEAD_DIR, HEAD_FILE)
-
-
-def save_run_config(run_dir: str, cfg: PipelineConfig) -> str:
-    """Write the resolved config beside the run's artifacts; returns its URI."""
-    uri = storage.join(run_dir, CONFIG_FILE)
-    storage.write_json(uri, to_dict(cfg))
-    return uri
 
 
 def class_sample_weights(labels: np.ndarray) -> np.ndarray:
@@ -109,20 +95,45 @@ def normalise_history(history: dict[str, list]) -> dict[str, list[float]]:
     return out
 
 
-def train_head(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
+def train_head(workspace: str, run_dir: str, cfg: PipelineConfig) -> HeadSummary:
     """Train the head on the train split's features with early stopping on val; save it in the run directory.
 
     Raises:
-        FileNotFoundError: features missing for some shard.
-        ValueError: a split lacks a class, or train and val features come from different weights.
+        MissingInput: features missing for some shard.
+        BadInput: a split lacks a class, or train and val features come from different weights.
     """
-    import keras
-
-    from xray_tasks.evaluation import metrics
-    from xray_tasks.training import features as features_lib
     from xray_tasks.training import networks
 
-    fcfg, hcfg = cfg.features, cfg.head
+    run, hcfg = RunDir(run_dir), cfg.head
+    train, val = _load_features(workspace, cfg)
+    run.write_config(cfg)
+    scaling = networks.feature_scaling(train.features) if hcfg.standardize else None
+    head = networks.build_head(train.features.shape[1], hcfg, scaling)
+    compile_model(head, hcfg.optimizer, hcfg.learning_rate, hcfg.momentum, hcfg.multilabel)
+    logger.info("head: %d train / %d val feature vectors of %d; %d epochs max, batch %d, %s lr %g",
+                len(train), len(val), train.features.shape[1], hcfg.epochs, hcfg.batch_size, hcfg.optimizer,
+                hcfg.learning_rate)
+    started = time.perf_counter()
+    history = _fit(head, train, val, hcfg)
+    seconds = time.perf_counter() - started
+    best = int(np.argmin(history["val_loss"])) if hcfg.patience else len(history["val_loss"]) - 1
+    networks.save_model(head, run.head_model)
+    storage.write_json(run.history("head"), {"stage": "head", "best_epoch": best + 1, "history": history})
+    summary = HeadSummary(
+        run_dir=run_dir, head=run.head_model, features_weights=train.weights_id, train=len(train), val=len(val),
+        epochs_run=len(history["loss"]), best_epoch=best + 1, val_loss=history["val_loss"][best],
+        val_auroc=_val_auroc(head, val), seconds=round(seconds, 2),
+        seconds_per_epoch=round(seconds / max(1, len(history["loss"])), 3))
+    logger.info("head: %d epochs in %.1f s, best epoch %d (val loss %.4f, val AUROC %.4f) -> %s",
+                summary.epochs_run, seconds, best + 1, summary.val_loss, summary.val_auroc, run.head_model)
+    return summary
+
+
+def _load_features(workspace: str, cfg: PipelineConfig) -> tuple[Any, Any]:
+    """The train and val feature sets, checked: same weights, both classes in each, a usable scale."""
+    from xray_tasks.training import features as features_lib
+
+    fcfg = cfg.features
     train = features_lib.load_features(workspace, fcfg.base, fcfg.input_size, "train")
     val = features_lib.load_features(workspace, fcfg.base, fcfg.input_size, "val")
     if train.weights_id != val.weights_id:
@@ -131,48 +142,35 @@ def train_head(workspace: str, run_dir: str, cfg: PipelineConfig) -> dict:
         if len(np.unique(part.label)) < 2:
             raise BadInput(f"{name} features hold one class only ({len(part)} images): cannot train or stop early")
     scale = float(np.abs(train.features).mean())
-    if scale < 1e-4 and not hcfg.standardize:
+    if scale < 1e-4 and not cfg.head.standardize:
         logger.warning("head: mean |feature| is %.2e; the report's SGD head barely moves at that scale "
                        "(a random base?): consider --set head.standardize=true", scale)
-    save_run_config(run_dir, cfg)
-    scaling = networks.feature_scaling(train.features) if hcfg.standardize else None
-    head = networks.build_head(train.features.shape[1], hcfg, scaling)
-    compile_model(head, hcfg.optimizer, hcfg.learning_rate, hcfg.momentum, hcfg.multilabel)
-    y_train = targets(train.label, train.labels, hcfg.multilabel)
-    y_val = targets(val.label, val.labels, hcfg.multilabel)
+    return train, val
+
+
+def _val_auroc(head: Any, val: Any) -> float:
+    from xray_tasks.evaluation import metrics
+    from xray_tasks.training import networks
+
+    return metrics.auroc(val.label, networks.triage_probability(head.predict(val.features, batch_size=1024,
+                                                                            verbose=0)))
+
+
+def _fit(head: Any, train: Any, val: Any, hcfg: HeadConfig) -> dict[str, list[float]]:
+    """Keras ``fit`` with per-epoch logging (validation AUROC included) and early stopping; the history."""
+    import keras
 
     def val_auroc(epoch, logs):
-        probs = networks.triage_probability(head.predict(val.features, batch_size=1024, verbose=0))
-        logs["val_auroc"] = metrics.auroc(val.label, probs)
+        logs["val_auroc"] = _val_auroc(head, val)
 
     callbacks = [epoch_logger("head", len(train), every=max(1, hcfg.epochs // 25), extra=val_auroc)]
     if hcfg.patience:
         callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=hcfg.patience,
                                                        restore_best_weights=True))
-    logger.info("head: %d train / %d val feature vectors of %d; %d epochs max, batch %d, %s lr %g",
-                len(train), len(val), train.features.shape[1], hcfg.epochs, hcfg.batch_size, hcfg.optimizer,
-                hcfg.learning_rate)
-    started = time.perf_counter()
     fit = head.fit(
-        train.features, y_train, batch_size=hcfg.batch_size, epochs=hcfg.epochs, shuffle=True, verbose=0,
-        validation_data=(val.features, y_val), callbacks=callbacks,
+        train.features, targets(train.label, train.labels, hcfg.multilabel), batch_size=hcfg.batch_size,
+        epochs=hcfg.epochs, shuffle=True, verbose=0, callbacks=callbacks,
+        validation_data=(val.features, targets(val.label, val.labels, hcfg.multilabel)),
         sample_weight=class_sample_weights(train.label) if hcfg.class_weight else None,
     )
-    seconds = time.perf_counter() - started
-    history = normalise_history(fit.history)
-    best = int(np.argmin(history["val_loss"])) if hcfg.patience else len(history["val_loss"]) - 1
-    final_auroc = metrics.auroc(val.label, networks.triage_probability(
-        head.predict(val.features, batch_size=1024, verbose=0)))
-    uri = head_uri(run_dir)
-    networks.save_model(head, uri)
-    storage.write_json(storage.join(run_dir, HEAD_DIR, HISTORY_FILE),
-                       {"stage": "head", "best_epoch": best + 1, "history": history})
-    summary = {
-        "run_dir": run_dir, "head": uri, "features_weights": train.weights_id,
-        "train": len(train), "val": len(val), "epochs_run": len(history["loss"]), "best_epoch": best + 1,
-        "val_loss": history["val_loss"][best], "val_auroc": final_auroc,
-        "seconds": round(seconds, 2), "seconds_per_epoch": round(seconds / max(1, len(history["loss"])), 3),
-    }
-    logger.info("head: %d epochs in %.1f s, best epoch %d (val loss %.4f, val AUROC %.4f) -> %s",
-                summary["epochs_run"], seconds, best + 1, summary["val_loss"], final_auroc, uri)
-    return summary
+    return normalise_history(fit.history)

@@ -87,15 +87,11 @@ def resolve_weights(base: str, weights: str, seed: int = 0) -> tuple[str | None,
                 "features.weights to a weights file path, or to 'none' for a random base"
             )
         return str(found), f"imagenet:{_sha256(found)[:16]}"
-    if storage.is_s3(weights):
-        local = Path(tempfile.gettempdir()) / "xray-weights" / hashlib.sha256(weights.encode()).hexdigest()[:16]
-        path = local / storage.basename(weights)
-        if not path.is_file():
-            storage.get_file(weights, path)
-    else:
-        path = Path(weights)
-        if not path.is_file():
-            raise MissingInput(f"features.weights: no file at {weights!r} (allowed: 'imagenet', 'none', a path)")
+    try:
+        path = storage.cached_copy(weights, Path(tempfile.gettempdir()) / "xray-weights")
+    except FileNotFoundError:
+        raise MissingInput(f"features.weights: no file at {weights!r} (allowed: 'imagenet', 'none', a path or "
+                           "s3:// URI)") from None
     return str(path), f"file:{_sha256(path)[:16]}"
 
 

@@ -1,0 +1,148 @@
+"""Contracts of the data side: the shard format, the per-archive commit marker, the ingest stages' summaries."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from xray_tasks.contracts.base import Contract, doc
+
+
+@dataclass(frozen=True)
+class ShardFormat(Contract):
+    """How an archive's images were stored; every committed archive of a workspace must agree on it."""
+
+    version: int = doc("shard format version (`data.shards.FORMAT_VERSION`)")
+    encoding: str = doc("`raw` (row-major uint8 pixels) or `png`")
+    image_size: int = doc("stored images are image_size x image_size, 8-bit grey")
+    resample: str = doc("Pillow resize filter: `box`, `bilinear` or `lanczos`")
+    png_level: int | None = doc("PNG compression level when encoding is `png`")
+    features: dict[str, tuple[Any, ...]] = doc("the record spec: feature name -> [kind, length]")
+    pathologies: tuple[str, ...] = doc("column order of the 14-finding `labels` vector")
+
+    def key(self) -> tuple[int, str, int, str]:
+        """What two formats must share for their shards to be read as one set."""
+        return (self.version, self.encoding, self.image_size, self.resample)
+
+    def describe(self) -> str:
+        return f"{self.encoding}@{self.image_size}"
+
+
+@dataclass(frozen=True)
+class ShardEntry(Contract):
+    """One committed shard, as its archive's marker lists it."""
+
+    split: str = doc("`train`, `val` or `test`")
+    path: str = doc("`<split>/<archive>-NNNNN-of-NNNNN.tfrecord`, relative to `<workspace>/shards/`")
+    records: int = doc("records (images) in the shard")
+    bytes: int = doc("file size")
+    sha256: str = doc("sha256 of the file")
+    images: tuple[str, ...] = doc("image names in record order (sorted)")
+
+
+@dataclass(frozen=True)
+class SplitCount(Contract):
+    images: int = doc("images")
+    healthy: int = doc("`No Finding` images")
+    unhealthy: int = doc("images with at least one finding")
+
+
+@dataclass(frozen=True)
+class MemberCounts(Contract):
+    total: int = doc("non-directory members read from the archive")
+    sharded: int = doc("members stored in a shard")
+    quarantined: int = doc("members set aside, each with a reason")
+
+
+@dataclass(frozen=True)
+class Quarantined(Contract):
+    """One member that was not sharded, and why."""
+
+    archive: str = doc("archive file name")
+    member: str = doc("member path inside the archive")
+    kind: str = doc("stable code, e.g. `corrupt_png`, `no_metadata`, `duplicate`")
+    reason: str = doc("what is wrong, in words")
+
+
+@dataclass(frozen=True)
+class ShardMarker(Contract):
+    """``shards/_manifests/<archive>.json``: the commit marker, written after the archive's last shard.
+
+    Readers trust only shards a marker lists.  Markers written before schemas were numbered read as schema 0.
+    """
+
+    SCHEMA: ClassVar[int] = 1
+    OLDEST_SCHEMA: ClassVar[int] = 0
+
+    archive: str = doc("archive file name, e.g. `images_001.tar.gz`")
+    archive_uri: str = doc("where it was read from")
+    format: ShardFormat = doc("how its images were stored")
+    shards: tuple[ShardEntry, ...] = doc("every shard it committed, per split in index order")
+    counts: dict[str, SplitCount] = doc("images per split and class")
+    members: MemberCounts = doc("members read, sharded, quarantined")
+    quarantine: tuple[Quarantined, ...] = doc("every member set aside")
+    elapsed_s: float = doc("seconds the archive took")
+    images_per_s: float | None = doc("sharded images per second")
+    code_version: str = doc("`xray_tasks` version that wrote it")
+    created_at: str = doc("UTC time of the commit, ISO 8601")
+
+    def entries(self, split: str) -> list[ShardEntry]:
+        return [entry for entry in self.shards if entry.split == split]
+
+
+@dataclass(frozen=True)
+class ArchiveSummary(Contract):
+    """What ``xray-tasks ingest-archive`` prints (the ingest DAG's XCom per archive)."""
+
+    archive: str = doc("archive file name")
+    skipped: bool = doc("already committed: nothing was done")
+    shards: int = doc("shards committed")
+    counts: dict[str, SplitCount] = doc("images per split and class")
+    members: MemberCounts = doc("members read, sharded, quarantined")
+    quarantine: tuple[Quarantined, ...] = doc("the first quarantined members (the marker has them all)")
+    images_per_s: float | None = doc("sharded images per second")
+
+
+@dataclass(frozen=True)
+class Examples(Contract):
+    count: int = doc("how many")
+    examples: tuple[str, ...] = doc("the first few")
+
+
+@dataclass(frozen=True)
+class QuarantineReport(Contract):
+    count: int = doc("members quarantined over all archives")
+    by_kind: dict[str, int] = doc("count per kind")
+    examples: tuple[Quarantined, ...] = doc("the first few")
+
+
+@dataclass(frozen=True)
+class ValidationSummary(Contract):
+    """``shards/validation.json`` and what ``xray-tasks validate`` prints: the committed set against the manifest."""
+
+    archives: int = doc("committed archives")
+    shards: int = doc("committed shards")
+    images: int = doc("sharded images")
+    counts: dict[str, SplitCount] = doc("images per split and class")
+    missing: Examples = doc("manifest rows whose image no archive held")
+    quarantined: QuarantineReport = doc("members set aside, by kind")
+    leaking_patients: int = doc("patients with images in two splits (always 0: validation fails otherwise)")
+    format: str = doc("`<encoding>@<image_size>`")
+
+
+@dataclass(frozen=True)
+class ManifestCounts(Contract):
+    images: int = doc("images")
+    patients: int = doc("distinct patients")
+    healthy: int = doc("`No Finding` images")
+    unhealthy: int = doc("images with at least one finding")
+
+
+@dataclass(frozen=True)
+class ManifestSummary(Contract):
+    """What ``xray-tasks manifest`` prints."""
+
+    manifest: str = doc("URI of manifest.parquet")
+    counts: dict[str, ManifestCounts] = doc("per split and `total`")
+    excluded: int = doc("metadata rows excluded, each with a reason in summary.json")
+    listed_not_in_metadata: dict[str, int] = doc("names on a split list with no metadata row, per list")
