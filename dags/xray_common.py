@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
@@ -142,9 +141,9 @@ def plan_training(params: Mapping[str, Any], run_id: str, event: Mapping[str, An
         ValueError: an unknown or invalid config key/value, a model name the registry would refuse, or
             ``force_publish`` without a reason.
     """
-    from xray_tasks import storage
     from xray_tasks.config import override, profile
     from xray_tasks.registry.layout import check_name
+    from xray_tasks.workspace import Workspace
 
     workspace = params.get("workspace") or (event or {}).get("workspace") or setting("workspace")
     assignments = deployment_overrides()
@@ -160,7 +159,7 @@ def plan_training(params: Mapping[str, Any], run_id: str, event: Mapping[str, An
         "workspace": workspace, "registry": setting("registry", params), "model_name": model_name,
         "profile": name, "s3_conn_id": setting("s3_conn_id", params),
         "sets": [arg for key, value in assignments.items() for arg in ("--set", f"{key}={value}")],
-        "run_dir": storage.join(workspace, "runs", re.sub(r"[^A-Za-z0-9_.-]+", "-", run_id).strip("-")),
+        "run_dir": Workspace(workspace).run(run_id).root,
         "force_reason": str(params.get("force_reason") or "").strip() if params.get("force_publish") else "",
         "actor": f"airflow:{actor or 'unknown'}",
     }
@@ -173,6 +172,8 @@ def champion_of(params: Mapping[str, Any], event: Mapping[str, Any] | None) -> d
 
     Returns the version, its key metrics and every location the scoring task needs.
     """
+    from xray_tasks.contracts import Metrics
+
     event = event or {}
     registry = params.get("registry") or event.get("registry") or setting("registry")
     model_name = params.get("model_name") or event.get("model_name") or setting("model_name")
@@ -182,12 +183,12 @@ def champion_of(params: Mapping[str, Any], event: Mapping[str, Any] | None) -> d
     if event.get("version") and event["version"] != details["version"]:
         # Another publish promoted a newer champion since the event: score with the current one.
         log.info("event announced version %s, the champion is now %s", event["version"], details["version"])
-    test = details["metrics"]["test"]
+    metrics = Metrics.from_dict(details["metrics"], where=f"{details['uri']}/metrics.json")
     champion = {
         "registry": registry, "model_name": model_name, "version": details["version"], "uri": details["uri"],
-        "threshold": details["metrics"]["operating_point"]["threshold"], "test_auroc": test["auroc"],
-        "sensitivity": test["at_operating_point"].get("recall"),
-        "healthy_cleared": test["at_operating_point"].get("healthy_cleared"),
+        "threshold": metrics.operating_point.threshold, "test_auroc": metrics.test.auroc,
+        "sensitivity": metrics.test.at_operating_point.recall,
+        "healthy_cleared": metrics.test.at_operating_point.healthy_cleared,
         "images": setting("images", params), "worklists": setting("worklists", params), "s3_conn_id": conn_id,
     }
     log.info("champion %s v%s at %s: test AUROC %.3f, threshold %.3f", model_name, champion["version"],

@@ -60,26 +60,31 @@ def xray_ingest():
     @task(map_index_template="{{ task.op_kwargs['archive'].rsplit('/', 1)[-1] }}", max_active_tis_per_dagrun=4,
           doc_md="One archive -> its TFRecord shards and commit marker; undecodable images are quarantined.")
     def ingest_archive(archive: str, params=None):
-        summary = run("ingest-archive", [archive, *config_args(params, "workspace")], params)
-        log.info("%s: %s images, %s quarantined, %s images/s%s", summary["archive"],
-                 summary["members"]["sharded"], summary["members"]["quarantined"], summary["images_per_s"],
-                 " (already committed)" if summary["skipped"] else "")
-        return summary
+        from xray_tasks.contracts import ArchiveSummary
+
+        result = run("ingest-archive", [archive, *config_args(params, "workspace")], params)
+        summary = ArchiveSummary.from_dict(result, f"ingest-archive {archive}")
+        log.info("%s: %s images, %s quarantined, %s images/s%s", summary.archive, summary.members.sharded,
+                 summary.members.quarantined, summary.images_per_s, " (already committed)" if summary.skipped else "")
+        return result
 
     @task(outlets=[SHARDS], execution_timeout=LIGHT_TIMEOUT)
     def validate(archives: list[dict], params=None, outlet_events=None):
         """Checks the whole shard set against the manifest and emits `xray_shards` for training."""
-        summary = run("validate", config_args(params, "workspace"), params)
-        sharded = sum(a["members"]["sharded"] for a in archives)
-        if sharded != summary["images"]:
-            raise ValueError(f"archives report {sharded} sharded images, the shard set holds {summary['images']}")
+        from xray_tasks.contracts import ArchiveSummary, ValidationSummary
+
+        result = run("validate", config_args(params, "workspace"), params)
+        summary = ValidationSummary.from_dict(result, "validate")
+        sharded = sum(ArchiveSummary.from_dict(a, "ingest_archive XCom").members.sharded for a in archives)
+        if sharded != summary.images:
+            raise ValueError(f"archives report {sharded} sharded images, the shard set holds {summary.images}")
         log.info("shard set: %d images in %d shards; quarantined %s; missing %d",
-                 summary["images"], summary["shards"], summary["quarantined"]["by_kind"], summary["missing"]["count"])
+                 summary.images, summary.shards, summary.quarantined.by_kind, summary.missing.count)
         outlet_events[SHARDS].extra = {
-            "workspace": setting("workspace", params), "images": summary["images"], "shards": summary["shards"],
-            "counts": summary["counts"], "format": summary["format"],
+            "workspace": setting("workspace", params), "images": summary.images, "shards": summary.shards,
+            "counts": result["counts"], "format": summary.format,
         }
-        return summary
+        return result
 
     shards = ingest_archive.expand(archive=list_archives())
     manifest() >> shards

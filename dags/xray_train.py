@@ -117,18 +117,25 @@ def xray_train():
                 "--model-name", p["model_name"], "--run-dir", p["run_dir"], *p["sets"]]
         if p["force_reason"]:
             args += ["--force", "--reason", p["force_reason"], "--actor", p["actor"]]
+        from xray_tasks.contracts import PublishSummary
+
         result = run("publish", args, p)
-        log.info("gate: %s; version %s; champion %s%s", result["decision"], result["version"], result["champion"],
-                 f"; reasons: {'; '.join(result['reasons'])}" if result["reasons"] else "")
+        summary = PublishSummary.from_dict(result, "publish")
+        log.info("gate: %s; version %s; champion %s%s", summary.decision, summary.version, summary.champion,
+                 f"; reasons: {'; '.join(summary.reasons)}" if summary.reasons else "")
         return result
 
     @task(outlets=[MODEL], execution_timeout=LIGHT_TIMEOUT)
     def announce_champion(result: dict, outlet_events=None):
         """Emits `xray_model` for a promoted version; skipped when the champion did not change."""
-        if not result["promoted"]:
-            raise AirflowSkipException(f"version {result['version']} not promoted ({result['decision']}): "
-                                       f"{'; '.join(result['reasons']) or 'champion unchanged'}")
-        extra = {k: result[k] for k in ("registry", "model_name", "version", "decision", "run_dir")}
+        from xray_tasks.contracts import PublishSummary
+
+        summary = PublishSummary.from_dict(result, "gate_and_publish XCom")
+        if not summary.promoted:
+            raise AirflowSkipException(f"version {summary.version} not promoted ({summary.decision}): "
+                                       f"{'; '.join(summary.reasons) or 'champion unchanged'}")
+        extra = {"registry": summary.registry, "model_name": summary.model_name, "version": summary.version,
+                 "decision": summary.decision, "run_dir": summary.run_dir}
         outlet_events[MODEL].extra = extra
         return extra
 

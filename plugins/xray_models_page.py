@@ -51,19 +51,23 @@ def versions_table(model: dict[str, Any]) -> str:
 
 
 def _metrics_table(metrics: dict[str, Any]) -> str:
-    test = metrics.get("test", {})
-    at_op = test.get("at_operating_point", {})
-    bench = test.get("benchmark_always_unhealthy", {})
-    ci = test.get("auroc_ci") or [None, None]
+    from xray_tasks.contracts import ContractError, Metrics
+
+    try:
+        m = Metrics.from_dict(metrics, where="metrics.json")
+    except ContractError as exc:
+        return f"<p class=rejected>{escape(str(exc))}</p>"
+    test, at_op, bench = m.test, m.test.at_operating_point, m.test.benchmark_always_unhealthy
+    ci = test.auroc_ci or (None, None)
     rows = [
-        ("test images (unhealthy)", f"{test.get('n', '–')} ({test.get('positives', '–')})"),
-        ("AUROC [95% CI]", f"{_num(test.get('auroc'))} [{_num(ci[0])}, {_num(ci[1])}]"),
-        ("AUPRC", _num(test.get("auprc"))),
-        ("threshold (chosen on val)", _num(metrics.get("operating_point", {}).get("threshold"))),
-        ("target sensitivity", _num(metrics.get("operating_point", {}).get("target_sensitivity"))),
-        ("sensitivity / specificity", f"{_num(at_op.get('recall'))} / {_num(at_op.get('specificity'))}"),
-        ("healthy studies cleared", _num(at_op.get("healthy_cleared"))),
-        ("F3 (model / always-unhealthy)", f"{_num(at_op.get('f3'))} / {_num(bench.get('f3'))}"),
+        ("test images (unhealthy)", f"{test.n} ({test.positives})"),
+        ("AUROC [95% CI]", f"{_num(test.auroc)} [{_num(ci[0])}, {_num(ci[1])}]"),
+        ("AUPRC", _num(test.auprc)),
+        ("threshold (chosen on val)", _num(m.operating_point.threshold)),
+        ("target sensitivity", _num(m.operating_point.target_sensitivity)),
+        ("sensitivity / specificity", f"{_num(at_op.recall)} / {_num(at_op.specificity)}"),
+        ("healthy studies cleared", _num(at_op.healthy_cleared)),
+        (f"F{at_op.beta:g} (model / always-unhealthy)", f"{_num(at_op.f_beta)} / {_num(bench.f_beta)}"),
     ]
     return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>"
 

@@ -96,3 +96,23 @@ def test_policy_values_are_validated_and_overridable():
         GatePolicy(max_auroc_drop=-0.1)
     cfg = override(PipelineConfig(), {"gate.min_auroc": "0.7"})
     assert cfg.gate.min_auroc == 0.7
+
+
+def test_the_gate_context_carries_the_f_score_whatever_beta_was():
+    # A run evaluated with beta = 2 writes f_beta with beta 2; schema 1 named it "f2", and the context read "f3".
+    from xray_tasks.contracts import Metrics
+    from xray_tasks.evaluation import metrics as m
+
+    doc = metrics_json()
+    f2 = m.rates({"tn": 3, "fp": 7, "fn": 1, "tp": 19}, beta=2)
+    doc["test"]["at_operating_point"] = {**f2.to_dict(), "recall": 0.95, "healthy_cleared": 0.3}
+    doc["test"]["benchmark_always_unhealthy"] = m.rates({"tn": 0, "fp": 10, "fn": 0, "tp": 20}, beta=2).to_dict()
+    context = gate.evaluate(Metrics.from_dict(doc, "metrics.json"), POLICY, champion=None).context
+    assert context.beta == 2.0 and context.f_beta_at_operating_point == f2.f_beta > 0
+    assert context.benchmark_f_beta == pytest.approx(5 * 20 / (5 * 20 + 10))
+    # The schema-1 file of such a run (key "f2") reads the same way.
+    old = metrics_json()
+    old["test"]["at_operating_point"] = {k: v for k, v in doc["test"]["at_operating_point"].items()
+                                         if k not in ("beta", "f_beta")} | {"f2": f2.f_beta}
+    legacy = gate.evaluate(Metrics.from_dict(old, "metrics.json"), POLICY, None).context
+    assert (legacy.beta, legacy.f_beta_at_operating_point) == (2.0, f2.f_beta)

@@ -44,7 +44,7 @@ def test_trained_model_separates_and_beats_the_benchmark(synthetic_run):
     test, op = doc["test"], doc["test"]["at_operating_point"]
     bench = test["benchmark_always_unhealthy"]
     assert test["auroc"] > 0.9 and test["auroc_ci"][0] > 0.85
-    assert op["f3"] > bench["f3"] and op["accuracy"] > bench["accuracy"]
+    assert op["f_beta"] > bench["f_beta"] and op["beta"] == 3 and op["accuracy"] > bench["accuracy"]
     assert op["healthy_cleared"] > 0.5 and bench["healthy_cleared"] == 0.0
     assert op["recall"] >= 0.85 and test["sensitivity_ci"][0] <= op["recall"] <= test["sensitivity_ci"][1]
     val = pd.read_parquet(synthetic_run["run"] / "predictions" / "val.parquet")

@@ -9,6 +9,7 @@ import sys
 import pytest
 from airflow_env import PLUGINS, ApiServer, airflow_home  # noqa: F401
 from conftest import free_port
+from registry_support import metrics_json
 
 sys.path.insert(0, str(PLUGINS))
 import xray_models_page  # plugins/ is Airflow's plugin folder, not a package
@@ -23,8 +24,7 @@ VERSIONS = [
     {"version": "000003", "complete": False, "champion": False, "problem": "no MANIFEST.json"},
 ]
 DETAILS = {"version": "000002", "champion": True, "uri": "s3://reg/xray-triage/versions/000002",
-           "metrics": {"test": {"n": 40, "positives": 18, "auroc": 0.74, "auroc_ci": [0.6, 0.85],
-                                "at_operating_point": {"recall": 0.96, "healthy_cleared": 0.25}}},
+           "metrics": metrics_json(auroc=0.74, ci=(0.6, 0.85), recall=0.96, healthy_cleared=0.25),
            "decisions": [{"decided_at": "2026-11-02", "decision": "forced", "reasons": [],
                           "forced": {"by": "ana", "reason": "hotfix"}}],
            "plots": {"roc.png": "s3://.../plots/roc.png", "notes.txt": "s3://.../plots/notes.txt"}}
@@ -41,6 +41,21 @@ def test_page_lists_versions_marks_the_champion_and_escapes_stored_text():
     # Plots are relative links to the plugin's own plot route; non-PNG artifacts are not shown as images.
     assert 'src="plot/xray-triage/000002/roc.png"' in html and "notes.txt" not in html
     assert "by ana: hotfix" in html
+
+
+def test_the_f_score_row_follows_the_runs_beta():
+    # metrics.json written with evaluate.beta = 2: the page shows F2, never an empty F3 row.
+    from xray_tasks.evaluation import metrics
+
+    doc = metrics_json()
+    rates = metrics.rates({"tn": 3, "fp": 7, "fn": 1, "tp": 19}, beta=2).to_dict()
+    doc = {**doc, "schema": 2, "test": {**doc["test"], "at_0.5": rates, "at_operating_point": rates,
+                                        "benchmark_always_unhealthy": metrics.rates(
+                                            {"tn": 0, "fp": 10, "fn": 0, "tp": 20}, beta=2).to_dict()},
+           "val": {**doc["val"], "at_operating_point": rates}}
+    html = xray_models_page.version_section("xray-triage", {**DETAILS, "metrics": doc})
+    row = html.split("<th>F2 (model / always-unhealthy)</th>", 1)[1].split("</tr>", 1)[0]
+    assert f"{rates['f_beta']:.3f}" in row and "–" not in row and "F3" not in html
 
 
 def test_page_without_models_says_so():
