@@ -55,8 +55,9 @@ def in_memory_rate(base: str, size: int, batch: int, workspace: str) -> tuple[fl
     from xray_tasks.training import networks
 
     net = networks.build_base(base, size, None, 0)
-    forward = tf.function(lambda x: tf.cast(net(tf.cast(x, tf.float32), training=False), tf.float32),
-                          reduce_retracing=True)
+    forward = tf.function(
+        lambda x: tf.cast(net(tf.cast(x, tf.float32), training=False), tf.float32), reduce_retracing=True
+    )
     batches = []
     for split in ("train", "val", "test"):
         for item in dataset.split_dataset(workspace, split, batch_size=batch, output_size=size):
@@ -76,8 +77,9 @@ def pipeline_rate(base: str, size: int, batch: int, workspace: str) -> dict:
     from xray_tasks.training.features import extract_features, features_root
 
     storage.delete_tree(features_root(workspace, base, size))
-    cfg = FeatureConfig(base=base, weights="none", input_size=size, batch_size=batch, mixed_precision="off",
-                        xla="off")
+    cfg = FeatureConfig(
+        base=base, weights="none", input_size=size, batch_size=batch, mixed_precision="off", xla="off"
+    )
     return extract_features(workspace, cfg)
 
 
@@ -142,7 +144,9 @@ def main() -> None:
     parser.add_argument("--head-rows", type=int, default=80_000)
     parser.add_argument("--head-dim", type=int, default=2048)
     parser.add_argument("--head-epochs", type=int, default=2)
-    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions; the best of each side is compared")
+    parser.add_argument(
+        "--reps", type=int, default=3, help="interleaved repetitions; the best of each side is compared"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -158,31 +162,55 @@ def main() -> None:
             mem_cpu.append(round(cpu_ms, 2))
             pipe_rate.append(piped["steady_images_per_s"])
             pipe_cpu.append(piped["steady_cpu_ms_per_image"])
-            print(f"rep {rep + 1}: in-memory {rate:.1f} images/s ({cpu_ms:.1f} CPU ms/image), pipeline "
-                  f"{pipe_rate[-1]:.1f} images/s ({pipe_cpu[-1]:.1f} CPU ms/image)")
+            print(
+                f"rep {rep + 1}: in-memory {rate:.1f} images/s ({cpu_ms:.1f} CPU ms/image), pipeline "
+                f"{pipe_rate[-1]:.1f} images/s ({pipe_cpu[-1]:.1f} CPU ms/image)"
+            )
     wall_ratio = statistics.median(pipe_rate) / statistics.median(mem_rate)
     cpu_ratio = statistics.median(mem_cpu) / statistics.median(pipe_cpu)
     load = os.getloadavg()[0]
-    result.update({"images": images, "reps": args.reps, "in_memory_images_per_s": mem_rate,
-                   "in_memory_cpu_ms_per_image": mem_cpu, "pipeline_images_per_s": pipe_rate,
-                   "pipeline_cpu_ms_per_image": pipe_cpu, "ratio_wall_median": round(wall_ratio, 3),
-                   "ratio_cpu_median": round(cpu_ratio, 3), "load_average_1min": round(load, 2)})
-    print(f"features ({args.base} at {args.size} px, stored {stored} px, {images} images, median of {args.reps}):"
-          f" pipeline {statistics.median(pipe_rate):.1f} vs in-memory {statistics.median(mem_rate):.1f} images/s,"
-          f" wall ratio {wall_ratio:.3f}; CPU per image in-memory {statistics.median(mem_cpu):.1f} ms vs pipeline"
-          f" {statistics.median(pipe_cpu):.1f} ms, CPU ratio {cpu_ratio:.3f} (target >= 0.9: "
-          f"{'met' if cpu_ratio >= 0.9 else 'NOT met'}); 1-min load {load:.1f} on {os.cpu_count()} CPUs"
-          + (" (shared: trust the CPU ratio)" if load > 1.5 * (os.cpu_count() or 1) / 2 else ""))
+    result.update(
+        {
+            "images": images,
+            "reps": args.reps,
+            "in_memory_images_per_s": mem_rate,
+            "in_memory_cpu_ms_per_image": mem_cpu,
+            "pipeline_images_per_s": pipe_rate,
+            "pipeline_cpu_ms_per_image": pipe_cpu,
+            "ratio_wall_median": round(wall_ratio, 3),
+            "ratio_cpu_median": round(cpu_ratio, 3),
+            "load_average_1min": round(load, 2),
+        }
+    )
+    print(
+        f"features ({args.base} at {args.size} px, stored {stored} px, {images} images, median of {args.reps}):"
+        f" pipeline {statistics.median(pipe_rate):.1f} vs in-memory {statistics.median(mem_rate):.1f} images/s,"
+        f" wall ratio {wall_ratio:.3f}; CPU per image in-memory {statistics.median(mem_cpu):.1f} ms vs pipeline"
+        f" {statistics.median(pipe_cpu):.1f} ms, CPU ratio {cpu_ratio:.3f} (target >= 0.9: "
+        f"{'met' if cpu_ratio >= 0.9 else 'NOT met'}); 1-min load {load:.1f} on {os.cpu_count()} CPUs"
+        + (" (shared: trust the CPU ratio)" if load > 1.5 * (os.cpu_count() or 1) / 2 else "")
+    )
     seconds = head_epoch_seconds(args.head_rows, args.head_dim, args.head_epochs)
     steady = seconds[-1]
-    result.update({"head_rows": args.head_rows, "head_dim": args.head_dim, "head_epoch_seconds": seconds,
-                   "head_500_epochs_hours": round(500 * steady / 3600, 2)})
-    print(f"head: {args.head_rows} x {args.head_dim} features, batch 32: epochs took "
-          f"{', '.join(f'{s:.1f}' for s in seconds)} s; 500 epochs ~ {500 * steady / 3600:.2f} h at the last rate")
+    result.update(
+        {
+            "head_rows": args.head_rows,
+            "head_dim": args.head_dim,
+            "head_epoch_seconds": seconds,
+            "head_500_epochs_hours": round(500 * steady / 3600, 2),
+        }
+    )
+    print(
+        f"head: {args.head_rows} x {args.head_dim} features, batch 32: epochs took "
+        f"{', '.join(f'{s:.1f}' for s in seconds)} s; 500 epochs ~ {500 * steady / 3600:.2f} h at the last rate"
+    )
     gpu = gpu_rates(args.batch)
     result["gpu_resnet50_512_images_per_s"] = gpu
-    print("gpu: no GPU visible, ResNet50 at 512 in mixed precision not measured" if gpu is None else
-          f"gpu: ResNet50 at 512: float32 {gpu['float32']} images/s, mixed_float16 {gpu['mixed_float16']} images/s")
+    print(
+        "gpu: no GPU visible, ResNet50 at 512 in mixed precision not measured"
+        if gpu is None
+        else f"gpu: ResNet50 at 512: float32 {gpu['float32']} images/s, mixed_float16 {gpu['mixed_float16']} images/s"
+    )
     print(json.dumps(result))
 
 

@@ -52,8 +52,11 @@ def _peak_rss_mb() -> float:
 
 
 def spawn(archive: Path, workspace: Path, size: int) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, __file__, "--child", str(archive), str(workspace), str(size)],
-                            stdout=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, __file__, "--child", str(archive), str(workspace), str(size)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def collect(proc: subprocess.Popen) -> dict:
@@ -77,14 +80,16 @@ def decode_rate(blobs: list[bytes], rounds: int = 2) -> float:
     return best
 
 
-def build(tmp: Path, names: list[str], images: Path, meta: Path, label: str, count: int, offset: int = 0) -> Path:
+def build(
+    tmp: Path, names: list[str], images: Path, meta: Path, label: str, count: int, offset: int = 0
+) -> Path:
     """One NIH-style archive of ``count`` real PNGs plus a workspace holding the manifest for them."""
     from xray_tasks.config import IngestConfig
     from xray_tasks.data.manifest import run_manifest
     from xray_tasks.data.synth import pack_real
 
     src = tmp / f"src-{label}"
-    chosen = names[offset:offset + count]
+    chosen = names[offset : offset + count]
     staging = tmp / f"png-{label}"
     staging.mkdir()
     for name in chosen:
@@ -142,21 +147,33 @@ def main() -> None:
 
     cores = os.cpu_count()
     load = os.getloadavg()[0]
-    print(f"\nreal NIH PNGs, stored {args.size}x{args.size} raw, {cores} cores, load average {load:.2f} at the end"
-          " (other work on the machine lowers the parallel speed-up)")
-    print(f"Pillow decode-only           {floor:8.1f} images/s/core   (bound; {floor_before:.1f} before, {floor_after:.1f} after)")
-    print(f"archive -> shards            {per_core:8.1f} images/s/core   ({one['images']} images, {one['wall_s']:.2f} s wall, "
-          f"{one['cpu_s']:.2f} s CPU)")
-    print(f"  ratio to decode-only       {per_core / floor:8.2f}   target >= 0.80  {'PASS' if per_core / floor >= 0.8 else 'FAIL'}")
+    print(
+        f"\nreal NIH PNGs, stored {args.size}x{args.size} raw, {cores} cores, load average {load:.2f} at the end"
+        " (other work on the machine lowers the parallel speed-up)"
+    )
+    print(
+        f"Pillow decode-only           {floor:8.1f} images/s/core   (bound; {floor_before:.1f} before, {floor_after:.1f} after)"
+    )
+    print(
+        f"archive -> shards            {per_core:8.1f} images/s/core   ({one['images']} images, {one['wall_s']:.2f} s wall, "
+        f"{one['cpu_s']:.2f} s CPU)"
+    )
+    print(
+        f"  ratio to decode-only       {per_core / floor:8.2f}   target >= 0.80  {'PASS' if per_core / floor >= 0.8 else 'FAIL'}"
+    )
     print(f"two archives, sequential     {sequential:8.2f} s")
     print(f"two archives, two processes  {parallel:8.2f} s")
-    print(f"  speed-up                   {sequential / parallel:8.2f}x  target >= 1.80  "
-          f"{'PASS' if sequential / parallel >= 1.8 else 'FAIL'}")
+    print(
+        f"  speed-up                   {sequential / parallel:8.2f}x  target >= 1.80  "
+        f"{'PASS' if sequential / parallel >= 1.8 else 'FAIL'}"
+    )
     print(f"peak RSS, {quarter:4d}-image archive  {rss_small:8.1f} MB")
     print(f"peak RSS, {4 * quarter:4d}-image archive  {rss_large:8.1f} MB")
     flat = rss_large / rss_small
-    print(f"  ratio large/small          {flat:8.2f}   target: flat (<= 1.25) and < 600 MB  "
-          f"{'PASS' if flat <= 1.25 and rss_large < 600 else 'FAIL'}")
+    print(
+        f"  ratio large/small          {flat:8.2f}   target: flat (<= 1.25) and < 600 MB  "
+        f"{'PASS' if flat <= 1.25 and rss_large < 600 else 'FAIL'}"
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,9 @@ def build_run(path: Path, input_size: int) -> None:
     from xray_tasks.config import HeadConfig
     from xray_tasks.training import networks
 
-    write_run(path, input_size=input_size)  # metrics, plots, predictions, card; the tiny model is replaced below
+    write_run(
+        path, input_size=input_size
+    )  # metrics, plots, predictions, card; the tiny model is replaced below
     base = networks.build_base("resnet50", input_size, None)
     head = networks.build_head(networks.base_spec("resnet50").feature_dim, HeadConfig())
     networks.assemble(base, head).save(path / "model.keras")
@@ -53,7 +55,9 @@ def bench_backend(root: str, run: Path) -> dict:
     def plain_publish() -> None:
         """The unavoidable work: export the SavedModel, upload every file once; no staging, hashing or checks."""
         with tempfile.TemporaryDirectory() as tmp:
-            keras.saving.load_model(run / "model.keras", compile=False).export(f"{tmp}/serving/1", verbose=False)
+            keras.saving.load_model(run / "model.keras", compile=False).export(
+                f"{tmp}/serving/1", verbose=False
+            )
             files = [(p, p.relative_to(run).as_posix()) for p in sorted(run.rglob("*")) if p.is_file()]
             files += [(p, p.relative_to(tmp).as_posix()) for p in sorted(Path(tmp).rglob("*")) if p.is_file()]
             for path, rel in files:
@@ -76,10 +80,14 @@ def bench_backend(root: str, run: Path) -> dict:
         "published_mb": round(sum(f["size"] for f in manifest.values()) / 2**20, 1),
         "files": len(manifest),
         "model_keras_mb": round(manifest["model.keras"]["size"] / 2**20, 1),
-        "serving_mb": round(sum(f["size"] for r, f in manifest.items() if r.startswith("serving/")) / 2**20, 1),
-        "publish_s": round(publish_s, 2), "plain_export_and_upload_s": round(plain_up, 2),
+        "serving_mb": round(
+            sum(f["size"] for r, f in manifest.items() if r.startswith("serving/")) / 2**20, 1
+        ),
+        "publish_s": round(publish_s, 2),
+        "plain_export_and_upload_s": round(plain_up, 2),
         "publish_vs_plain": round(publish_s / plain_up, 2),
-        "load_s": round(load_s, 2), "plain_download_and_load_s": round(plain_down, 2),
+        "load_s": round(load_s, 2),
+        "plain_download_and_load_s": round(plain_down, 2),
         "load_vs_plain": round(load_s / plain_down, 2),
         "decision": summary["decision"],
     }

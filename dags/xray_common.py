@@ -122,16 +122,21 @@ def deployment_overrides() -> dict[str, Any]:
 
 
 TRAINING_PARAMS = {
-    "base": "features.base", "weights": "features.weights", "head_epochs": "head.epochs",
-    "head_learning_rate": "head.learning_rate", "finetune_epochs": "finetune.epochs",
-    "unfreeze_layers": "finetune.unfreeze_layers", "finetune_learning_rate": "finetune.learning_rate",
+    "base": "features.base",
+    "weights": "features.weights",
+    "head_epochs": "head.epochs",
+    "head_learning_rate": "head.learning_rate",
+    "finetune_epochs": "finetune.epochs",
+    "unfreeze_layers": "finetune.unfreeze_layers",
+    "finetune_learning_rate": "finetune.learning_rate",
     "target_sensitivity": "evaluate.target_sensitivity",
 }
 """Training DAG params -> the config keys they set (``--set KEY=VALUE`` on every stage of the run)."""
 
 
-def plan_training(params: Mapping[str, Any], run_id: str, event: Mapping[str, Any] | None,
-                  actor: str | None = None) -> dict[str, Any]:
+def plan_training(
+    params: Mapping[str, Any], run_id: str, event: Mapping[str, Any] | None, actor: str | None = None
+) -> dict[str, Any]:
     """Resolve and validate everything a training run needs, before any heavy work starts.
 
     The workspace is the param, else the one the triggering ``xray_shards`` event names, else the setting.  The
@@ -147,17 +152,24 @@ def plan_training(params: Mapping[str, Any], run_id: str, event: Mapping[str, An
 
     workspace = params.get("workspace") or (event or {}).get("workspace") or setting("workspace")
     assignments = deployment_overrides()
-    assignments.update({key: params[name] for name, key in TRAINING_PARAMS.items() if params.get(name) not in (None, "")})
+    assignments.update(
+        {key: params[name] for name, key in TRAINING_PARAMS.items() if params.get(name) not in (None, "")}
+    )
     assignments.update(params.get("overrides") or {})
     name = setting("profile", params)
     override(profile(name), assignments)  # raises ValueError naming the bad key or value
     # A name from a Variable or the environment skipped the param's schema: refuse it now, not after training.
     model_name = check_name(setting("model_name", params))
     if params.get("force_publish") and not str(params.get("force_reason") or "").strip():
-        raise ValueError("force_publish needs a force_reason: it is recorded with the decision in the registry")
+        raise ValueError(
+            "force_publish needs a force_reason: it is recorded with the decision in the registry"
+        )
     plan = {
-        "workspace": workspace, "registry": setting("registry", params), "model_name": model_name,
-        "profile": name, "s3_conn_id": setting("s3_conn_id", params),
+        "workspace": workspace,
+        "registry": setting("registry", params),
+        "model_name": model_name,
+        "profile": name,
+        "s3_conn_id": setting("s3_conn_id", params),
         "sets": [arg for key, value in assignments.items() for arg in ("--set", f"{key}={value}")],
         "run_dir": Workspace(workspace).run(run_id).root,
         "force_reason": str(params.get("force_reason") or "").strip() if params.get("force_publish") else "",
@@ -178,21 +190,36 @@ def champion_of(params: Mapping[str, Any], event: Mapping[str, Any] | None) -> d
     registry = params.get("registry") or event.get("registry") or setting("registry")
     model_name = params.get("model_name") or event.get("model_name") or setting("model_name")
     conn_id = setting("s3_conn_id", params)
-    details = run("models", ["show", "--registry", registry, "--model-name", model_name, "--format", "json"],
-                  {"s3_conn_id": conn_id})
+    details = run(
+        "models",
+        ["show", "--registry", registry, "--model-name", model_name, "--format", "json"],
+        {"s3_conn_id": conn_id},
+    )
     if event.get("version") and event["version"] != details["version"]:
         # Another publish promoted a newer champion since the event: score with the current one.
         log.info("event announced version %s, the champion is now %s", event["version"], details["version"])
     metrics = Metrics.from_dict(details["metrics"], where=f"{details['uri']}/metrics.json")
     champion = {
-        "registry": registry, "model_name": model_name, "version": details["version"], "uri": details["uri"],
-        "threshold": metrics.operating_point.threshold, "test_auroc": metrics.test.auroc,
+        "registry": registry,
+        "model_name": model_name,
+        "version": details["version"],
+        "uri": details["uri"],
+        "threshold": metrics.operating_point.threshold,
+        "test_auroc": metrics.test.auroc,
         "sensitivity": metrics.test.at_operating_point.recall,
         "healthy_cleared": metrics.test.at_operating_point.healthy_cleared,
-        "images": setting("images", params), "worklists": setting("worklists", params), "s3_conn_id": conn_id,
+        "images": setting("images", params),
+        "worklists": setting("worklists", params),
+        "s3_conn_id": conn_id,
     }
-    log.info("champion %s v%s at %s: test AUROC %.3f, threshold %.3f", model_name, champion["version"],
-             champion["uri"], champion["test_auroc"], champion["threshold"])
+    log.info(
+        "champion %s v%s at %s: test AUROC %.3f, threshold %.3f",
+        model_name,
+        champion["version"],
+        champion["uri"],
+        champion["test_auroc"],
+        champion["threshold"],
+    )
     return champion
 
 
@@ -221,6 +248,11 @@ def top_of_worklist(uri: str, rows: int, conn_id: str) -> list[dict[str, str]]:
 
     top = list(csv.DictReader(io.StringIO(read_text(uri, conn_id))))[:rows]
     for row in top:
-        log.info("%4s  %-40s  %s  %s", row.get("rank"), row.get("image", "").rsplit("/", 1)[-1],
-                 row.get("probability") or "-", row.get("decision") or row.get("error"))
+        log.info(
+            "%4s  %-40s  %s  %s",
+            row.get("rank"),
+            row.get("image", "").rsplit("/", 1)[-1],
+            row.get("probability") or "-",
+            row.get("decision") or row.get("error"),
+        )
     return top

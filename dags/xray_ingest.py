@@ -37,7 +37,9 @@ from xray_common import DEFAULT_ARGS, LIGHT_TIMEOUT, SHARDS, TAGS, config_args, 
     tags=TAGS,
     doc_md=__doc__,
     params={
-        "source": Param("", type="string", title="Source", description="Folder or s3:// prefix with the archives"),
+        "source": Param(
+            "", type="string", title="Source", description="Folder or s3:// prefix with the archives"
+        ),
         "workspace": Param("", type="string", title="Workspace", description="Where manifest and shards go"),
         "profile": Param("", type="string", enum=["", "demo", "full"], title="Profile"),
     },
@@ -57,15 +59,24 @@ def xray_ingest():
         return run("manifest", config_args(params, "source", "workspace"), params)
 
     # A mapped task gets no doc_md from its docstring (Airflow 3.3 sets it in __call__, not in expand).
-    @task(map_index_template="{{ task.op_kwargs['archive'].rsplit('/', 1)[-1] }}", max_active_tis_per_dagrun=4,
-          doc_md="One archive -> its TFRecord shards and commit marker; undecodable images are quarantined.")
+    @task(
+        map_index_template="{{ task.op_kwargs['archive'].rsplit('/', 1)[-1] }}",
+        max_active_tis_per_dagrun=4,
+        doc_md="One archive -> its TFRecord shards and commit marker; undecodable images are quarantined.",
+    )
     def ingest_archive(archive: str, params=None):
         from xray_tasks.contracts import ArchiveSummary
 
         result = run("ingest-archive", [archive, *config_args(params, "workspace")], params)
         summary = ArchiveSummary.from_dict(result, f"ingest-archive {archive}")
-        log.info("%s: %s images, %s quarantined, %s images/s%s", summary.archive, summary.members.sharded,
-                 summary.members.quarantined, summary.images_per_s, " (already committed)" if summary.skipped else "")
+        log.info(
+            "%s: %s images, %s quarantined, %s images/s%s",
+            summary.archive,
+            summary.members.sharded,
+            summary.members.quarantined,
+            summary.images_per_s,
+            " (already committed)" if summary.skipped else "",
+        )
         return result
 
     @task(outlets=[SHARDS], execution_timeout=LIGHT_TIMEOUT)
@@ -77,12 +88,22 @@ def xray_ingest():
         summary = ValidationSummary.from_dict(result, "validate")
         sharded = sum(ArchiveSummary.from_dict(a, "ingest_archive XCom").members.sharded for a in archives)
         if sharded != summary.images:
-            raise ValueError(f"archives report {sharded} sharded images, the shard set holds {summary.images}")
-        log.info("shard set: %d images in %d shards; quarantined %s; missing %d",
-                 summary.images, summary.shards, summary.quarantined.by_kind, summary.missing.count)
+            raise ValueError(
+                f"archives report {sharded} sharded images, the shard set holds {summary.images}"
+            )
+        log.info(
+            "shard set: %d images in %d shards; quarantined %s; missing %d",
+            summary.images,
+            summary.shards,
+            summary.quarantined.by_kind,
+            summary.missing.count,
+        )
         outlet_events[SHARDS].extra = {
-            "workspace": setting("workspace", params), "images": summary.images, "shards": summary.shards,
-            "counts": result["counts"], "format": summary.format,
+            "workspace": setting("workspace", params),
+            "images": summary.images,
+            "shards": summary.shards,
+            "counts": result["counts"],
+            "format": summary.format,
         }
         return result
 

@@ -67,11 +67,28 @@ def xray_score():
         """Every PNG under `images` -> a worklist CSV, highest risk first; returns its top rows."""
         from xray_tasks import storage
 
-        name = WORKLIST_TEMPLATE.format(model_name=model["model_name"], version=model["version"],
-                                        run="".join(c if c.isalnum() else "-" for c in run_id))
+        name = WORKLIST_TEMPLATE.format(
+            model_name=model["model_name"],
+            version=model["version"],
+            run="".join(c if c.isalnum() else "-" for c in run_id),
+        )
         out = storage.join(model["worklists"], name)
-        summary = run("score", ["--registry", model["registry"], "--model-name", model["model_name"],
-                                "--version", model["version"], "--images", model["images"], "--out", out], model)
+        summary = run(
+            "score",
+            [
+                "--registry",
+                model["registry"],
+                "--model-name",
+                model["model_name"],
+                "--version",
+                model["version"],
+                "--images",
+                model["images"],
+                "--out",
+                out,
+            ],
+            model,
+        )
         summary["top"] = top_of_worklist(out, params["top"], model["s3_conn_id"])
         return summary
 

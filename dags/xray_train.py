@@ -61,7 +61,9 @@ OPTIONAL_NUMBER = ["null", "number"]
     tags=TAGS,
     doc_md=__doc__,
     params={
-        "workspace": Param("", type="string", description="Shards to train on (default: the triggering event's)"),
+        "workspace": Param(
+            "", type="string", description="Shards to train on (default: the triggering event's)"
+        ),
         "registry": Param("", type="string", description="Registry root, local path or s3://"),
         "model_name": Param("", type="string", pattern=f"^$|{MODEL_NAME_PATTERN}"),
         "profile": Param("", type="string", enum=["", "demo", "full"]),
@@ -83,8 +85,12 @@ def xray_train():
     def plan(params=None, dag_run=None, triggering_asset_events=None):
         """Resolves every location and config key of the run and validates them; nothing heavy runs first."""
         events = triggering_asset_events[SHARDS] if triggering_asset_events else []
-        return plan_training(params, dag_run.run_id, events[-1].extra if events else None,
-                             actor=getattr(dag_run, "triggering_user_name", None))
+        return plan_training(
+            params,
+            dag_run.run_id,
+            events[-1].extra if events else None,
+            actor=getattr(dag_run, "triggering_user_name", None),
+        )
 
     @task(queue="gpu", pool="gpu", execution_timeout=HEAVY_TIMEOUT)
     def features(p: dict):
@@ -94,8 +100,11 @@ def xray_train():
     @task(execution_timeout=HEAVY_TIMEOUT)
     def train_head(p: dict):
         """Trains the classification head on the stored features; saves the resolved config in the run."""
-        return run("train", ["--profile", p["profile"], "--workspace", p["workspace"], "--run-dir", p["run_dir"],
-                             *p["sets"]], p)
+        return run(
+            "train",
+            ["--profile", p["profile"], "--workspace", p["workspace"], "--run-dir", p["run_dir"], *p["sets"]],
+            p,
+        )
 
     @task(queue="gpu", pool="gpu", execution_timeout=HEAVY_TIMEOUT)
     def finetune(p: dict):
@@ -113,16 +122,32 @@ def xray_train():
     @task(execution_timeout=LIGHT_TIMEOUT)
     def gate_and_publish(p: dict):
         """Publishes the candidate as a registry version with the gate's decision; promoted if passed or forced."""
-        args = ["--profile", p["profile"], "--workspace", p["workspace"], "--registry", p["registry"],
-                "--model-name", p["model_name"], "--run-dir", p["run_dir"], *p["sets"]]
+        args = [
+            "--profile",
+            p["profile"],
+            "--workspace",
+            p["workspace"],
+            "--registry",
+            p["registry"],
+            "--model-name",
+            p["model_name"],
+            "--run-dir",
+            p["run_dir"],
+            *p["sets"],
+        ]
         if p["force_reason"]:
             args += ["--force", "--reason", p["force_reason"], "--actor", p["actor"]]
         from xray_tasks.contracts import PublishSummary
 
         result = run("publish", args, p)
         summary = PublishSummary.from_dict(result, "publish")
-        log.info("gate: %s; version %s; champion %s%s", summary.decision, summary.version, summary.champion,
-                 f"; reasons: {'; '.join(summary.reasons)}" if summary.reasons else "")
+        log.info(
+            "gate: %s; version %s; champion %s%s",
+            summary.decision,
+            summary.version,
+            summary.champion,
+            f"; reasons: {'; '.join(summary.reasons)}" if summary.reasons else "",
+        )
         return result
 
     @task(outlets=[MODEL], execution_timeout=LIGHT_TIMEOUT)
@@ -132,10 +157,17 @@ def xray_train():
 
         summary = PublishSummary.from_dict(result, "gate_and_publish XCom")
         if not summary.promoted:
-            raise AirflowSkipException(f"version {summary.version} not promoted ({summary.decision}): "
-                                       f"{'; '.join(summary.reasons) or 'champion unchanged'}")
-        extra = {"registry": summary.registry, "model_name": summary.model_name, "version": summary.version,
-                 "decision": summary.decision, "run_dir": summary.run_dir}
+            raise AirflowSkipException(
+                f"version {summary.version} not promoted ({summary.decision}): "
+                f"{'; '.join(summary.reasons) or 'champion unchanged'}"
+            )
+        extra = {
+            "registry": summary.registry,
+            "model_name": summary.model_name,
+            "version": summary.version,
+            "decision": summary.decision,
+            "run_dir": summary.run_dir,
+        }
         outlet_events[MODEL].extra = extra
         return extra
 

@@ -35,8 +35,9 @@ PLOT_NAME = re.compile(r"^[A-Za-z0-9_.-]+\.png$")
 _bearer = HTTPBearer(auto_error=False)
 
 
-async def require_user(request: Request,
-                       credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]):
+async def require_user(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+):
     """The logged-in Airflow user making the request; 401 without valid credentials, 403 without UI access."""
     # Imported here: the plugin module is loaded by every Airflow component, only the api-server needs these.
     from airflow.api_fastapi.app import get_auth_manager
@@ -87,8 +88,15 @@ def collect(root: str) -> list[dict[str, Any]]:
             except registry.RegistryError as exc:  # IntegrityError included: show it, keep the page up
                 problems.append(f"version {row['version']}: {exc}")
         champion = next((row["version"] for row in versions if row.get("champion")), None)
-        models.append({"name": name, "champion": champion, "versions": versions, "details": details,
-                       "problems": problems})
+        models.append(
+            {
+                "name": name,
+                "champion": champion,
+                "versions": versions,
+                "details": details,
+                "problems": problems,
+            }
+        )
     return models
 
 
@@ -98,8 +106,9 @@ def _storage_errors() -> tuple[type[Exception], ...]:
     return (registry.RegistryError, storage.StorageError, OSError)
 
 
-app = FastAPI(title="xray models", dependencies=[Depends(require_user)], docs_url=None, redoc_url=None,
-              openapi_url=None)
+app = FastAPI(
+    title="xray models", dependencies=[Depends(require_user)], docs_url=None, redoc_url=None, openapi_url=None
+)
 
 
 # Plain (not async) routes: registry reads block, and FastAPI runs these in its thread pool.
@@ -143,8 +152,16 @@ def plot(model_name: str, version: str, name: str) -> Response:
 
 class XrayModelsPlugin(AirflowPlugin):
     name = "xray_models"
-    fastapi_apps: ClassVar[list[dict[str, Any]]] = [{"app": app, "url_prefix": URL_PREFIX, "name": "xray models"}]
+    fastapi_apps: ClassVar[list[dict[str, Any]]] = [
+        {"app": app, "url_prefix": URL_PREFIX, "name": "xray models"}
+    ]
     # A relative href (no leading slash) resolves against the UI's base URL, so a proxy prefix keeps working.
     external_views: ClassVar[list[dict[str, Any]]] = [
-        {"name": "Models", "href": "models/", "destination": "nav", "url_route": "models", "nav_top_level": True},
+        {
+            "name": "Models",
+            "href": "models/",
+            "destination": "nav",
+            "url_route": "models",
+            "nav_top_level": True,
+        },
     ]

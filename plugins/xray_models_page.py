@@ -44,9 +44,12 @@ def versions_table(model: dict[str, Any]) -> str:
             f"<td class=num>{_num(summary.get('test_auroc'))}</td><td class=num>{_num(summary.get('sensitivity'))}</td>"
             f"<td class=num>{_num(summary.get('healthy_cleared'))}</td><td class=num>{_num(summary.get('threshold'))}</td>"
             f"<td>{escape(str(summary.get('base') or '–'))}</td>"
-            f"<td class=muted>{escape(str(row.get('created_at') or row.get('problem') or ''))}</td></tr>")
-    head = ("<tr><th>version</th><th></th><th>gate</th><th>test AUROC</th><th>sensitivity</th>"
-            "<th>healthy cleared</th><th>threshold</th><th>base</th><th>created</th></tr>")
+            f"<td class=muted>{escape(str(row.get('created_at') or row.get('problem') or ''))}</td></tr>"
+        )
+    head = (
+        "<tr><th>version</th><th></th><th>gate</th><th>test AUROC</th><th>sensitivity</th>"
+        "<th>healthy cleared</th><th>threshold</th><th>base</th><th>created</th></tr>"
+    )
     return f"<table>{head}{''.join(rows)}</table>"
 
 
@@ -69,7 +72,11 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
         ("healthy studies cleared", _num(at_op.healthy_cleared)),
         (f"F{at_op.beta:g} (model / always-unhealthy)", f"{_num(at_op.f_beta)} / {_num(bench.f_beta)}"),
     ]
-    return "<table>" + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows) + "</table>"
+    return (
+        "<table>"
+        + "".join(f"<tr><th>{escape(k)}</th><td>{escape(v)}</td></tr>" for k, v in rows)
+        + "</table>"
+    )
 
 
 def _decisions_list(decisions: list[dict[str, Any]]) -> str:
@@ -78,8 +85,10 @@ def _decisions_list(decisions: list[dict[str, Any]]) -> str:
         forced = d.get("forced") or {}
         extra = f" by {escape(str(forced.get('by')))}: {escape(str(forced.get('reason')))}" if forced else ""
         reasons = "; ".join(d.get("reasons") or [])
-        items.append(f"<li>{escape(str(d.get('decided_at', '')))} <b>{escape(str(d.get('decision')))}</b>{extra}"
-                     f"{' – ' + escape(reasons) if reasons else ''}</li>")
+        items.append(
+            f"<li>{escape(str(d.get('decided_at', '')))} <b>{escape(str(d.get('decision')))}</b>{extra}"
+            f"{' – ' + escape(reasons) if reasons else ''}</li>"
+        )
     return f"<ul>{''.join(items)}</ul>" if items else "<p class=muted>no decision recorded</p>"
 
 
@@ -88,12 +97,16 @@ def version_section(model_name: str, details: dict[str, Any]) -> str:
     version = str(details["version"])
     plots = "".join(
         f'<img alt="{escape(name)}" src="plot/{quote(model_name)}/{quote(version)}/{quote(name)}">'
-        for name in sorted(details.get("plots", {})) if name.endswith(".png"))
+        for name in sorted(details.get("plots", {}))
+        if name.endswith(".png")
+    )
     champion = " (champion)" if details.get("champion") else ""
-    return (f"<details{' open' if details.get('champion') else ''}><summary>version {escape(version)}{champion}"
-            f" – <code>{escape(str(details.get('uri', '')))}</code></summary>"
-            f"{_metrics_table(details.get('metrics', {}))}{_decisions_list(details.get('decisions', []))}"
-            f"<div class=plots>{plots}</div></details>")
+    return (
+        f"<details{' open' if details.get('champion') else ''}><summary>version {escape(version)}{champion}"
+        f" – <code>{escape(str(details.get('uri', '')))}</code></summary>"
+        f"{_metrics_table(details.get('metrics', {}))}{_decisions_list(details.get('decisions', []))}"
+        f"<div class=plots>{plots}</div></details>"
+    )
 
 
 def page(registry: str, models: list[dict[str, Any]]) -> str:
@@ -103,10 +116,14 @@ def page(registry: str, models: list[dict[str, Any]]) -> str:
         body.append("<p>No model has been published yet: run the training DAG.</p>")
     for model in models:
         champion = model.get("champion")
-        body.append(f"<h2>{escape(model['name'])}</h2><p>champion: "
-                    f"<span class=champion>{escape(str(champion)) if champion else 'none yet'}</span></p>")
+        body.append(
+            f"<h2>{escape(model['name'])}</h2><p>champion: "
+            f"<span class=champion>{escape(str(champion)) if champion else 'none yet'}</span></p>"
+        )
         body.append(versions_table(model))
         body.extend(version_section(model["name"], d) for d in model.get("details", []))
         body.extend(f"<p class=rejected>{escape(p)}</p>" for p in model.get("problems", []))
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>Models</title><style>{STYLE}</style></head>"
-            f"<body>{''.join(body)}</body></html>")
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>Models</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(body)}</body></html>"
+    )

@@ -19,7 +19,9 @@ _EXIT_STATUS: list[int] = []
 def nih_dir() -> Path:
     """The real NIH slice (metadata + 320 PNGs); skipped, with the reason, when it is not beside the repo."""
     if not (NIH_DIR / "meta" / "Data_Entry_2017.csv").exists() or not (NIH_DIR / "images").is_dir():
-        pytest.skip(f"real NIH data not found at {NIH_DIR} (set XRAY_NIH_DIR to a folder with meta/ and images/)")
+        pytest.skip(
+            f"real NIH data not found at {NIH_DIR} (set XRAY_NIH_DIR to a folder with meta/ and images/)"
+        )
     return NIH_DIR
 
 
@@ -72,8 +74,12 @@ def synth_tree(tmp_path_factory):
 def pytest_collection_modifyitems(items):
     # The distributed and browser tests share one cluster (tests/cluster.py): run them together, last, so it is
     # not left idling while other modules run.
-    items.sort(key=lambda item: item.get_closest_marker("distributed") is not None
-               or item.get_closest_marker("browser") is not None)
+    items.sort(
+        key=lambda item: (
+            item.get_closest_marker("distributed") is not None
+            or item.get_closest_marker("browser") is not None
+        )
+    )
 
 
 def pytest_sessionfinish(session, exitstatus):

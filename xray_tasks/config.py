@@ -67,10 +67,14 @@ class IngestConfig:
             raise BadInput(f"image_size must be in [16, 4096], got {self.image_size}")
         if not 0.0 < self.val_fraction < 1.0:
             raise BadInput(f"val_fraction must be in (0, 1), got {self.val_fraction}")
-        if len(self.split_fractions) != 3 or abs(sum(self.split_fractions) - 1.0) > 1e-6 or min(
-            self.split_fractions
-        ) < 0:
-            raise BadInput(f"split_fractions must be three non-negative shares summing to 1, got {self.split_fractions}")
+        if (
+            len(self.split_fractions) != 3
+            or abs(sum(self.split_fractions) - 1.0) > 1e-6
+            or min(self.split_fractions) < 0
+        ):
+            raise BadInput(
+                f"split_fractions must be three non-negative shares summing to 1, got {self.split_fractions}"
+            )
         if self.shard_target_mb <= 0:
             raise BadInput(f"shard_target_mb must be positive, got {self.shard_target_mb}")
 
@@ -211,8 +215,9 @@ class EvalConfig:
         if not 0.0 < self.target_sensitivity <= 1.0:
             raise BadInput(f"evaluate.target_sensitivity must be in (0, 1], got {self.target_sensitivity}")
         if self.bootstrap < 0 or self.batch_size < 1:
-            raise BadInput(f"evaluate needs bootstrap >= 0 and batch_size >= 1, got {self.bootstrap}, "
-                             f"{self.batch_size}")
+            raise BadInput(
+                f"evaluate needs bootstrap >= 0 and batch_size >= 1, got {self.bootstrap}, {self.batch_size}"
+            )
 
 
 @dataclass(frozen=True)
@@ -237,8 +242,13 @@ class GatePolicy:
     """Test AUROC a candidate may lose against the champion on the same images (0: no worse than the champion)."""
 
     def __post_init__(self) -> None:
-        for name in ("min_auroc", "min_auroc_ci_low", "sensitivity_tolerance", "min_healthy_cleared",
-                     "max_auroc_drop"):
+        for name in (
+            "min_auroc",
+            "min_auroc_ci_low",
+            "sensitivity_tolerance",
+            "min_healthy_cleared",
+            "max_auroc_drop",
+        ):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise BadInput(f"gate.{name} must be in [0, 1], got {value}")

@@ -29,8 +29,15 @@ MASK = "***"
 TAIL_LINES = 20
 """stderr lines kept to quote in the error when a stage fails."""
 AWS_VARIABLES = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION", "AWS_DEFAULT_REGION",
-    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "S3_ENDPOINT", "S3_VERIFY_SSL",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_REGION",
+    "AWS_DEFAULT_REGION",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "S3_ENDPOINT",
+    "S3_VERIFY_SSL",
 )
 
 
@@ -45,8 +52,9 @@ class StageFailed(RuntimeError):
         super().__init__(f"stage {stage!r} failed ({status}): {reason}")
 
 
-def connection_env(login: str | None = None, password: str | None = None,
-                   extra: Mapping[str, Any] | str | None = None) -> dict[str, str]:
+def connection_env(
+    login: str | None = None, password: str | None = None, extra: Mapping[str, Any] | str | None = None
+) -> dict[str, str]:
     """Environment variables for an S3 API from the fields of an object-storage connection.
 
     Args:
@@ -68,7 +76,9 @@ def connection_env(login: str | None = None, password: str | None = None,
         try:
             extra = json.loads(extra) if extra.strip() else {}
         except json.JSONDecodeError as exc:
-            raise ValueError(f"connection extra is not valid JSON ({exc.msg}); expected a JSON object") from None
+            raise ValueError(
+                f"connection extra is not valid JSON ({exc.msg}); expected a JSON object"
+            ) from None
     extra = {} if extra is None else extra
     if not isinstance(extra, Mapping):
         raise TypeError(f"connection extra must be a JSON object, got {type(extra).__name__}")
@@ -82,7 +92,9 @@ def connection_env(login: str | None = None, password: str | None = None,
     region = extra.get("region_name") or extra.get("region")
     if region:
         env["AWS_REGION"] = env["AWS_DEFAULT_REGION"] = str(region)
-    endpoint = extra.get("endpoint_url") or (extra.get("service_config") or {}).get("s3", {}).get("endpoint_url")
+    endpoint = extra.get("endpoint_url") or (extra.get("service_config") or {}).get("s3", {}).get(
+        "endpoint_url"
+    )
     if endpoint:
         env["AWS_ENDPOINT_URL"] = normalize_endpoint(endpoint)
     derived = tfio_environment(env)
@@ -94,8 +106,9 @@ def connection_env(login: str | None = None, password: str | None = None,
     return env
 
 
-def child_environment(overrides: Mapping[str, str] | None = None,
-                      base: Mapping[str, str] | None = None) -> dict[str, str]:
+def child_environment(
+    overrides: Mapping[str, str] | None = None, base: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """The environment of a stage process: ``base`` (default: ours) with ``overrides`` applied.
 
     When the overrides carry credentials, every AWS/S3 variable of the base is dropped first, so a worker's own
@@ -152,9 +165,15 @@ def stage_command(stage: str, args: Sequence[str] = (), python: str | None = Non
     return [python or sys.executable, "-m", "xray_tasks.cli", stage, *[str(a) for a in args]]
 
 
-def run_stage(stage: str, args: Sequence[str] = (), *, env: Mapping[str, str] | None = None,
-              timeout: float | None = None, python: str | None = None,
-              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_stage(
+    stage: str,
+    args: Sequence[str] = (),
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float | None = None,
+    python: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
     """Run ``xray-tasks STAGE ARGS...`` as a child process and return its JSON summary.
 
     The child's stderr (its log: progress, throughput, warnings) is forwarded line by line to ``log`` (default:
@@ -229,8 +248,16 @@ class _Output:
 def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     # The child stays in our process group: an orchestrator that signals the group of a killed task (Airflow's
     # supervisor does) reaches the stage as well.
-    return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env, text=True, errors="replace", bufsize=1)
+    return subprocess.Popen(
+        argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+        errors="replace",
+        bufsize=1,
+    )
 
 
 def _wait(proc: subprocess.Popen, timeout: float | None, out: _Output) -> tuple[int, bool]:
@@ -261,8 +288,9 @@ def _wait(proc: subprocess.Popen, timeout: float | None, out: _Output) -> tuple[
     return returncode, expired.is_set()
 
 
-def _outcome(stage: str, returncode: int, expired: bool, timeout: float | None, elapsed: float,
-             out: _Output) -> dict[str, Any]:
+def _outcome(
+    stage: str, returncode: int, expired: bool, timeout: float | None, elapsed: float, out: _Output
+) -> dict[str, Any]:
     """The stage's summary (with ``_elapsed_s``), or the StageFailed that says why there is none."""
     if expired:
         out.emit(f"{stage} killed after {elapsed:.1f} s (timeout {timeout:g} s)")
@@ -283,7 +311,7 @@ def _reason(tail: deque[str]) -> str:
     """The stage's own error line (``error: ...``, printed last by the CLI), else the last log lines."""
     for line in reversed(tail):
         if line.startswith("error: "):
-            return line[len("error: "):]
+            return line[len("error: ") :]
     lines = [line for line in tail if line.strip()]
     return " | ".join(lines[-3:]) if lines else "no output on stderr"
 

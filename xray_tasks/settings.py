@@ -24,8 +24,17 @@ from typing import Any
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 """A model name: 1-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit."""
 
-NAMES = ("source", "workspace", "registry", "model_name", "images", "worklists", "profile", "s3_conn_id",
-         "overrides")
+NAMES = (
+    "source",
+    "workspace",
+    "registry",
+    "model_name",
+    "images",
+    "worklists",
+    "profile",
+    "s3_conn_id",
+    "overrides",
+)
 """Every setting there is; anything else is a typo and refused."""
 
 Lookup = Callable[[str], Any]

@@ -15,13 +15,17 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 def test_ingest_dag_maps_archives_validates_and_emits_the_shards_asset(airflow_home, synth_tree, tmp_path):  # noqa: F811
     source = synth_tree(patients=12, archives=2, image_size=64, inject=("corrupt_png", "unknown_label"))
     workspace = tmp_path / "ws"
-    run = airflow_home.run_dag("xray_ingest", {"source": str(source), "workspace": str(workspace),
-                                               "profile": "demo"})
+    run = airflow_home.run_dag(
+        "xray_ingest", {"source": str(source), "workspace": str(workspace), "profile": "demo"}
+    )
     assert run.state == "success", run.output[-4000:]
     assert run.task_states() == {
-        "list_archives": "success", "manifest": "success", "validate": "success",
+        "list_archives": "success",
+        "manifest": "success",
+        "validate": "success",
         # Mapped task instances are labelled by archive (map_index_template), as the UI shows them.
-        "ingest_archive[images_001.tar.gz]": "success", "ingest_archive[images_002.tar.gz]": "success",
+        "ingest_archive[images_001.tar.gz]": "success",
+        "ingest_archive[images_002.tar.gz]": "success",
     }
     summary = run.xcoms["validate"]
     per_archive = [run.xcoms[f"ingest_archive[{i}]"] for i in (0, 1)]
@@ -40,8 +44,9 @@ def test_ingest_dag_maps_archives_validates_and_emits_the_shards_asset(airflow_h
 
 def test_a_failing_stage_fails_its_task_with_the_stage_error_in_the_log(airflow_home, synth_tree, tmp_path):  # noqa: F811
     source = synth_tree(patients=10, archives=2, image_size=64, inject=("truncated_archive",))
-    run = airflow_home.run_dag("xray_ingest", {"source": str(source), "workspace": str(tmp_path / "ws"),
-                                               "profile": "demo"})
+    run = airflow_home.run_dag(
+        "xray_ingest", {"source": str(source), "workspace": str(tmp_path / "ws"), "profile": "demo"}
+    )
     assert run.state == "failed"
     states = run.task_states()
     failed = [k for k, v in states.items() if v == "failed"]
@@ -55,16 +60,26 @@ def test_a_failing_stage_fails_its_task_with_the_stage_error_in_the_log(airflow_
 
 @pytest.mark.s3
 def test_ingest_dag_reads_and_writes_s3_with_credentials_from_the_connection(
-        airflow_home, s3_server, s3_bucket, synth_tree):  # noqa: F811
+    airflow_home,  # noqa: F811
+    s3_server,
+    s3_bucket,
+    synth_tree,
+):
     source = synth_tree(patients=8, archives=1, image_size=64)
     for path in source.iterdir():
         storage.put_file(path, f"{s3_bucket}/source/{path.name}")
     secret = "xray-Secret-9f3Qz"
-    connection = {"conn_type": "aws", "login": "AKIAXRAYTEST", "password": secret,
-                  "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"}}
+    connection = {
+        "conn_type": "aws",
+        "login": "AKIAXRAYTEST",
+        "password": secret,
+        "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
+    }
     run = airflow_home.run_dag(
-        "xray_ingest", {"source": f"{s3_bucket}/source", "workspace": f"{s3_bucket}/ws", "profile": "demo"},
-        env={"AIRFLOW_CONN_XRAY_S3": json.dumps(connection)})
+        "xray_ingest",
+        {"source": f"{s3_bucket}/source", "workspace": f"{s3_bucket}/ws", "profile": "demo"},
+        env={"AIRFLOW_CONN_XRAY_S3": json.dumps(connection)},
+    )
     assert run.state == "success", run.output[-4000:]
     assert "storage credentials from connection 'xray_s3'" in run.output
     assert secret not in run.output

@@ -35,21 +35,36 @@ def pipeline(airflow_home, s3_server, tmp_path_factory):  # noqa: F811
     with tarfile.open(fresh / "images_001.tar.gz") as tar:
         pngs = [m for m in tar.getmembers() if m.name.endswith(".png")][:INCOMING]
         for member in pngs:
-            storage.write_bytes(f"{bucket}/incoming/{member.name.rsplit('/', 1)[-1]}", tar.extractfile(member).read())
+            storage.write_bytes(
+                f"{bucket}/incoming/{member.name.rsplit('/', 1)[-1]}", tar.extractfile(member).read()
+            )
 
-    connection = {"conn_type": "aws", "login": "AKIAPIPELINE", "password": "pipeline-Secret-4Kd9",
-                  "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"}}
+    connection = {
+        "conn_type": "aws",
+        "login": "AKIAPIPELINE",
+        "password": "pipeline-Secret-4Kd9",
+        "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
+    }
     env = {"AIRFLOW_CONN_XRAY_S3": json.dumps(connection)}
     where = {"workspace": f"{bucket}/ws", "registry": f"{bucket}/registry", "profile": "demo"}
     runs = {"ingest": airflow_home.run_dag("xray_ingest", {**where, "source": f"{bucket}/source"}, env=env)}
     assert runs["ingest"].state == "success", runs["ingest"].errors()
     runs["train"] = airflow_home.run_dag(
-        "xray_train", {**where, "force_publish": True, "force_reason": "first model of the test"}, env=env)
+        "xray_train", {**where, "force_publish": True, "force_reason": "first model of the test"}, env=env
+    )
     runs["rejected"] = airflow_home.run_dag(
-        "xray_train", {**where, "overrides": {"gate.min_healthy_cleared": 1.0}}, env=env)
+        "xray_train", {**where, "overrides": {"gate.min_healthy_cleared": 1.0}}, env=env
+    )
     runs["score"] = airflow_home.run_dag(
-        "xray_score", {"registry": where["registry"], "images": f"{bucket}/incoming",
-                       "worklists": f"{bucket}/worklists", "top": 3}, env=env)
+        "xray_score",
+        {
+            "registry": where["registry"],
+            "images": f"{bucket}/incoming",
+            "worklists": f"{bucket}/worklists",
+            "top": 3,
+        },
+        env=env,
+    )
     return {"bucket": bucket, "runs": runs, "secret": connection["password"], **where}
 
 
@@ -103,14 +118,19 @@ def test_scoring_writes_a_worklist_ordered_by_risk(pipeline):
 
 def test_training_params_are_validated_before_any_work(airflow_home):  # noqa: F811
     # A 64-character model name passes the param's schema and the registry's rule: plan fails on the reason only.
-    run = airflow_home.run_dag("xray_train", {"force_publish": True, "profile": "demo", "model_name": "m" * 64})
+    run = airflow_home.run_dag(
+        "xray_train", {"force_publish": True, "profile": "demo", "model_name": "m" * 64}
+    )
     assert run.state == "failed"
     assert run.task_states()["plan"] == "failed" and run.task_states()["features"] == "upstream_failed"
     assert "force_publish needs a force_reason" in run.output
     # The JSON schema of the params rejects a bad value before a run even exists.
     for conf in ({"head_epochs": 0}, {"model_name": "m" * 65}):
         proc = airflow_home.cli("dags", "test", "xray_train", "-c", json.dumps(conf), check=False)
-        assert proc.returncode != 0 and f"Invalid input for param {next(iter(conf))}" in proc.stdout + proc.stderr
+        assert (
+            proc.returncode != 0
+            and f"Invalid input for param {next(iter(conf))}" in proc.stdout + proc.stderr
+        )
 
 
 def test_a_model_name_from_the_environment_is_checked_in_plan(airflow_home):  # noqa: F811
@@ -121,7 +141,9 @@ def test_a_model_name_from_the_environment_is_checked_in_plan(airflow_home):  # 
 
 def test_the_models_page_lists_the_published_version(pipeline, airflow_home, s3_server):  # noqa: F811
     storage_env = {k: v for k, v in s3_server.env().items()}
-    with ApiServer(airflow_home, free_port(), env={**storage_env, "XRAY_REGISTRY": pipeline["registry"]}) as api:
+    with ApiServer(
+        airflow_home, free_port(), env={**storage_env, "XRAY_REGISTRY": pipeline["registry"]}
+    ) as api:
         assert api.request("/models/")[0] == 401
         token = api.token("viewer")
         status, body, _ = api.request("/models/", cookie=token)

@@ -29,7 +29,10 @@ COMBOS = list(itertools.product([False, True], repeat=3))
 
 
 def _label(variable: bool, config: bool, env: bool) -> str:
-    return "+".join(name for name, on in zip(("variable", "config", "env"), (variable, config, env)) if on) or "none"
+    return (
+        "+".join(name for name, on in zip(("variable", "config", "env"), (variable, config, env)) if on)
+        or "none"
+    )
 
 
 def _expected(home: Path, variable: bool, config: bool, env: bool) -> str:
@@ -45,9 +48,16 @@ if pytest is not None:
     @pytest.fixture(scope="module")
     def roots(tmp_path_factory) -> tuple[Path, dict]:
         af = migrated_home(tmp_path_factory.mktemp("airflow-settings-home"))
-        proc = subprocess.run([sys.executable, __file__, "registry-roots"], env=af.env, check=False,
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=600)
+        proc = subprocess.run(
+            [sys.executable, __file__, "registry-roots"],
+            env=af.env,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=600,
+        )
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         assert proc.returncode == 0 and lines, proc.stdout[-6000:]
         return af.home, json.loads(lines[-1])
@@ -63,6 +73,7 @@ if pytest is not None:
 # ----------------------------------------------------------------------------------------------------------------
 # The child side: runs inside the migrated home's environment.
 
+
 def _registry_roots() -> dict[str, dict[str, str]]:
     sys.path.insert(0, str(PLUGINS))
     import xray_models
@@ -72,7 +83,9 @@ def _registry_roots() -> dict[str, dict[str, str]]:
     from airflow.utils.session import create_session
 
     home = Path(os.environ["AIRFLOW_HOME"])
-    dag = BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder").get_dag("xray_train")
+    dag = BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder").get_dag(
+        "xray_train"
+    )
     report = {}
     for variable, config, env in COMBOS:
         Variable.delete("xray_registry")
@@ -86,12 +99,21 @@ def _registry_roots() -> dict[str, dict[str, str]]:
         # Only `plan` runs: it resolves every location, which is all this test is about.
         run = dag.test(mark_success_pattern="(?!plan$).*")
         with create_session() as session:
-            states = {ti.task_id: str(getattr(ti.state, "value", ti.state))
-                      for ti in run.get_task_instances(session=session)}
-            row = session.query(XComModel).filter_by(dag_id=dag.dag_id, run_id=run.run_id, task_id="plan",
-                                                     key="return_value").one_or_none()
+            states = {
+                ti.task_id: str(getattr(ti.state, "value", ti.state))
+                for ti in run.get_task_instances(session=session)
+            }
+            row = (
+                session.query(XComModel)
+                .filter_by(dag_id=dag.dag_id, run_id=run.run_id, task_id="plan", key="return_value")
+                .one_or_none()
+            )
             plan = XComModel.deserialize_value(row) if row is not None else {}
-        report[_label(variable, config, env)] = {"page": page, "dag": plan.get("registry"), "plan": states["plan"]}
+        report[_label(variable, config, env)] = {
+            "page": page,
+            "dag": plan.get("registry"),
+            "plan": states["plan"],
+        }
     return report
 
 

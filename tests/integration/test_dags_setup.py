@@ -14,9 +14,14 @@ SETUP = REPO / "scripts" / "airflow-setup.sh"
 
 
 def _setup(af, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(SETUP)], env={**af.env, "AIRFLOW": str(VENV_BIN / "airflow"),
-                                                     "XRAY_SKIP_MIGRATE": "1", **env},
-                          capture_output=True, text=True, timeout=300, check=False)
+    return subprocess.run(
+        ["bash", str(SETUP)],
+        env={**af.env, "AIRFLOW": str(VENV_BIN / "airflow"), "XRAY_SKIP_MIGRATE": "1", **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -27,8 +32,11 @@ def airflow_home(tmp_path_factory) -> AirflowHome:
 
 def test_setup_creates_pool_and_connection_and_can_run_again(airflow_home):
     secret = "setup-Secret-7Hq2"
-    creds = {"XRAY_S3_ACCESS_KEY_ID": "AKIASETUP", "XRAY_S3_SECRET_ACCESS_KEY": secret,
-             "XRAY_S3_ENDPOINT_URL": "http://127.0.0.1:9000"}
+    creds = {
+        "XRAY_S3_ACCESS_KEY_ID": "AKIASETUP",
+        "XRAY_S3_SECRET_ACCESS_KEY": secret,
+        "XRAY_S3_ENDPOINT_URL": "http://127.0.0.1:9000",
+    }
     first = _setup(airflow_home, **creds)
     assert first.returncode == 0, first.stderr
     second = _setup(airflow_home, XRAY_GPU_SLOTS="2", **creds)

@@ -69,5 +69,9 @@ def test_the_rgba_files_of_the_real_set(nih_dir, tmp_path):
 
     for path in rgba:
         out = np.frombuffer(prepare(path.read_bytes(), 256), np.uint8).reshape(256, 256)
-        direct = np.asarray(Image.open(io.BytesIO(path.read_bytes())).convert("L").resize((256, 256), Image.Resampling.BOX, reducing_gap=1.0))
+        direct = np.asarray(
+            Image.open(io.BytesIO(path.read_bytes()))
+            .convert("L")
+            .resize((256, 256), Image.Resampling.BOX, reducing_gap=1.0)
+        )
         np.testing.assert_array_equal(out, direct)

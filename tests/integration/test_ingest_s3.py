@@ -62,9 +62,25 @@ def test_tf_data_reads_s3_shards_in_a_child_process(tmp_path, s3_bucket, s3_serv
     for a in list_archives(source):
         ingest_archive(a, ws, CFG)
     env = {**os.environ, **s3_server.env()}
-    proc = subprocess.run([sys.executable, "-m", "xray_tasks.cli", "peek", "--workspace", ws, "--split", "train",
-                           "--set", "ingest.image_size=32"], check=False, capture_output=True, text=True, env=env,
-                          timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "xray_tasks.cli",
+            "peek",
+            "--workspace",
+            ws,
+            "--split",
+            "train",
+            "--set",
+            "ingest.image_size=32",
+        ],
+        check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     expected = validate(ws).counts["train"]

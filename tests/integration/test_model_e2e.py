@@ -30,8 +30,9 @@ def synthetic_run(tmp_path_factory):
     ws = make_workspace(root, patients=800, signal=0.4, shard_mb=0.1, val_fraction=0.25)
     out = {"ws": ws, "run": Path(ws) / "runs" / "e2e"}
     out["features"], _ = cli("features", "--profile", "demo", "--workspace", ws, *set_args())
-    out["train"], _ = cli("train", "--profile", "demo", "--workspace", ws, "--run-id", "e2e",
-                          *set_args(finetune__epochs=2))
+    out["train"], _ = cli(
+        "train", "--profile", "demo", "--workspace", ws, "--run-id", "e2e", *set_args(finetune__epochs=2)
+    )
     # later stages start from the config `train` saved in the run directory
     out["finetune"], _ = cli("finetune", "--workspace", ws, "--run-id", "e2e")
     out["evaluate"], _ = cli("evaluate", "--workspace", ws, "--run-id", "e2e")
@@ -48,19 +49,39 @@ def test_trained_model_separates_and_beats_the_benchmark(synthetic_run):
     assert op["healthy_cleared"] > 0.5 and bench["healthy_cleared"] == 0.0
     assert op["recall"] >= 0.85 and test["sensitivity_ci"][0] <= op["recall"] <= test["sensitivity_ci"][1]
     val = pd.read_parquet(synthetic_run["run"] / "predictions" / "val.parquet")
-    assert doc["operating_point"]["threshold"] == metrics.choose_threshold(val["label"], val["probability"], 0.95)
-    assert synthetic_run["finetune"]["epochs_completed"] == 2 and synthetic_run["finetune"]["feature_check_error"] < 1e-3
+    assert doc["operating_point"]["threshold"] == metrics.choose_threshold(
+        val["label"], val["probability"], 0.95
+    )
+    assert (
+        synthetic_run["finetune"]["epochs_completed"] == 2
+        and synthetic_run["finetune"]["feature_check_error"] < 1e-3
+    )
 
 
 def test_run_directory_is_complete(synthetic_run):
     run = synthetic_run["run"]
-    for name in ("config.json", "head/head.keras", "head/history.json", "finetune/state.json",
-                 "finetune/history.json", "model.keras", "predictions/val.parquet", "predictions/test.parquet",
-                 "metrics.json", "model_card.md"):
+    for name in (
+        "config.json",
+        "head/head.keras",
+        "head/history.json",
+        "finetune/state.json",
+        "finetune/history.json",
+        "model.keras",
+        "predictions/val.parquet",
+        "predictions/test.parquet",
+        "metrics.json",
+        "model_card.md",
+    ):
         assert (run / name).is_file(), name
     plots = sorted(p.name for p in (run / "plots").iterdir())
-    assert plots == ["confusion_matrix.png", "pr.png", "roc.png", "threshold_sweep.png", "training_finetune.png",
-                     "training_head.png"]
+    assert plots == [
+        "confusion_matrix.png",
+        "pr.png",
+        "roc.png",
+        "threshold_sweep.png",
+        "training_finetune.png",
+        "training_head.png",
+    ]
     config = json.loads((run / "config.json").read_text())
     assert config["finetune"]["epochs"] == 2 and config["features"]["input_size"] == 64
 
@@ -84,17 +105,30 @@ def test_rerunning_features_does_no_work(synthetic_run):
     again, _ = cli("features", "--profile", "demo", "--workspace", synthetic_run["ws"], *set_args())
     assert again["images_extracted"] == 0
     assert sum(s["skipped"] for s in again["splits"].values()) == sum(
-        s["written"] for s in synthetic_run["features"]["splits"].values())
+        s["written"] for s in synthetic_run["features"]["splits"].values()
+    )
 
 
 def test_finetune_killed_mid_epoch_resumes_to_the_same_epoch_count(synthetic_run, tmp_path):
     ws, epochs = synthetic_run["ws"], 3
-    cli("train", "--profile", "demo", "--workspace", ws, "--run-id", "resume",
-        *set_args(head__epochs=5, finetune__epochs=epochs, finetune__steps_per_epoch=150))
+    cli(
+        "train",
+        "--profile",
+        "demo",
+        "--workspace",
+        ws,
+        "--run-id",
+        "resume",
+        *set_args(head__epochs=5, finetune__epochs=epochs, finetune__steps_per_epoch=150),
+    )
     state = Path(ws) / "runs" / "resume" / "finetune" / "state.json"
     with open(tmp_path / "killed.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "xray_tasks.cli", "finetune", "--workspace", ws,
-                                 "--run-id", "resume"], stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "xray_tasks.cli", "finetune", "--workspace", ws, "--run-id", "resume"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=os.environ.copy(),
+        )
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
             if state.exists() and json.loads(state.read_text())["completed_epochs"] >= 1:

@@ -22,8 +22,19 @@ def test_real_slice_runs_every_stage_and_draws_every_plot(nih_dir, tmp_path):
     source, ws = tmp_path / "src", str(tmp_path / "ws")
     cli("pack", str(nih_dir / "images"), str(nih_dir / "meta"), str(source), "--archives", "2")
     # a larger validation share: the slice has 55 healthy studies, and early stopping needs both classes in val
-    cli("ingest", "--profile", "demo", "--source", str(source), "--workspace", ws, "--set", "ingest.image_size=64",
-        "--set", "ingest.val_fraction=0.2")
+    cli(
+        "ingest",
+        "--profile",
+        "demo",
+        "--source",
+        str(source),
+        "--workspace",
+        ws,
+        "--set",
+        "ingest.image_size=64",
+        "--set",
+        "ingest.val_fraction=0.2",
+    )
     settings = set_args(head__epochs=20, head__patience=5)
     features, _ = cli("features", "--profile", "demo", "--workspace", ws, *settings)
     assert sum(s["images"] for s in features["splits"].values()) == 320
@@ -41,8 +52,14 @@ def test_real_slice_runs_every_stage_and_draws_every_plot(nih_dir, tmp_path):
     test_names = set(pd.read_parquet(run / "predictions" / "test.parquet")["image_index"])
     official = set((nih_dir / "meta" / "test_list.txt").read_text().split())
     assert test_names <= official  # the official list, not a random split, decides what is test
-    assert set(summary["plots"]) == {"roc", "pr", "threshold_sweep", "confusion_matrix", "training_head",
-                                     "training_finetune"}
+    assert set(summary["plots"]) == {
+        "roc",
+        "pr",
+        "threshold_sweep",
+        "confusion_matrix",
+        "training_head",
+        "training_finetune",
+    }
     for name in summary["plots"]:
         with Image.open(run / "plots" / f"{name}.png") as img:
             assert img.format == "PNG"

@@ -20,7 +20,9 @@ def api_server(airflow_home, tmp_path_factory):  # noqa: F811
 
 @pytest.mark.airflow
 @pytest.mark.slow
-@pytest.mark.parametrize("path", ["/models/", "/models/api/models", "/models/plot/xray-triage/000001/roc.png"])
+@pytest.mark.parametrize(
+    "path", ["/models/", "/models/api/models", "/models/plot/xray-triage/000001/roc.png"]
+)
 def test_anonymous_requests_are_refused(api_server, path):
     status, body, _ = api_server.request(path)
     assert status == 401, body

@@ -27,12 +27,16 @@ NAME = "xray-triage"
 def start_publish(run: str, registry: str, **env: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "xray_tasks.cli", "publish", "--run-dir", run, "--registry", registry],
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
 
 
-def wait_for_uploads(registry: str, version: str, count: int, proc: subprocess.Popen, timeout: float = 120) -> int:
+def wait_for_uploads(
+    registry: str, version: str, count: int, proc: subprocess.Popen, timeout: float = 120
+) -> int:
     """Block until ``count`` files of ``version`` are stored (the claim included); returns how many there are."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -75,10 +79,17 @@ def test_s3_outage_mid_publish_fails_cleanly_and_a_retry_succeeds(s3_server, s3_
     run_b = str(write_run(tmp_path / "b", seed=2, auroc=0.85))
     proxy = TcpProxy(s3_server.port)
     proxy.start()
-    secret = f"sekrit-{uuid.uuid4().hex}"  # moto does not check signatures: any secret works, and must not leak
-    via_proxy = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}", "S3_ENDPOINT": f"http://127.0.0.1:{proxy.port}",
-                 "AWS_SECRET_ACCESS_KEY": secret, "XRAY_S3_MAX_ATTEMPTS": "2", "XRAY_S3_CONNECT_TIMEOUT": "2",
-                 "XRAY_S3_READ_TIMEOUT": "5"}
+    secret = (
+        f"sekrit-{uuid.uuid4().hex}"  # moto does not check signatures: any secret works, and must not leak
+    )
+    via_proxy = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{proxy.port}",
+        "S3_ENDPOINT": f"http://127.0.0.1:{proxy.port}",
+        "AWS_SECRET_ACCESS_KEY": secret,
+        "XRAY_S3_MAX_ATTEMPTS": "2",
+        "XRAY_S3_CONNECT_TIMEOUT": "2",
+        "XRAY_S3_READ_TIMEOUT": "5",
+    }
     try:
         proc = start_publish(run_b, registry, **via_proxy, **{PAUSE_ENV: "after_upload=0.3"})
         wait_for_uploads(registry, "000002", 4, proc)
@@ -115,8 +126,8 @@ def test_two_concurrent_publishes_make_exactly_one_champion(registry, tmp_path):
     results = [(p.wait(180), *p.communicate()) for p in procs]
     codes = sorted(rc for rc, _, _ in results)
     assert codes == [0, 1], [err[-1500:] for _, _, err in results]
-    (_, out, _), = [r for r in results if r[0] == 0]
-    (_, _, loser_err), = [r for r in results if r[0] == 1]
+    ((_, out, _),) = [r for r in results if r[0] == 0]
+    ((_, _, loser_err),) = [r for r in results if r[0] == 1]
     winner = json.loads(out.strip().splitlines()[-1])
     assert winner["promoted"] and winner["champion"] == winner["version"]
     assert "the champion changed while this publish ran" in loser_err.strip().splitlines()[-1]

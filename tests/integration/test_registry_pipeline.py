@@ -30,7 +30,9 @@ def test_an_evaluated_run_is_published_and_scores_its_test_pngs_as_evaluation_di
     evaluate.run_evaluate(ws, str(run), cfg)
 
     registry = str(tmp_path / "registry")
-    summary = publish(str(run), registry, force=True, reason="a seconds-long training, published to test the path")
+    summary = publish(
+        str(run), registry, force=True, reason="a seconds-long training, published to test the path"
+    )
     assert summary.promoted and summary.version == "000001"
     details = version_details(registry, "xray-triage")
     assert {"plots/roc.png", "predictions/test.parquet", "model_card.md"} <= set(details["manifest"]["files"])

@@ -36,20 +36,24 @@ def airflow_environ(home: Path, **extra: str) -> dict[str, str]:
     Storage credentials and endpoints of the test session are left out: a DAG that reaches S3 must get them from
     its Airflow connection (tests pass one as ``AIRFLOW_CONN_XRAY_S3``).
     """
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AWS_", "S3_"))}
-    env.update({
-        "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
-        "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
-        "XRAY_TASK_RETRIES": "0",
-        "XRAY_WORKSPACE": str(home / "xray" / "workspace"),
-        "XRAY_REGISTRY": str(home / "xray" / "registry"),
-        "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
-    })
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "AIRFLOW_CONN_", "AWS_", "S3_"))
+    }
+    env.update(
+        {
+            "AIRFLOW_HOME": str(home),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home / 'airflow.db'}",
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__DAGS_FOLDER": str(DAGS),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(PLUGINS),
+            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(home / "logs"),
+            "XRAY_TASK_RETRIES": "0",
+            "XRAY_WORKSPACE": str(home / "xray" / "workspace"),
+            "XRAY_REGISTRY": str(home / "xray" / "registry"),
+            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        }
+    )
     env.update(extra)
     return env
 
@@ -67,7 +71,11 @@ class DagRunResult:
 
     def errors(self) -> str:
         """The stage errors in the output (what a failed assertion should show first)."""
-        lines = [line for line in self.output.splitlines() if "StageFailed" in line or "failed (exit status" in line]
+        lines = [
+            line
+            for line in self.output.splitlines()
+            if "StageFailed" in line or "failed (exit status" in line
+        ]
         return "\n".join(lines[-10:]) or self.output[-4000:]
 
     def task_states(self) -> dict[str, str]:
@@ -87,20 +95,38 @@ class AirflowHome:
         self.env = airflow_environ(home)
         self.db_path = home / "airflow.db"
 
-    def cli(self, *args: str, env: dict[str, str] | None = None, timeout: float = 600,
-            check: bool = True) -> subprocess.CompletedProcess:
+    def cli(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 600, check: bool = True
+    ) -> subprocess.CompletedProcess:
         """``airflow ARGS...`` with this home's environment (plus ``env``)."""
-        proc = subprocess.run([str(VENV_BIN / "airflow"), *args], check=False, env={**self.env, **(env or {})},
-                              capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            [str(VENV_BIN / "airflow"), *args],
+            check=False,
+            env={**self.env, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"airflow {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+            raise AssertionError(
+                f"airflow {' '.join(args)} -> {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+            )
         return proc
 
-    def child(self, *args: str, env: dict[str, str] | None = None, timeout: float = 1200) -> tuple[dict, str, int]:
+    def child(
+        self, *args: str, env: dict[str, str] | None = None, timeout: float = 1200
+    ) -> tuple[dict, str, int]:
         """Run this file as a script in this home; returns (last-line JSON, all output, exit status)."""
-        proc = subprocess.run([sys.executable, __file__, *args], check=False, env={**self.env, **(env or {})},
-                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(
+            [sys.executable, __file__, *args],
+            check=False,
+            env={**self.env, **(env or {})},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            timeout=timeout,
+        )
         lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
         if not lines:
             raise AssertionError(f"no JSON from {args} (exit {proc.returncode}):\n{proc.stdout[-6000:]}")
@@ -109,8 +135,9 @@ class AirflowHome:
     def dagbag(self) -> dict[str, Any]:
         return self.child("dagbag")[0]
 
-    def run_dag(self, dag_id: str, conf: dict[str, Any] | None = None,
-                env: dict[str, str] | None = None) -> DagRunResult:
+    def run_dag(
+        self, dag_id: str, conf: dict[str, Any] | None = None, env: dict[str, str] | None = None
+    ) -> DagRunResult:
         """``dag.test(run_conf=conf)`` in a child process."""
         report, output, returncode = self.child("run-dag", dag_id, json.dumps(conf or {}), env=env)
         return DagRunResult(output=output, returncode=returncode, **report)
@@ -125,14 +152,19 @@ class AirflowHome:
         """Events of one asset, oldest first, with ``extra`` decoded; only those a given run emitted if asked."""
         rows = self.query(
             "SELECT e.id, e.extra, e.source_dag_id, e.source_run_id, e.source_task_id FROM asset_event e "
-            "JOIN asset a ON a.id = e.asset_id WHERE a.name = ? ORDER BY e.id", asset_name)
+            "JOIN asset a ON a.id = e.asset_id WHERE a.name = ? ORDER BY e.id",
+            asset_name,
+        )
         events = [{**dict(r), "extra": json.loads(r["extra"] or "{}")} for r in rows]
         return [e for e in events if run_id is None or e["source_run_id"] == run_id]
 
     def queued_for(self, dag_id: str) -> list[str]:
         """Asset names waiting in the queue that makes the scheduler start an asset-triggered run of ``dag_id``."""
-        rows = self.query("SELECT a.name FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id "
-                          "WHERE q.target_dag_id = ?", dag_id)
+        rows = self.query(
+            "SELECT a.name FROM asset_dag_run_queue q JOIN asset a ON a.id = q.asset_id "
+            "WHERE q.target_dag_id = ?",
+            dag_id,
+        )
         return [r["name"] for r in rows]
 
 
@@ -147,23 +179,33 @@ class ApiServer:
         self.base = f"http://127.0.0.1:{port}"
         passwords = af.home / "simple_auth_passwords.json"
         passwords.write_text(json.dumps(self.USERS))
-        self.env = {**af.env, **(env or {}),
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
-                    "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords)}
+        self.env = {
+            **af.env,
+            **(env or {}),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,viewer:viewer",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        }
         self.log_path = af.home / f"api-server-{port}.log"
         self.proc: subprocess.Popen | None = None
 
     def __enter__(self) -> Self:
         log = open(self.log_path, "w")
         # A session of its own: stopping it must take its uvicorn worker processes along.
-        self.proc = subprocess.Popen([str(VENV_BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(self.port),
-                                      "-w", "1"], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "airflow"), "api-server", "-H", "127.0.0.1", "-p", str(self.port), "-w", "1"],
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         log.close()
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"api-server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"api-server exited with {self.proc.returncode}:\n{self.log_path.read_text()[-3000:]}"
+                )
             try:
                 if self.request("/api/v2/monitor/health")[0] == 200:
                     return self
@@ -182,16 +224,26 @@ class ApiServer:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
 
-    def request(self, path: str, *, token: str | None = None, cookie: str | None = None,
-                body: dict[str, Any] | None = None) -> tuple[int, bytes, dict[str, str]]:
+    def request(
+        self,
+        path: str,
+        *,
+        token: str | None = None,
+        cookie: str | None = None,
+        body: dict[str, Any] | None = None,
+    ) -> tuple[int, bytes, dict[str, str]]:
         """(status, body, headers) of one HTTP request; a bearer ``token`` or a UI ``_token`` cookie if given."""
         headers = {"Content-Type": "application/json"} if body is not None else {}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         if cookie:
             headers["Cookie"] = f"_token={cookie}"
-        req = urllib.request.Request(self.base + path, data=json.dumps(body).encode() if body is not None else None,
-                                     headers=headers, method="POST" if body is not None else "GET")
+        req = urllib.request.Request(
+            self.base + path,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers=headers,
+            method="POST" if body is not None else "GET",
+        )
         try:
             with urllib.request.urlopen(req, timeout=60) as resp:
                 return resp.status, resp.read(), dict(resp.headers)
@@ -220,6 +272,7 @@ except ImportError:  # run as the child script in an environment without pytest:
 _SESSION_HOME: list[AirflowHome] = []
 
 if pytest is not None:
+
     @pytest.fixture(scope="session")
     def airflow_home(tmp_path_factory) -> AirflowHome:
         """A migrated AIRFLOW_HOME shared by the Airflow tests of this session."""
@@ -231,6 +284,7 @@ if pytest is not None:
 
 # ----------------------------------------------------------------------------------------------------------------
 # The child side: runs inside the AIRFLOW_HOME environment set above.
+
 
 def _state(state: Any) -> str:
     return str(getattr(state, "value", state))
@@ -247,11 +301,14 @@ def _bag():
 def _dagbag() -> dict[str, Any]:
     bag = _bag()
     dags = bag.dags.values()
-    return {"dags": sorted(bag.dag_ids), "import_errors": {str(k): v for k, v in bag.import_errors.items()},
-            "files": sorted(str(Path(f).name) for f in bag.file_last_changed),
-            # What the UI shows on a DAG's and a task's page, and the JSON schema of each param.
-            "docs": {d.dag_id: {"dag": d.doc_md, "tasks": {t.task_id: t.doc_md for t in d.tasks}} for d in dags},
-            "params": {d.dag_id: {k: d.params.get_param(k).schema for k in d.params} for d in dags}}
+    return {
+        "dags": sorted(bag.dag_ids),
+        "import_errors": {str(k): v for k, v in bag.import_errors.items()},
+        "files": sorted(str(Path(f).name) for f in bag.file_last_changed),
+        # What the UI shows on a DAG's and a task's page, and the JSON schema of each param.
+        "docs": {d.dag_id: {"dag": d.doc_md, "tasks": {t.task_id: t.doc_md for t in d.tasks}} for d in dags},
+        "params": {d.dag_id: {k: d.params.get_param(k).schema for k in d.params} for d in dags},
+    }
 
 
 def _run_dag(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
@@ -264,15 +321,27 @@ def _run_dag(dag_id: str, conf: dict[str, Any]) -> dict[str, Any]:
     run = bag.get_dag(dag_id).test(run_conf=conf)
     with create_session() as session:
         tis = run.get_task_instances(session=session)
-        tasks = [{"task_id": ti.task_id, "map_index": ti.map_index, "rendered_map_index": ti.rendered_map_index,
-                  "state": _state(ti.state), "queue": ti.queue, "pool": ti.pool}
-                 for ti in sorted(tis, key=lambda t: (t.task_id, t.map_index))]
+        tasks = [
+            {
+                "task_id": ti.task_id,
+                "map_index": ti.map_index,
+                "rendered_map_index": ti.rendered_map_index,
+                "state": _state(ti.state),
+                "queue": ti.queue,
+                "pool": ti.pool,
+            }
+            for ti in sorted(tis, key=lambda t: (t.task_id, t.map_index))
+        ]
         xcoms = {}
         for row in session.query(XComModel).filter_by(dag_id=dag_id, run_id=run.run_id, key="return_value"):
             key = row.task_id if row.map_index < 0 else f"{row.task_id}[{row.map_index}]"
             xcoms[key] = XComModel.deserialize_value(row)
-    return {"state": _state(run.state), "run_id": run.run_id,
-            "tasks": tasks, "xcoms": json.loads(json.dumps(xcoms, default=str))}
+    return {
+        "state": _state(run.state),
+        "run_id": run.run_id,
+        "tasks": tasks,
+        "xcoms": json.loads(json.dumps(xcoms, default=str)),
+    }
 
 
 if __name__ == "__main__":

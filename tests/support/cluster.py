@@ -88,11 +88,18 @@ def services_missing() -> list[str]:
 # ---------------------------------------------------------------------------------------------------------------
 # The cluster.
 
+
 class Cluster:
     """PostgreSQL + Redis + moto + api-server, scheduler, dag-processor and two Celery workers on loopback."""
 
-    def __init__(self, root: Path, *, retries: int = 2, heartbeat_timeout: int = 60,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        retries: int = 2,
+        heartbeat_timeout: int = 60,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
         self.home = root / "airflow-home"
         self.logs = root / "service-logs"
@@ -130,48 +137,61 @@ class Cluster:
 
     def s3_env(self) -> dict[str, str]:
         """What an S3 client of this test needs (the api-server gets it for the Models page; workers do not)."""
-        return {"AWS_ACCESS_KEY_ID": S3_KEY, "AWS_SECRET_ACCESS_KEY": S3_SECRET, "AWS_REGION": S3_REGION,
-                "AWS_ENDPOINT_URL": self.s3_endpoint, "S3_ENDPOINT": self.s3_endpoint, "S3_VERIFY_SSL": "0",
-                "AWS_EC2_METADATA_DISABLED": "true"}
+        return {
+            "AWS_ACCESS_KEY_ID": S3_KEY,
+            "AWS_SECRET_ACCESS_KEY": S3_SECRET,
+            "AWS_REGION": S3_REGION,
+            "AWS_ENDPOINT_URL": self.s3_endpoint,
+            "S3_ENDPOINT": self.s3_endpoint,
+            "S3_VERIFY_SSL": "0",
+            "AWS_EC2_METADATA_DISABLED": "true",
+        }
 
     def env(self, **extra: str) -> dict[str, str]:
         """The environment every component shares (the compose file's x-airflow-common)."""
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith(("AIRFLOW", "AWS_", "S3_", "XRAY_", "PYTEST", "PYTHONPATH"))}
-        base.update({
-            "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-            "AIRFLOW_HOME": str(self.home),
-            "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url,
-            "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.db_url.replace("+psycopg2", ""),
-            "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}",
-            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api}/execution/",
-            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
-            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(self.home / "secrets" / "passwords.json"),
-            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
-            "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
-            "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.scheduler_health_port),
-            # A lost worker's task is noticed after this long (default 300 s), then retried.
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
-            "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-            # Two cores: one parsing process; the scheduler's own loop as usual.
-            "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
-            "AIRFLOW__API__WORKERS": "1",
-            "XRAY_TASK_RETRIES": str(self.retries),
-            "XRAY_SOURCE": self.uri("source"),
-            "XRAY_WORKSPACE": self.uri("workspace"),
-            "XRAY_REGISTRY": self.uri("registry"),
-            "XRAY_PROFILE": "demo",
-            "XRAY_MODEL_NAME": "xray-triage",
-            "XRAY_S3_CONN_ID": "xray_s3",
-            "PYTHONUNBUFFERED": "1",
-            **self.secrets,
-        })
+        base = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("AIRFLOW", "AWS_", "S3_", "XRAY_", "PYTEST", "PYTHONPATH"))
+        }
+        base.update(
+            {
+                "PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
+                "AIRFLOW_HOME": str(self.home),
+                "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+                "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": self.db_url,
+                "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + self.db_url.replace("+psycopg2", ""),
+                "AIRFLOW__CELERY__BROKER_URL": f"redis://{REDIS_HOST}:{REDIS_PORT}/{self.redis_db}",
+                "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{self.api}/execution/",
+                "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+                "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+                "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+                "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "True",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{ADMIN_USER}:admin",
+                "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(
+                    self.home / "secrets" / "passwords.json"
+                ),
+                "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(self.home / "logs"),
+                "AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK": "True",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_HOST": "127.0.0.1",
+                "AIRFLOW__SCHEDULER__SCHEDULER_HEALTH_CHECK_SERVER_PORT": str(self.scheduler_health_port),
+                # A lost worker's task is noticed after this long (default 300 s), then retried.
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
+                "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
+                # Two cores: one parsing process; the scheduler's own loop as usual.
+                "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+                "AIRFLOW__API__WORKERS": "1",
+                "XRAY_TASK_RETRIES": str(self.retries),
+                "XRAY_SOURCE": self.uri("source"),
+                "XRAY_WORKSPACE": self.uri("workspace"),
+                "XRAY_REGISTRY": self.uri("registry"),
+                "XRAY_PROFILE": "demo",
+                "XRAY_MODEL_NAME": "xray-triage",
+                "XRAY_S3_CONN_ID": "xray_s3",
+                "PYTHONUNBUFFERED": "1",
+                **self.secrets,
+            }
+        )
         base.update(self.extra_env)
         base.update(extra)
         return base
@@ -194,7 +214,8 @@ class Cluster:
             path.mkdir(parents=True, exist_ok=True)
         (self.pythonpath / f"{HOSTNAME_MODULE}.py").write_text(
             '"""Task-instance hostname of a test worker: several workers share this machine."""\n'
-            "import os\n\n\ndef hostname() -> str:\n    return os.environ['XRAY_CLUSTER_HOSTNAME']\n")
+            "import os\n\n\ndef hostname() -> str:\n    return os.environ['XRAY_CLUSTER_HOSTNAME']\n"
+        )
         try:
             self._timed("database", self._create_database)
             self._timed("redis", self._claim_redis_db)
@@ -235,7 +256,9 @@ class Cluster:
     def _pg(self):
         import psycopg2
 
-        con = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_SUPERUSER, dbname="postgres", connect_timeout=10)
+        con = psycopg2.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_SUPERUSER, dbname="postgres", connect_timeout=10
+        )
         con.autocommit = True
         return con
 
@@ -289,29 +312,47 @@ class Cluster:
         import boto3
         from botocore.config import Config
 
-        return boto3.client("s3", endpoint_url=self.s3_endpoint, aws_access_key_id=S3_KEY,
-                            aws_secret_access_key=S3_SECRET, region_name=S3_REGION,
-                            config=Config(retries={"max_attempts": 3, "mode": "standard"}))
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            aws_access_key_id=S3_KEY,
+            aws_secret_access_key=S3_SECRET,
+            region_name=S3_REGION,
+            config=Config(retries={"max_attempts": 3, "mode": "standard"}),
+        )
 
     def _start_s3(self) -> None:
         # Its own process: moto's in-process server deadlocks with TFRecordWriter (ENV-NOTES).
-        service = self._add("s3", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)],
-                            self.env())
+        service = self._add(
+            "s3", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], self.env()
+        )
         service.start()
         self._wait(lambda: port_open("127.0.0.1", self.moto_port), "S3 server", 60, [service])
         self.s3().create_bucket(Bucket=self.bucket)
 
     def _init(self) -> None:
         """docker/init.sh, as the compose file's airflow-init runs it: migrate, admin password, pool, connection."""
-        env = self.env(AIRFLOW_ADMIN_PASSWORD=ADMIN_PASSWORD, XRAY_GPU_SLOTS="1",
-                       XRAY_S3_ACCESS_KEY_ID=S3_KEY, XRAY_S3_SECRET_ACCESS_KEY=S3_SECRET,
-                       XRAY_S3_ENDPOINT_URL=self.s3_endpoint, XRAY_S3_REGION=S3_REGION,
-                       AIRFLOW=str(VENV_BIN / "airflow"))
+        env = self.env(
+            AIRFLOW_ADMIN_PASSWORD=ADMIN_PASSWORD,
+            XRAY_GPU_SLOTS="1",
+            XRAY_S3_ACCESS_KEY_ID=S3_KEY,
+            XRAY_S3_SECRET_ACCESS_KEY=S3_SECRET,
+            XRAY_S3_ENDPOINT_URL=self.s3_endpoint,
+            XRAY_S3_REGION=S3_REGION,
+            AIRFLOW=str(VENV_BIN / "airflow"),
+        )
         log_path = self.logs / "init.log"
         with open(log_path, "wb") as log:
-            proc = subprocess.run(["bash", str(REPO / "docker" / "init.sh")], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, timeout=900, check=False,
-                                  cwd=str(REPO))
+            proc = subprocess.run(
+                ["bash", str(REPO / "docker" / "init.sh")],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                timeout=900,
+                check=False,
+                cwd=str(REPO),
+            )
         if proc.returncode != 0:
             raise ClusterError(f"docker/init.sh exited {proc.returncode}:\n{log_path.read_text()[-4000:]}")
 
@@ -323,8 +364,11 @@ class Cluster:
     def _start_services(self) -> None:
         airflow = str(VENV_BIN / "airflow")
         started = [
-            self._add("api-server", [airflow, "api-server", "-H", "127.0.0.1", "-p", str(self.api_port), "-w", "1"],
-                      self.env(**self.s3_env())),
+            self._add(
+                "api-server",
+                [airflow, "api-server", "-H", "127.0.0.1", "-p", str(self.api_port), "-w", "1"],
+                self.env(**self.s3_env()),
+            ),
             self._add("scheduler", [airflow, "scheduler"], self.env()),
             self._add("dag-processor", [airflow, "dag-processor"], self.env()),
         ]
@@ -340,8 +384,19 @@ class Cluster:
     def worker_argv(self, name: str) -> list[str]:
         queue = name.removeprefix("worker-")
         concurrency = "2" if queue == "default" else "1"
-        return [str(VENV_BIN / "airflow"), "celery", "worker", "--queues", queue, "--concurrency", concurrency,
-                "--celery-hostname", f"{queue}@%h", "--without-mingle", "--without-gossip"]
+        return [
+            str(VENV_BIN / "airflow"),
+            "celery",
+            "worker",
+            "--queues",
+            queue,
+            "--concurrency",
+            concurrency,
+            "--celery-hostname",
+            f"{queue}@%h",
+            "--without-mingle",
+            "--without-gossip",
+        ]
 
     def wait_worker_ready(self, name: str, timeout: float = 240) -> None:
         service = self.services[name]
@@ -370,8 +425,10 @@ class Cluster:
         if status != 200:
             return False
         health = json.loads(body)
-        return all((health.get(part) or {}).get("status") == "healthy"
-                   for part in ("metadatabase", "scheduler", "dag_processor"))
+        return all(
+            (health.get(part) or {}).get("status") == "healthy"
+            for part in ("metadatabase", "scheduler", "dag_processor")
+        )
 
     def _wait(self, check: Callable[[], bool], what: str, timeout: float, watch: Iterable[Service]) -> None:
         """Poll ``check`` until true; fail early, with its log, when a watched service dies."""
@@ -379,8 +436,10 @@ class Cluster:
         while True:
             for service in watch:
                 if service.proc is not None and not service.alive:
-                    raise ClusterError(f"{service.name} exited with {service.proc.returncode} while waiting for "
-                                       f"{what}:\n{service.log_tail()}")
+                    raise ClusterError(
+                        f"{service.name} exited with {service.proc.returncode} while waiting for "
+                        f"{what}:\n{service.log_tail()}"
+                    )
             if check():
                 return
             if time.monotonic() > deadline:
@@ -404,23 +463,29 @@ class Cluster:
         """A JWT for the admin user from ``POST /auth/token`` (cached for an hour)."""
         if self._token and time.monotonic() - self._token[1] < 3600:
             return self._token[0]
-        status, body = self.request("POST", "/auth/token", {"username": ADMIN_USER, "password": ADMIN_PASSWORD},
-                                    auth=False)
+        status, body = self.request(
+            "POST", "/auth/token", {"username": ADMIN_USER, "password": ADMIN_PASSWORD}, auth=False
+        )
         if status not in (200, 201):
             raise ClusterError(f"POST /auth/token -> {status}: {body[:300]!r}")
         self._token = (json.loads(body)["access_token"], time.monotonic())
         return self._token[0]
 
-    def request(self, method: str, path: str, body: Any = None, *, auth: bool = True,
-                timeout: float = 60) -> tuple[int, bytes]:
+    def request(
+        self, method: str, path: str, body: Any = None, *, auth: bool = True, timeout: float = 60
+    ) -> tuple[int, bytes]:
         """(status, body) of one request to the api-server; an HTTP error status is returned, not raised."""
         headers = {"Accept": "application/json"}
         if body is not None:
             headers["Content-Type"] = "application/json"
         if auth:
             headers["Authorization"] = f"Bearer {self.token()}"
-        req = urllib.request.Request(self.api + path, data=None if body is None else json.dumps(body).encode(),
-                                     headers=headers, method=method)
+        req = urllib.request.Request(
+            self.api + path,
+            data=None if body is None else json.dumps(body).encode(),
+            headers=headers,
+            method=method,
+        )
         try:
             with urllib.request.urlopen(req, timeout=timeout) as resp:
                 return resp.status, resp.read()
@@ -450,7 +515,9 @@ class Cluster:
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> str:
         """A manual run through the REST API (``logical_date: null``, as Airflow 3 requires); returns its run id."""
-        run = self.api_json("POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}})
+        run = self.api_json(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}
+        )
         return run["dag_run_id"]
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
@@ -458,10 +525,17 @@ class Cluster:
 
     def task_instances(self, dag_id: str, run_id: str) -> list[dict[str, Any]]:
         return self.api_json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances?limit=500")[
-            "task_instances"]
+            "task_instances"
+        ]
 
-    def wait_run(self, dag_id: str, run_id: str, timeout: float,
-                 on_poll: Callable[[], None] | None = None, interval: float = 2.0) -> dict[str, Any]:
+    def wait_run(
+        self,
+        dag_id: str,
+        run_id: str,
+        timeout: float,
+        on_poll: Callable[[], None] | None = None,
+        interval: float = 2.0,
+    ) -> dict[str, Any]:
         """Poll until the run ends (success or failed); ``on_poll`` runs on every poll (to act mid-run)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -474,8 +548,10 @@ class Cluster:
             if on_poll:
                 on_poll()
             if time.monotonic() > deadline:
-                raise ClusterError(f"{dag_id}/{run_id} still {run['state']} after {timeout:.0f} s\n"
-                                   + self.describe_run(dag_id, run_id))
+                raise ClusterError(
+                    f"{dag_id}/{run_id} still {run['state']} after {timeout:.0f} s\n"
+                    + self.describe_run(dag_id, run_id)
+                )
             time.sleep(interval)
 
     def wait_new_run(self, dag_id: str, known: Iterable[str], timeout: float) -> str:
@@ -487,13 +563,19 @@ class Cluster:
             found[:] = [r["dag_run_id"] for r in self.runs(dag_id) if r["dag_run_id"] not in known]
             return bool(found)
 
-        self._wait(appeared, f"a new run of {dag_id}", timeout, [s for s in self.services.values()
-                                                                 if s.name != "worker-gpu"])
+        self._wait(
+            appeared,
+            f"a new run of {dag_id}",
+            timeout,
+            [s for s in self.services.values() if s.name != "worker-gpu"],
+        )
         return found[0]
 
     def task_log(self, dag_id: str, run_id: str, ti: dict[str, Any]) -> str:
-        path = (f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{max(ti['try_number'], 1)}"
-                f"?full_content=true&map_index={ti['map_index']}")
+        path = (
+            f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{ti['task_id']}/logs/{max(ti['try_number'], 1)}"
+            f"?full_content=true&map_index={ti['map_index']}"
+        )
         status, body = self.request("GET", path, timeout=30)
         if status != 200:
             return f"(log unavailable: {status})"
@@ -514,11 +596,15 @@ class Cluster:
         except (ClusterError, OSError) as exc:
             return f"(task instances unavailable: {exc})"
         for ti in tis:
-            out.append(f"{ti['task_id']}[{ti['map_index']}] {ti['state']} try {ti['try_number']} "
-                       f"on {ti.get('hostname')} queue {ti.get('queue')}")
+            out.append(
+                f"{ti['task_id']}[{ti['map_index']}] {ti['state']} try {ti['try_number']} "
+                f"on {ti.get('hostname')} queue {ti.get('queue')}"
+            )
         for ti in tis:
             if ti["state"] in ("failed", "upstream_failed", "up_for_retry"):
-                out.append(f"--- log of {ti['task_id']}[{ti['map_index']}]\n{self.task_log(dag_id, run_id, ti)}")
+                out.append(
+                    f"--- log of {ti['task_id']}[{ti['map_index']}]\n{self.task_log(dag_id, run_id, ti)}"
+                )
         return "\n".join(out)
 
     def diagnostics(self) -> str:
@@ -530,8 +616,9 @@ class Cluster:
         """Read the metadata database directly."""
         import psycopg2
 
-        con = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=PG_SUPERUSER, dbname=self.db_name,
-                               connect_timeout=10)
+        con = psycopg2.connect(
+            host=PG_HOST, port=PG_PORT, user=PG_SUPERUSER, dbname=self.db_name, connect_timeout=10
+        )
         try:
             with con.cursor() as cur:
                 cur.execute(sql, params)
@@ -550,8 +637,11 @@ class Cluster:
 
     def keys(self, prefix: str) -> list[str]:
         paginator = self.s3().get_paginator("list_objects_v2")
-        return [obj["Key"] for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
-                for obj in page.get("Contents", [])]
+        return [
+            obj["Key"]
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix)
+            for obj in page.get("Contents", [])
+        ]
 
 
 def _main(argv: list[str]) -> int:

@@ -50,9 +50,11 @@ class PipelineRecord:
 
     def explain(self, dag_id: str | None = None) -> str:
         """A failure message: the recorded failure, the run's tasks and failed logs, the service logs."""
-        parts = [f"pipeline failure: {self.failure}" if self.failure else "",
-                 self.cluster.describe_run(dag_id, self.runs[dag_id]["run_id"]) if dag_id in self.runs else "",
-                 self.cluster.diagnostics()]
+        parts = [
+            f"pipeline failure: {self.failure}" if self.failure else "",
+            self.cluster.describe_run(dag_id, self.runs[dag_id]["run_id"]) if dag_id in self.runs else "",
+            self.cluster.diagnostics(),
+        ]
         return "\n".join(p for p in parts if p)
 
 
@@ -66,7 +68,9 @@ def make_source(root: Path) -> tuple[Path, Path]:
     incoming = root / "incoming"
     incoming.mkdir()
     with tarfile.open(fresh / "images_001.tar.gz") as tar:
-        pngs = sorted((m for m in tar.getmembers() if m.name.endswith(".png")), key=lambda m: m.name)[:INCOMING]
+        pngs = sorted((m for m in tar.getmembers() if m.name.endswith(".png")), key=lambda m: m.name)[
+            :INCOMING
+        ]
         for member in pngs:
             (incoming / Path(member.name).name).write_bytes(tar.extractfile(member).read())
     return source, incoming
@@ -83,8 +87,11 @@ def run_pipeline(cluster: Cluster, data_root: Path) -> PipelineRecord:
         source, incoming = make_source(data_root)
         cluster.upload_tree(source, "source")
         cluster.upload_tree(incoming, "incoming")
-        for key, value in {"xray_images": cluster.uri("incoming"), "xray_worklists": cluster.uri("worklists"),
-                           "xray_overrides": json.dumps(GATE_OVERRIDES)}.items():
+        for key, value in {
+            "xray_images": cluster.uri("incoming"),
+            "xray_worklists": cluster.uri("worklists"),
+            "xray_overrides": json.dumps(GATE_OVERRIDES),
+        }.items():
             cluster.api_json("POST", "/api/v2/variables", {"key": key, "value": value}, expect=(201,))
         cluster.wait_for_dags(DAGS)
         for dag_id in DAGS:
@@ -135,7 +142,11 @@ def _gpu_worker_killer(cluster: Cluster, run_id: str, record: PipelineRecord) ->
         if record.kill:
             return
         for ti in cluster.task_instances("xray_train", run_id):
-            if ti["task_id"] == KILL_TASK and ti["state"] == "running" and ti["hostname"] == HOSTNAMES["worker-gpu"]:
+            if (
+                ti["task_id"] == KILL_TASK
+                and ti["state"] == "running"
+                and ti["hostname"] == HOSTNAMES["worker-gpu"]
+            ):
                 worker = cluster.services["worker-gpu"]
                 tree = process_tree(worker.proc.pid)
                 commands = {pid: command_line(pid) for pid in sorted(tree)}
@@ -143,12 +154,21 @@ def _gpu_worker_killer(cluster: Cluster, run_id: str, record: PipelineRecord) ->
                     return  # the task is starting; wait until its stage process computes
                 killed_at = time.monotonic()
                 worker.kill()
-                record.kill = {"task_id": KILL_TASK, "try_number": ti["try_number"], "pids": sorted(tree),
-                               "processes": commands, "survivors": still_alive(tree)}
+                record.kill = {
+                    "task_id": KILL_TASK,
+                    "try_number": ti["try_number"],
+                    "pids": sorted(tree),
+                    "processes": commands,
+                    "survivors": still_alive(tree),
+                }
                 cluster.restart_worker("worker-gpu")
                 record.kill["restarted_after_s"] = round(time.monotonic() - killed_at, 1)
-                logger.info("killed the gpu worker during %s (try %s), restarted in %.1f s", KILL_TASK,
-                            ti["try_number"], record.kill["restarted_after_s"])
+                logger.info(
+                    "killed the gpu worker during %s (try %s), restarted in %.1f s",
+                    KILL_TASK,
+                    ti["try_number"],
+                    record.kill["restarted_after_s"],
+                )
                 return
 
     return poll
@@ -168,6 +188,7 @@ def _users(session: Any) -> list[Any]:
 
 
 if pytest is not None:
+
     @pytest.fixture(scope="session")
     def pipeline(tmp_path_factory):
         """One cluster and one pipeline run for the whole session (see :func:`run_pipeline`).
@@ -177,7 +198,9 @@ if pytest is not None:
         if "record" in _SHARED:
             yield _SHARED["record"]
             return
-        if "error" in _SHARED:  # another module's copy of this fixture already tried: do not start a second one
+        if (
+            "error" in _SHARED
+        ):  # another module's copy of this fixture already tried: do not start a second one
             pytest.fail(f"the cluster could not be started: {_SHARED['error']}", pytrace=False)
         missing = services_missing()
         if missing:
@@ -196,9 +219,17 @@ if pytest is not None:
             record = run_pipeline(cluster, tmp_path_factory.mktemp("cluster-data"))
             record.timings.update({f"start_{k}": v for k, v in cluster.timings.items()})
             (artifacts_dir() / f"cluster-{cluster.id}").mkdir(parents=True, exist_ok=True)
-            (artifacts_dir() / f"cluster-{cluster.id}" / "record.json").write_text(json.dumps(
-                {"runs": record.runs, "kill": record.kill, "timings": record.timings, "failure": record.failure},
-                indent=2))
+            (artifacts_dir() / f"cluster-{cluster.id}" / "record.json").write_text(
+                json.dumps(
+                    {
+                        "runs": record.runs,
+                        "kill": record.kill,
+                        "timings": record.timings,
+                        "failure": record.failure,
+                    },
+                    indent=2,
+                )
+            )
             _SHARED["record"] = record
             yield record
         finally:

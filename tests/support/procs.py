@@ -19,14 +19,13 @@ from support import REPO
 logger = logging.getLogger(__name__)
 
 
-
 def proc_stat(pid: int) -> tuple[int, int, int] | None:
     """(ppid, pgid, start time in clock ticks) of a live process, or None."""
     try:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return None
-    fields = raw[raw.rindex(")") + 2:].split()  # after "pid (comm) "; comm may contain spaces
+    fields = raw[raw.rindex(")") + 2 :].split()  # after "pid (comm) "; comm may contain spaces
     if fields[0] == "Z":
         return None
     return int(fields[1]), int(fields[2]), int(fields[19])
@@ -56,7 +55,13 @@ def process_tree(root: int) -> dict[int, int]:
 def command_line(pid: int) -> str:
     """The first 160 characters of a process's command line ("" once it is gone)."""
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:160].strip()
+        return (
+            Path(f"/proc/{pid}/cmdline")
+            .read_bytes()
+            .replace(b"\0", b" ")
+            .decode(errors="replace")[:160]
+            .strip()
+        )
     except OSError:
         return ""
 
@@ -96,8 +101,15 @@ class Service:
             log.write(f"\n==== {time.strftime('%H:%M:%S')} start: {' '.join(self.argv)}\n".encode())
             log.flush()
             # A session of its own: its process group holds the component and what it forks.
-            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True, cwd=str(REPO))
+            self.proc = subprocess.Popen(
+                self.argv,
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=str(REPO),
+            )
         self.seen = {}
         logger.info("started %s (pid %d)", self.name, self.proc.pid)
 

@@ -53,7 +53,9 @@ def xray_pngs(n: int, seed: int = 0, size: int = 64) -> list[bytes]:
     images = []
     for i in range(n):
         base = rng.integers(0, 256, (size, size), dtype=np.uint8)
-        base[: size // 2] = np.clip(base[: size // 2].astype(int) * (i + 1) // (n + 1), 0, 255).astype(np.uint8)
+        base[: size // 2] = np.clip(base[: size // 2].astype(int) * (i + 1) // (n + 1), 0, 255).astype(
+            np.uint8
+        )
         images.append(png(base))
     return images
 
@@ -63,30 +65,75 @@ def metrics_doc(**kwargs) -> Metrics:
     return Metrics.from_dict(metrics_json(**kwargs), where="test metrics.json")
 
 
-def metrics_json(*, auroc: float = 0.8, ci: tuple[float, float] | None = (0.72, 0.88), recall: float = 0.95,
-                 target: float = 0.95, healthy_cleared: float = 0.3, threshold: float = 0.45,
-                 test_digest: str = "digest-a", workspace: str | None = None, test_n: int = 4,
-                 input_size: int = INPUT_SIZE, stored_size: int = STORED_SIZE) -> dict:
-    at = {"tn": 3, "fp": 7, "fn": 1, "tp": 19, "f3": 0.9, "accuracy": 0.73, "precision": 0.73, "recall": recall,
-          "specificity": healthy_cleared}
+def metrics_json(
+    *,
+    auroc: float = 0.8,
+    ci: tuple[float, float] | None = (0.72, 0.88),
+    recall: float = 0.95,
+    target: float = 0.95,
+    healthy_cleared: float = 0.3,
+    threshold: float = 0.45,
+    test_digest: str = "digest-a",
+    workspace: str | None = None,
+    test_n: int = 4,
+    input_size: int = INPUT_SIZE,
+    stored_size: int = STORED_SIZE,
+) -> dict:
+    at = {
+        "tn": 3,
+        "fp": 7,
+        "fn": 1,
+        "tp": 19,
+        "f3": 0.9,
+        "accuracy": 0.73,
+        "precision": 0.73,
+        "recall": recall,
+        "specificity": healthy_cleared,
+    }
     return {
         "schema": 1,
-        "model": {"base": "tiny", "weights": "none", "input_size": input_size, "stored_image_size": stored_size,
-                  "input_name": "image", "output": "triage"},
-        "data": {"workspace": workspace, "manifest_sha256": "m" * 64, "test_digest": test_digest,
-                 "val_digest": "v" * 64, "counts": {}},
+        "model": {
+            "base": "tiny",
+            "weights": "none",
+            "input_size": input_size,
+            "stored_image_size": stored_size,
+            "input_name": "image",
+            "output": "triage",
+        },
+        "data": {
+            "workspace": workspace,
+            "manifest_sha256": "m" * 64,
+            "test_digest": test_digest,
+            "val_digest": "v" * 64,
+            "counts": {},
+        },
         "operating_point": {"threshold": threshold, "target_sensitivity": target, "chosen_on": "val"},
-        "test": {"n": test_n, "positives": 2, "at_0.5": at, "at_operating_point": {**at, "healthy_cleared": healthy_cleared},
-                 "auroc": auroc, "auroc_ci": list(ci) if ci else None, "auprc": 0.8, "sensitivity_ci": [0.9, 1.0],
-                 "benchmark_always_unhealthy": {**at, "tn": 0, "fp": 10, "recall": 1.0, "specificity": 0.0,
-                                                "f3": 0.88},
-                 "per_pathology_auroc": None},
+        "test": {
+            "n": test_n,
+            "positives": 2,
+            "at_0.5": at,
+            "at_operating_point": {**at, "healthy_cleared": healthy_cleared},
+            "auroc": auroc,
+            "auroc_ci": list(ci) if ci else None,
+            "auprc": 0.8,
+            "sensitivity_ci": [0.9, 1.0],
+            "benchmark_always_unhealthy": {
+                **at,
+                "tn": 0,
+                "fp": 10,
+                "recall": 1.0,
+                "specificity": 0.0,
+                "f3": 0.88,
+            },
+            "per_pathology_auroc": None,
+        },
         "val": {"n": 4, "positives": 2, "auroc": auroc, "at_operating_point": at},
     }
 
 
-def write_run(path: Path, *, seed: int = 0, test_indices: list[str] | None = None, pathologies: bool = False,
-              **metrics) -> Path:
+def write_run(
+    path: Path, *, seed: int = 0, test_indices: list[str] | None = None, pathologies: bool = False, **metrics
+) -> Path:
     """An evaluated run directory at ``path`` with a real tiny model; ``metrics`` go to ``metrics_json``."""
     import pandas as pd
 
@@ -101,9 +148,14 @@ def write_run(path: Path, *, seed: int = 0, test_indices: list[str] | None = Non
     indices = test_indices or [f"0000000{i}_000.png" for i in range(4)]
     (path / "predictions").mkdir(exist_ok=True)
     for split in ("val", "test"):
-        pd.DataFrame({"image_index": indices, "patient_id": range(len(indices)),
-                      "probability": np.linspace(0.1, 0.9, len(indices)), "label": [i % 2 for i in range(len(indices))],
-                      }).to_parquet(path / "predictions" / f"{split}.parquet", index=False)
+        pd.DataFrame(
+            {
+                "image_index": indices,
+                "patient_id": range(len(indices)),
+                "probability": np.linspace(0.1, 0.9, len(indices)),
+                "label": [i % 2 for i in range(len(indices))],
+            }
+        ).to_parquet(path / "predictions" / f"{split}.parquet", index=False)
     (path / "head").mkdir(exist_ok=True)
     (path / "head" / "history.json").write_text("{}")  # not published: training leftovers stay in the run
     return path
@@ -182,8 +234,25 @@ def make_workspace(tmp: Path, patients: int = 30, stored_size: int = STORED_SIZE
 
     source, workspace = tmp / "source", tmp / "workspace"
     cli = [sys.executable, "-m", "xray_tasks.cli"]
-    subprocess.run([*cli, "synth", str(source), "--patients", str(patients), "--archives", "1", "--image-size", "64"],
-                   check=True, capture_output=True)
-    subprocess.run([*cli, "ingest", "--profile", "demo", "--source", str(source), "--workspace", str(workspace),
-                    "--set", f"ingest.image_size={stored_size}"], check=True, capture_output=True)
+    subprocess.run(
+        [*cli, "synth", str(source), "--patients", str(patients), "--archives", "1", "--image-size", "64"],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *cli,
+            "ingest",
+            "--profile",
+            "demo",
+            "--source",
+            str(source),
+            "--workspace",
+            str(workspace),
+            "--set",
+            f"ingest.image_size={stored_size}",
+        ],
+        check=True,
+        capture_output=True,
+    )
     return source, workspace

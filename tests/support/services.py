@@ -39,7 +39,8 @@ class S3Server:
         moto = Path(sys.executable).with_name("moto_server")
         self.proc = subprocess.Popen(
             [str(moto), "-H", "127.0.0.1", "-p", str(self.port)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         wait_for_port(self.port, proc=self.proc)
 

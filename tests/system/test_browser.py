@@ -23,9 +23,24 @@ pytestmark = [pytest.mark.browser, pytest.mark.distributed, pytest.mark.slow]
 
 CHROMIUM = os.environ.get("XRAY_CHROMIUM", "/usr/bin/chromium")
 # Debian's Chromium in a closed network, as root, headless: no sandbox, no GPU, no background fetches.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-TRAIN_TASKS = ("plan", "features", "train_head", "finetune", "evaluate", "gate_and_publish", "announce_champion")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TRAIN_TASKS = (
+    "plan",
+    "features",
+    "train_head",
+    "finetune",
+    "evaluate",
+    "gate_and_publish",
+    "announce_champion",
+)
 TIMEOUT_MS = 90_000
 
 
@@ -50,8 +65,12 @@ def browser_page():
     profile = tempfile.mkdtemp(prefix="xray-chromium-")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
-            viewport={"width": 1400, "height": 1000})
+            profile,
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1400, "height": 1000},
+        )
         context.set_default_timeout(TIMEOUT_MS)
         try:
             yield context.new_page()
@@ -67,7 +86,8 @@ def test_ui_shows_the_successful_training_run_and_the_champion(pipeline, browser
     cluster, page = pipeline.cluster, browser_page
     run_id = pipeline.run_id("xray_train")
     champion = cluster.api_json(
-        "GET", f"/api/v2/dags/xray_train/dagRuns/{run_id}/taskInstances/gate_and_publish/xcomEntries/return_value"
+        "GET",
+        f"/api/v2/dags/xray_train/dagRuns/{run_id}/taskInstances/gate_and_publish/xcomEntries/return_value",
     )["value"]
     version = (champion if isinstance(champion, dict) else json.loads(champion))["version"]
 

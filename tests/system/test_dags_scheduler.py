@@ -23,7 +23,10 @@ TIMEOUT_S = 600
 
 
 def _runs(af, dag_id: str) -> list[dict]:
-    return [dict(r) for r in af.query("SELECT run_id, run_type, state FROM dag_run WHERE dag_id = ? ORDER BY id", dag_id)]
+    return [
+        dict(r)
+        for r in af.query("SELECT run_id, run_type, state FROM dag_run WHERE dag_id = ? ORDER BY id", dag_id)
+    ]
 
 
 def test_asset_events_trigger_training_then_scoring(tmp_path, synth_tree):
@@ -36,10 +39,13 @@ def test_asset_events_trigger_training_then_scoring(tmp_path, synth_tree):
     subprocess.run(["tar", "-xzf", str(fresh / "images_001.tar.gz"), "-C", str(incoming)], check=True)
     port = free_port()
     env = {
-        "XRAY_PROFILE": "demo", "XRAY_IMAGES": str(incoming), "XRAY_WORKLISTS": str(tmp_path / "worklists"),
+        "XRAY_PROFILE": "demo",
+        "XRAY_IMAGES": str(incoming),
+        "XRAY_WORKLISTS": str(tmp_path / "worklists"),
         # Scheduled runs take default params: let this deployment's gate pass whatever the tiny model scores.
-        "XRAY_OVERRIDES": json.dumps({"gate.min_auroc": 0.0, "gate.min_auroc_ci_low": 0.0,
-                                      "gate.sensitivity_tolerance": 1.0}),
+        "XRAY_OVERRIDES": json.dumps(
+            {"gate.min_auroc": 0.0, "gate.min_auroc_ci_low": 0.0, "gate.sensitivity_tolerance": 1.0}
+        ),
         "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"http://127.0.0.1:{port}/execution/",
         "AIRFLOW__API_AUTH__JWT_SECRET": "test-jwt-secret-shared-by-scheduler-and-api-server",
         "AIRFLOW__CORE__PARALLELISM": "2",
@@ -48,16 +54,26 @@ def test_asset_events_trigger_training_then_scoring(tmp_path, synth_tree):
     }
     af.env.update(env)
     # The setup command: without pool `gpu` the scheduler would leave features/finetune `scheduled` forever.
-    subprocess.run(["bash", str(REPO / "scripts" / "airflow-setup.sh")], check=True, capture_output=True,
-                   env={**af.env, "AIRFLOW": str(VENV_BIN / "airflow"), "XRAY_SKIP_MIGRATE": "1"})
+    subprocess.run(
+        ["bash", str(REPO / "scripts" / "airflow-setup.sh")],
+        check=True,
+        capture_output=True,
+        env={**af.env, "AIRFLOW": str(VENV_BIN / "airflow"), "XRAY_SKIP_MIGRATE": "1"},
+    )
     workspace = tmp_path / "ws-named-by-the-event"
     ingest = af.run_dag("xray_ingest", {"source": str(source), "workspace": str(workspace)})
     assert ingest.state == "success", ingest.output[-3000:]
     assert af.queued_for("xray_train") == ["xray_shards"]
 
     with ApiServer(af, port), open(af.home / "scheduler.log", "w") as log:
-        scheduler = subprocess.Popen([str(VENV_BIN / "airflow"), "scheduler"], env=af.env, stdout=log,
-                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        scheduler = subprocess.Popen(
+            [str(VENV_BIN / "airflow"), "scheduler"],
+            env=af.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             deadline = time.monotonic() + TIMEOUT_S
             while time.monotonic() < deadline:
@@ -76,10 +92,18 @@ def test_asset_events_trigger_training_then_scoring(tmp_path, synth_tree):
 
     trains, scores = _runs(af, "xray_train"), _runs(af, "xray_score")
     context = (af.home / "scheduler.log").read_text()[-3000:]
-    assert [(r["run_type"], r["state"]) for r in trains] == [("asset_triggered", "success")], (trains, context)
-    assert [(r["run_type"], r["state"]) for r in scores] == [("asset_triggered", "success")], (scores, context)
+    assert [(r["run_type"], r["state"]) for r in trains] == [("asset_triggered", "success")], (
+        trains,
+        context,
+    )
+    assert [(r["run_type"], r["state"]) for r in scores] == [("asset_triggered", "success")], (
+        scores,
+        context,
+    )
     # Training found the shards through the event, not through a param.
-    plan = json.loads(af.query("SELECT value FROM xcom WHERE dag_id = 'xray_train' AND task_id = 'plan'")[0]["value"])
+    plan = json.loads(
+        af.query("SELECT value FROM xcom WHERE dag_id = 'xray_train' AND task_id = 'plan'")[0]["value"]
+    )
     assert plan["workspace"] == str(workspace) != af.env["XRAY_WORKSPACE"]
     model_events = af.asset_events("xray_model", trains[0]["run_id"])
     assert len(model_events) == 1

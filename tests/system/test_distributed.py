@@ -49,12 +49,17 @@ def test_every_run_succeeds(pipeline):  # noqa: F811
     for dag_id in ("xray_ingest", "xray_train", "xray_score"):
         run_id = pipeline.run_id(dag_id)
         assert pipeline.runs[dag_id]["state"] == "success", pipeline.explain(dag_id)
-        states = {(ti["task_id"], ti["map_index"]): ti["state"] for ti in cluster.task_instances(dag_id, run_id)}
+        states = {
+            (ti["task_id"], ti["map_index"]): ti["state"] for ti in cluster.task_instances(dag_id, run_id)
+        }
         assert set(states.values()) == {"success"}, (dag_id, states)
     ingest = {ti["task_id"] for ti in cluster.task_instances("xray_ingest", pipeline.run_id("xray_ingest"))}
     assert ingest == {"list_archives", "manifest", "ingest_archive", "validate"}
-    mapped = [ti for ti in cluster.task_instances("xray_ingest", pipeline.run_id("xray_ingest"))
-              if ti["task_id"] == "ingest_archive"]
+    mapped = [
+        ti
+        for ti in cluster.task_instances("xray_ingest", pipeline.run_id("xray_ingest"))
+        if ti["task_id"] == "ingest_archive"
+    ]
     assert len(mapped) == 2  # one mapped task per archive
 
 
@@ -91,8 +96,9 @@ def test_champion_landed_in_s3_and_scoring_used_it(pipeline):  # noqa: F811
     result = xcom(cluster, "xray_train", pipeline.run_id("xray_train"), "gate_and_publish")
     assert result["promoted"] and result["decision"] == "approved", result
     version = result["version"]
-    pointer = json.loads(cluster.s3().get_object(Bucket=cluster.bucket,
-                                                 Key=f"registry/{MODEL_NAME}/champion")["Body"].read())
+    pointer = json.loads(
+        cluster.s3().get_object(Bucket=cluster.bucket, Key=f"registry/{MODEL_NAME}/champion")["Body"].read()
+    )
     assert pointer["version"] == version
     keys = set(cluster.keys(f"registry/{MODEL_NAME}/versions/{version}/"))
     prefix = f"registry/{MODEL_NAME}/versions/{version}/"
@@ -137,19 +143,35 @@ def test_the_compose_healthchecks_pass_on_the_real_components(pipeline):  # noqa
     cluster = pipeline.cluster
     env = cluster.env()
     host = socket.gethostname()
-    celery = [str(VENV_BIN / "celery"), "--app", "airflow.providers.celery.executors.celery_executor.app",
-              "inspect", "ping", "-d"]
+    celery = [
+        str(VENV_BIN / "celery"),
+        "--app",
+        "airflow.providers.celery.executors.celery_executor.app",
+        "inspect",
+        "ping",
+        "-d",
+    ]
     for queue in ("default", "gpu"):
-        proc = subprocess.run([*celery, f"{queue}@{host}"], env=env, capture_output=True, text=True, timeout=120,
-                              check=False)
+        proc = subprocess.run(
+            [*celery, f"{queue}@{host}"], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
         assert proc.returncode == 0 and "pong" in proc.stdout, proc.stdout + proc.stderr
-    proc = subprocess.run([*celery, f"nobody@{host}"], env=env, capture_output=True, text=True, timeout=120,
-                          check=False)
+    proc = subprocess.run(
+        [*celery, f"nobody@{host}"], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert proc.returncode != 0  # the check can fail: an unknown node does not answer
-    proc = subprocess.run([str(VENV_BIN / "airflow"), "jobs", "check", "--job-type", "DagProcessorJob"], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    proc = subprocess.run(
+        [str(VENV_BIN / "airflow"), "jobs", "check", "--job-type", "DagProcessorJob"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode == 0 and "Found one alive job" in proc.stdout, proc.stdout + proc.stderr
-    with urllib.request.urlopen(f"http://127.0.0.1:{cluster.scheduler_health_port}/health", timeout=30) as resp:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{cluster.scheduler_health_port}/health", timeout=30
+    ) as resp:
         assert resp.status == 200
     with urllib.request.urlopen(f"{cluster.api}/api/v2/version", timeout=30) as resp:
         assert json.loads(resp.read())["version"].startswith("3.")
@@ -163,14 +185,22 @@ def test_stop_reaches_exactly_the_processes_started(tmp_path):
     so): signalling the service's process group alone would leave the grandchild running.
     """
     grandchild = "import time; time.sleep(600)"
-    child = ("import subprocess, sys, time\n"
-             f"subprocess.Popen([sys.executable, '-c', {grandchild!r}], start_new_session=True)\n"
-             "time.sleep(600)\n")
-    script = ("import subprocess, sys, time\n"
-              f"subprocess.Popen([sys.executable, '-c', {child!r}])\n"
-              "time.sleep(600)\n")
-    service = Service("tree", [sys.executable, "-c", script], {"PATH": "/usr/bin:/bin"}, tmp_path / "tree.log")
-    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True)
+    child = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {grandchild!r}], start_new_session=True)\n"
+        "time.sleep(600)\n"
+    )
+    script = (
+        "import subprocess, sys, time\n"
+        f"subprocess.Popen([sys.executable, '-c', {child!r}])\n"
+        "time.sleep(600)\n"
+    )
+    service = Service(
+        "tree", [sys.executable, "-c", script], {"PATH": "/usr/bin:/bin"}, tmp_path / "tree.log"
+    )
+    bystander = subprocess.Popen(
+        [sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True
+    )
     try:
         service.start()
         deadline = time.monotonic() + 60

@@ -23,7 +23,9 @@ def test_connection_env_maps_fields_and_derives_tfio_endpoint():
 
 
 def test_connection_env_reads_provider_service_config_and_json_text():
-    extra = json.dumps({"service_config": {"s3": {"endpoint_url": "https://minio.local:9000"}}, "verify": False})
+    extra = json.dumps(
+        {"service_config": {"s3": {"endpoint_url": "https://minio.local:9000"}}, "verify": False}
+    )
     env = connection_env(None, None, extra)
     assert env["AWS_ENDPOINT_URL"] == "https://minio.local:9000"
     assert env["S3_VERIFY_SSL"] == "0"
@@ -37,8 +39,12 @@ def test_connection_env_rejects_bad_extra(extra):
 
 
 def test_child_environment_never_mixes_worker_and_connection_credentials():
-    base = {"PATH": "/bin", "AWS_ACCESS_KEY_ID": "worker", "AWS_SESSION_TOKEN": "worker-token",
-            "S3_ENDPOINT": "http://elsewhere:1"}
+    base = {
+        "PATH": "/bin",
+        "AWS_ACCESS_KEY_ID": "worker",
+        "AWS_SESSION_TOKEN": "worker-token",
+        "S3_ENDPOINT": "http://elsewhere:1",
+    }
     env = child_environment(connection_env("conn", "conn-secret", {"endpoint_url": "http://h:2"}), base)
     assert env["AWS_ACCESS_KEY_ID"] == "conn"
     assert "AWS_SESSION_TOKEN" not in env
@@ -49,7 +55,9 @@ def test_child_environment_never_mixes_worker_and_connection_credentials():
     assert child_environment({}, base)["AWS_ACCESS_KEY_ID"] == "worker"
 
 
-@pytest.mark.parametrize("stdout, message", [("", "nothing"), ("a\nnot json\n", "not JSON"), ("[1]\n", "not an object")])
+@pytest.mark.parametrize(
+    "stdout, message", [("", "nothing"), ("a\nnot json\n", "not JSON"), ("[1]\n", "not an object")]
+)
 def test_parse_summary_rejects_missing_or_bad_last_line(stdout, message):
     with pytest.raises(ValueError, match=message):
         parse_summary(stdout)
@@ -108,7 +116,9 @@ def test_stage_reads_s3_with_credentials_from_connection_fields(s3_server, s3_bu
     source = synth_tree(patients=6, archives=1, image_size=64)
     storage.put_file(source / "images_001.tar.gz", f"{s3_bucket}/src/images_001.tar.gz")
     base = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-    fields = connection_env("testing", "testing", {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"})
+    fields = connection_env(
+        "testing", "testing", {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"}
+    )
     summary = run_stage("list-archives", [f"{s3_bucket}/src"], env=child_environment(fields, base))
     assert summary["archives"] == [f"{s3_bucket}/src/images_001.tar.gz"]
 
@@ -125,8 +135,12 @@ def test_stdout_lines_are_forwarded_masked_and_the_summary_is_not(tmp_path):
     secret = "Zm9vYmFyLXNlY3JldA"
     python = _fake_python(tmp_path, f'echo "progress {secret}"; echo "warn" >&2; echo \'{{"ok": true}}\'')
     lines: list[str] = []
-    summary = run_stage("anything", env={"AWS_SECRET_ACCESS_KEY": secret, "PATH": os.environ["PATH"]},
-                        python=python, log=lines.append)
+    summary = run_stage(
+        "anything",
+        env={"AWS_SECRET_ACCESS_KEY": secret, "PATH": os.environ["PATH"]},
+        python=python,
+        log=lines.append,
+    )
     assert summary["ok"] is True
     assert f"progress {runner.MASK}" in lines and "warn" in lines
     assert not any(secret in line or '"ok"' in line for line in lines)

@@ -26,12 +26,16 @@ def _sources(on: dict[str, bool], calls: list[str] | None = None, home: str = "/
 
     environ = {"AIRFLOW_HOME": home, **({"XRAY_REGISTRY": "from-env"} if on["env"] else {})}
     params = {"registry": "from-param"} if on["param"] else {"registry": ""}
-    return Sources(variable=lambda k: lookup("variable", k), config=lambda k: lookup("config", k),
-                   environ=environ), params
+    return Sources(
+        variable=lambda k: lookup("variable", k), config=lambda k: lookup("config", k), environ=environ
+    ), params
 
 
-@pytest.mark.parametrize("mix", list(itertools.product([False, True], repeat=4)),
-                         ids=lambda mix: "+".join(s for s, on in zip(SOURCES, mix) if on) or "none")
+@pytest.mark.parametrize(
+    "mix",
+    list(itertools.product([False, True], repeat=4)),
+    ids=lambda mix: "+".join(s for s, on in zip(SOURCES, mix) if on) or "none",
+)
 def test_the_first_source_that_is_set_wins(mix):
     on = dict(zip(SOURCES, mix))
     sources, params = _sources(on)
@@ -40,8 +44,11 @@ def test_the_first_source_that_is_set_wins(mix):
 
 
 def test_empty_values_count_as_not_set():
-    sources = Sources(variable=lambda key: "", config=lambda name: None,
-                      environ={"XRAY_WORKSPACE": "", "AIRFLOW_HOME": "/h"})
+    sources = Sources(
+        variable=lambda key: "",
+        config=lambda name: None,
+        environ={"XRAY_WORKSPACE": "", "AIRFLOW_HOME": "/h"},
+    )
     assert resolve("workspace", sources, {"workspace": ""}) == "/h/xray/workspace"
     assert resolve("workspace", sources, {"workspace": None}) == "/h/xray/workspace"
 
@@ -59,11 +66,20 @@ def test_values_are_returned_as_text():
     assert resolve("model_name", Sources(variable=lambda key: 7, environ={})) == "7"
 
 
-@pytest.mark.parametrize(("name", "expected"), [
-    ("workspace", "/h/xray/workspace"), ("registry", "/h/xray/registry"), ("images", "/h/xray/incoming"),
-    ("worklists", "/h/xray/worklists"), ("model_name", "xray-triage"), ("profile", "full"),
-    ("s3_conn_id", "xray_s3"), ("overrides", "{}"), ("source", ""),
-])
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("workspace", "/h/xray/workspace"),
+        ("registry", "/h/xray/registry"),
+        ("images", "/h/xray/incoming"),
+        ("worklists", "/h/xray/worklists"),
+        ("model_name", "xray-triage"),
+        ("profile", "full"),
+        ("s3_conn_id", "xray_s3"),
+        ("overrides", "{}"),
+        ("source", ""),
+    ],
+)
 def test_defaults_sit_under_airflow_home(name, expected):
     assert default(name, {"AIRFLOW_HOME": "/h"}) == expected
     assert resolve(name, Sources(environ={"AIRFLOW_HOME": "/h"})) == expected
@@ -88,8 +104,10 @@ def test_an_unknown_name_is_refused_with_the_known_ones(call):
 
 
 def test_the_module_imports_no_airflow_and_nothing_heavy():
-    code = ("import sys, xray_tasks.settings; "
-            "print(sorted(m for m in ('airflow', 'numpy', 'pandas', 'tensorflow', 'boto3') if m in sys.modules))")
+    code = (
+        "import sys, xray_tasks.settings; "
+        "print(sorted(m for m in ('airflow', 'numpy', 'pandas', 'tensorflow', 'boto3') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout
     assert out.strip() == "[]"
 
@@ -99,10 +117,20 @@ def test_the_registry_uses_the_model_name_pattern_itself():
     assert layout._NAME.pattern is MODEL_NAME_PATTERN
 
 
-@pytest.mark.parametrize(("name", "ok"), [
-    ("a" * 64, True), ("a" * 65, False), ("x", True), ("xray-triage.v2_b", True), ("", False), ("-x", False),
-    ("Xray", False), ("a/b", False), ("a" * 63 + "\n", False),
-])
+@pytest.mark.parametrize(
+    ("name", "ok"),
+    [
+        ("a" * 64, True),
+        ("a" * 65, False),
+        ("x", True),
+        ("xray-triage.v2_b", True),
+        ("", False),
+        ("-x", False),
+        ("Xray", False),
+        ("a/b", False),
+        ("a" * 63 + "\n", False),
+    ],
+)
 def test_model_names_of_up_to_64_characters_are_accepted(name, ok):
     assert bool(re.fullmatch(MODEL_NAME_PATTERN, name)) is ok
     if ok:

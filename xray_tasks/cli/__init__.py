@@ -29,8 +29,11 @@ logger = logging.getLogger("xray_tasks")
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="xray-tasks", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--log-level", default=os.environ.get("XRAY_LOG_LEVEL", "INFO"),
-                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument(
+        "--log-level",
+        default=os.environ.get("XRAY_LOG_LEVEL", "INFO"),
+        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
@@ -50,8 +53,10 @@ def run(argv: Sequence[str] | None = None) -> int:
         return 1
     except Exception as exc:  # noqa: BLE001 (a bug, not a stated failure: show where it happened)
         traceback.print_exc(file=sys.stderr)
-        print(f"error: unexpected {type(exc).__name__} in {args.command} (a bug; traceback above): {exc}",
-              file=sys.stderr)
+        print(
+            f"error: unexpected {type(exc).__name__} in {args.command} (a bug; traceback above): {exc}",
+            file=sys.stderr,
+        )
         return 2
     if isinstance(result, Contract):
         result = result.to_dict()

@@ -16,8 +16,10 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (XrayError, OSError)
 
 def configure_logging(level: str) -> None:
     logging.basicConfig(
-        level=getattr(logging, level), stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True,
+        level=getattr(logging, level),
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
     )
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
@@ -25,11 +27,20 @@ def configure_logging(level: str) -> None:
 
 def add_config_args(parser: argparse.ArgumentParser, *paths: str) -> None:
     """``--profile``, ``--config FILE``, repeatable ``--set section.key=value``, and the named path flags."""
-    parser.add_argument("--profile", default="full", choices=["full", "demo"],
-                        help="preset the other settings start from (default: full, the report's settings)")
+    parser.add_argument(
+        "--profile",
+        default="full",
+        choices=["full", "demo"],
+        help="preset the other settings start from (default: full, the report's settings)",
+    )
     parser.add_argument("--config", help="JSON file with (part of) a pipeline config")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override one setting, e.g. --set head.epochs=20 (repeatable)")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one setting, e.g. --set head.epochs=20 (repeatable)",
+    )
     for name in paths:
         parser.add_argument(f"--{name}", help=f"pipeline {name} (local path or s3:// URI)")
 

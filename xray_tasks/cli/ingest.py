@@ -27,11 +27,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv-style", choices=["2017", "2020", "both"], default="2017")
     p.add_argument("--no-lists", action="store_true", help="omit train_val_list.txt / test_list.txt")
     p.add_argument("--signal", type=float, default=1.0, help="strength of the unhealthy visual signal")
-    p.add_argument("--inject", default="", help=f"comma list of {list(INJECTIONS)}, or 'all' (recoverable ones)")
+    p.add_argument(
+        "--inject", default="", help=f"comma list of {list(INJECTIONS)}, or 'all' (recoverable ones)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_synth)
 
-    p = sub.add_parser("pack", help="build NIH-style archives from a folder of real PNGs (+ cut-down metadata)")
+    p = sub.add_parser(
+        "pack", help="build NIH-style archives from a folder of real PNGs (+ cut-down metadata)"
+    )
     p.add_argument("images_dir")
     p.add_argument("meta_dir")
     p.add_argument("out")
@@ -40,9 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metadata", default="Data_Entry_2017_v2020.csv")
     p.set_defaults(func=lambda a: pack_real(a.images_dir, a.meta_dir, a.out, a.archives, a.limit, a.metadata))
 
-    p = sub.add_parser("manifest", help="metadata + split lists -> manifest.parquet (counts per split and class)")
+    p = sub.add_parser(
+        "manifest", help="metadata + split lists -> manifest.parquet (counts per split and class)"
+    )
     add_config_args(p, "source", "workspace")
-    p.add_argument("--metadata", help="metadata file name in the source (default: the 2020 release, else 2017)")
+    p.add_argument(
+        "--metadata", help="metadata file name in the source (default: the 2020 release, else 2017)"
+    )
     p.set_defaults(func=_manifest)
 
     p = sub.add_parser("ingest-archive", help="one images_NNN.tar.gz -> committed TFRecord shards")
@@ -73,9 +81,17 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _synth(args: argparse.Namespace) -> dict:
     inject = tuple(RECOVERABLE) if args.inject == "all" else tuple(i for i in args.inject.split(",") if i)
-    return generate(args.out, patients=args.patients, archives=args.archives, image_size=args.image_size,
-                    csv_style=args.csv_style, lists=not args.no_lists, inject=inject, signal=args.signal,
-                    seed=args.seed)
+    return generate(
+        args.out,
+        patients=args.patients,
+        archives=args.archives,
+        image_size=args.image_size,
+        csv_style=args.csv_style,
+        lists=not args.no_lists,
+        inject=inject,
+        signal=args.signal,
+        seed=args.seed,
+    )
 
 
 def _manifest(args: argparse.Namespace) -> dict:

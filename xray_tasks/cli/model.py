@@ -21,16 +21,21 @@ from xray_tasks.workspace import RunDir, Workspace
 logger = logging.getLogger(__name__)
 
 
-
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("features", help="frozen base over the shards -> pooled features, one Parquet per shard")
+    p = sub.add_parser(
+        "features", help="frozen base over the shards -> pooled features, one Parquet per shard"
+    )
     add_config_args(p, "workspace")
     p.add_argument("--splits", default=",".join(SPLITS), help="comma list of splits (default: all)")
     p.set_defaults(func=_features)
 
     for name, func, text in (
         ("train", _train, "train the report's head on the pooled features (starts a run)"),
-        ("finetune", _finetune, "fine-tune base + head from the shards (resumable), write the run's model.keras"),
+        (
+            "finetune",
+            _finetune,
+            "fine-tune base + head from the shards (resumable), write the run's model.keras",
+        ),
         ("evaluate", _evaluate, "predictions, metrics.json, plots and model card of a run"),
     ):
         p = sub.add_parser(name, help=text)
@@ -72,8 +77,11 @@ def run_config(args: argparse.Namespace, create: bool) -> tuple[PipelineConfig, 
             assignments = parse_assignments(args.set)
             if args.workspace:
                 assignments["workspace"] = args.workspace
-            logger.info("config: the run's saved %s%s", RunDir(run_dir).config,
-                        f" with {assignments}" if assignments else "")
+            logger.info(
+                "config: the run's saved %s%s",
+                RunDir(run_dir).config,
+                f" with {assignments}" if assignments else "",
+            )
             return (override(cfg, assignments) if assignments else cfg), run_dir
     if args.profile is None:
         args.profile = "full"

@@ -20,11 +20,15 @@ FORMATS = ("table", "csv", "json")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("publish", help="gate an evaluated run against the champion and publish it as a version")
+    p = sub.add_parser(
+        "publish", help="gate an evaluated run against the champion and publish it as a version"
+    )
     add_config_args(p, "registry", "workspace")
     p.add_argument("--run-dir", required=True, help="evaluated run directory (local path or s3://)")
     p.add_argument("--model-name", help="registry model name (default: the config's model_name)")
-    p.add_argument("--force", action="store_true", help="promote even if the gate rejects it (needs --reason)")
+    p.add_argument(
+        "--force", action="store_true", help="promote even if the gate rejects it (needs --reason)"
+    )
     p.add_argument("--reason", default="", help="why a publish is forced (recorded with the decision)")
     p.add_argument("--actor", help="who forces it (default: $XRAY_ACTOR or the login name)")
     p.set_defaults(func=_publish)
@@ -39,7 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--version", help="version id, e.g. 7 or 000007 (default: the champion)")
     p.set_defaults(func=_models_show)
 
-    p = sub.add_parser("predict", help="P(unhealthy) and the triage decision per image, with a published model")
+    p = sub.add_parser(
+        "predict", help="P(unhealthy) and the triage decision per image, with a published model"
+    )
     _registry_args(p)
     p.add_argument("--version", help="version id (default: the champion)")
     p.add_argument("images", nargs="+", help="PNG files, folders or s3:// prefixes")
@@ -54,20 +60,35 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_score)
 
 
-def _registry_args(p: argparse.ArgumentParser, formats: bool = True, model_name: str | None = "xray-triage") -> None:
+def _registry_args(
+    p: argparse.ArgumentParser, formats: bool = True, model_name: str | None = "xray-triage"
+) -> None:
     p.add_argument("--registry", required=True, help="registry root (local path or s3://)")
-    p.add_argument("--model-name", default=model_name,
-                   help=f"model name in the registry (default: {model_name or 'all models'})")
+    p.add_argument(
+        "--model-name",
+        default=model_name,
+        help=f"model name in the registry (default: {model_name or 'all models'})",
+    )
     if formats:
-        p.add_argument("--format", choices=FORMATS, default="table", help="how rows are printed (default: table)")
+        p.add_argument(
+            "--format", choices=FORMATS, default="table", help="how rows are printed (default: table)"
+        )
 
 
 def _publish(args: argparse.Namespace) -> dict:
     from xray_tasks.registry import publish
 
     cfg = load_config(args)
-    return publish(args.run_dir, cfg.registry, model_name=args.model_name or cfg.model_name, policy=cfg.gate,
-                   force=args.force, reason=args.reason, actor=args.actor, workspace=args.workspace)
+    return publish(
+        args.run_dir,
+        cfg.registry,
+        model_name=args.model_name or cfg.model_name,
+        policy=cfg.gate,
+        force=args.force,
+        reason=args.reason,
+        actor=args.actor,
+        workspace=args.workspace,
+    )
 
 
 def _models_list(args: argparse.Namespace) -> dict:
@@ -76,16 +97,27 @@ def _models_list(args: argparse.Namespace) -> dict:
     if args.model_name is None:
         models = registry.list_models(args.registry)
         if args.format != "json":
-            _print_rows([{"model": m, "champion": registry.champion_version(args.registry, m)} for m in models],
-                        args.format)
+            _print_rows(
+                [{"model": m, "champion": registry.champion_version(args.registry, m)} for m in models],
+                args.format,
+            )
         return {"registry": args.registry, "models": models}
     rows = registry.list_versions(args.registry, args.model_name)
     if args.format != "json":
-        _print_rows([{
-            "version": r["version"], "complete": r["complete"], "champion": r["champion"],
-            "decision": r["decision"], "test_auroc": (r["summary"] or {}).get("test_auroc"),
-            "created_at": r["created_at"],
-        } for r in rows], args.format)
+        _print_rows(
+            [
+                {
+                    "version": r["version"],
+                    "complete": r["complete"],
+                    "champion": r["champion"],
+                    "decision": r["decision"],
+                    "test_auroc": (r["summary"] or {}).get("test_auroc"),
+                    "created_at": r["created_at"],
+                }
+                for r in rows
+            ],
+            args.format,
+        )
     return {"registry": args.registry, "model_name": args.model_name, "versions": rows}
 
 
@@ -97,16 +129,27 @@ def _models_show(args: argparse.Namespace) -> dict:
     if args.format != "json":
         metrics = Metrics.from_dict(details["metrics"], where=f"version {details['version']} metrics.json")
         at_op = metrics.test.at_operating_point
-        _print_rows([
-            {"field": "version", "value": details["version"] + (" (champion)" if details["champion"] else "")},
-            {"field": "test AUROC", "value": metrics.test.auroc},
-            {"field": "threshold", "value": metrics.operating_point.threshold},
-            {"field": "sensitivity", "value": at_op.recall},
-            {"field": "healthy cleared", "value": at_op.healthy_cleared},
-            *({"field": f"decision {d['decided_at']}", "value": f"{d['decision']}: {'; '.join(d['reasons'])}"}
-              for d in details["decisions"]),
-            {"field": "serving base path", "value": details["serving_base_path"]},
-        ], args.format)
+        _print_rows(
+            [
+                {
+                    "field": "version",
+                    "value": details["version"] + (" (champion)" if details["champion"] else ""),
+                },
+                {"field": "test AUROC", "value": metrics.test.auroc},
+                {"field": "threshold", "value": metrics.operating_point.threshold},
+                {"field": "sensitivity", "value": at_op.recall},
+                {"field": "healthy cleared", "value": at_op.healthy_cleared},
+                *(
+                    {
+                        "field": f"decision {d['decided_at']}",
+                        "value": f"{d['decision']}: {'; '.join(d['reasons'])}",
+                    }
+                    for d in details["decisions"]
+                ),
+                {"field": "serving base path", "value": details["serving_base_path"]},
+            ],
+            args.format,
+        )
     return details
 
 
@@ -139,7 +182,9 @@ def _score(args: argparse.Namespace) -> dict:
         raise MissingInput(f"{args.images}: no PNG images")
     published = registry.load(args.registry, args.model_name, args.version)
     rows = published.score(uris, batch_size=args.batch_size)
-    table = pd.DataFrame(rows, columns=["image", "probability", "decision", "error", "model_version", "threshold"])
+    table = pd.DataFrame(
+        rows, columns=["image", "probability", "decision", "error", "model_version", "threshold"]
+    )
     # Highest risk first; unreadable images last, still listed so nobody assumes they were cleared.
     table = table.sort_values("probability", ascending=False, na_position="last", kind="mergesort")
     table.insert(0, "rank", range(1, len(table) + 1))
@@ -155,9 +200,15 @@ def _score(args: argparse.Namespace) -> dict:
 def _counts(rows: list[dict[str, Any]], published: Any) -> dict[str, Any]:
     from xray_tasks.registry.inference import CLEARED, NEEDS_REVIEW
 
-    return {"model_name": published.model_name, "version": published.version, "threshold": published.threshold,
-            "images": len(rows), NEEDS_REVIEW: sum(r["decision"] == NEEDS_REVIEW for r in rows),
-            CLEARED: sum(r["decision"] == CLEARED for r in rows), "errors": sum(r["error"] is not None for r in rows)}
+    return {
+        "model_name": published.model_name,
+        "version": published.version,
+        "threshold": published.threshold,
+        "images": len(rows),
+        NEEDS_REVIEW: sum(r["decision"] == NEEDS_REVIEW for r in rows),
+        CLEARED: sum(r["decision"] == CLEARED for r in rows),
+        "errors": sum(r["error"] is not None for r in rows),
+    }
 
 
 def _print_rows(rows: list[dict[str, Any]], fmt: str) -> None:

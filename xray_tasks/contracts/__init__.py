@@ -101,13 +101,19 @@ def documented() -> list[type[Contract]]:
     """Every contract by phase (data, training, evaluation, registry), each module's in definition order."""
     from xray_tasks.contracts import data, evaluation, registry, training
 
-    return [obj for module in (data, training, evaluation, registry) for obj in vars(module).values()
-            if inspect.isclass(obj) and issubclass(obj, Contract) and obj.__module__ == module.__name__]
+    return [
+        obj
+        for module in (data, training, evaluation, registry)
+        for obj in vars(module).values()
+        if inspect.isclass(obj) and issubclass(obj, Contract) and obj.__module__ == module.__name__
+    ]
 
 
 def table(cls: type[Contract]) -> str:
     """The Markdown section of one contract: heading, schema, fields (the test compares this with the doc)."""
     schema = f" (schema {cls.SCHEMA})" if cls.SCHEMA is not None else ""
-    rows = "\n".join(f"| `{name}` | `{kind.replace('|', chr(92) + '|')}` | {meaning} |"
-                     for name, kind, meaning in describe(cls))
+    rows = "\n".join(
+        f"| `{name}` | `{kind.replace('|', chr(92) + '|')}` | {meaning} |"
+        for name, kind, meaning in describe(cls)
+    )
     return f"### `{cls.__name__}`{schema}\n\n| field | type | meaning |\n| --- | --- | --- |\n{rows}"

@@ -61,7 +61,9 @@ class Contract:
             oldest = cls.SCHEMA if cls.OLDEST_SCHEMA is None else cls.OLDEST_SCHEMA
             if not isinstance(schema, int) or not oldest <= schema <= cls.SCHEMA:
                 allowed = cls.SCHEMA if oldest == cls.SCHEMA else f"{oldest}..{cls.SCHEMA}"
-                raise ContractError(f"{where}: expected {cls.__name__} schema {allowed}, got {data.get('schema')!r}")
+                raise ContractError(
+                    f"{where}: expected {cls.__name__} schema {allowed}, got {data.get('schema')!r}"
+                )
             if schema != cls.SCHEMA:
                 data = cls.upgrade(dict(data), schema)
         return _build(cls, data, where, "")
@@ -78,7 +80,9 @@ class Contract:
 def describe(cls: type[Contract]) -> list[tuple[str, str, str]]:
     """``(field, type, meaning)`` rows of a contract, as ``docs/CONTRACTS.md`` lists them."""
     hints = typing.get_type_hints(cls)
-    return [(json_key(f), type_name(hints[f.name]), f.metadata.get("doc", "")) for f in dataclasses.fields(cls)]
+    return [
+        (json_key(f), type_name(hints[f.name]), f.metadata.get("doc", "")) for f in dataclasses.fields(cls)
+    ]
 
 
 def type_name(hint: Any) -> str:

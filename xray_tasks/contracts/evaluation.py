@@ -26,7 +26,9 @@ class Rates(Contract):
     precision: float = doc("TP / (TP + FP)")
     recall: float = doc("sensitivity: TP / (TP + FN)")
     specificity: float = doc("TN / (TN + FP)")
-    healthy_cleared: float = doc("specificity read as workload: the share of healthy studies nobody needs to read")
+    healthy_cleared: float = doc(
+        "specificity read as workload: the share of healthy studies nobody needs to read"
+    )
 
     @property
     def f_key(self) -> str:
@@ -92,7 +94,9 @@ class TestMetrics(Contract):
     auroc_ci: tuple[float, ...] | None = doc("95% patient-bootstrap interval of the AUROC [lo, hi]")
     sensitivity_ci: tuple[float, ...] | None = doc("95% interval of the sensitivity at the operating point")
     benchmark_always_unhealthy: Rates = doc("the report's benchmark on the same studies: every study flagged")
-    per_pathology_auroc: dict[str, float | None] | None = doc("AUROC per finding when the model has that output")
+    per_pathology_auroc: dict[str, float | None] | None = doc(
+        "AUROC per finding when the model has that output"
+    )
     threshold_sweep: Sweep | None = doc("healthy cleared / unhealthy missed per threshold", default=None)
     bootstrap: Bootstrap | None = doc("how the intervals were drawn (null without intervals)", default=None)
 
@@ -129,8 +133,10 @@ class Metrics(Contract):
     def upgrade(cls, data: dict[str, Any], schema: int) -> dict[str, Any]:
         data = {**data, "schema": cls.SCHEMA}
         test, val = dict(data.get("test") or {}), dict(data.get("val") or {})
-        for section, keys in ((test, ("at_0.5", "at_operating_point", "benchmark_always_unhealthy")),
-                              (val, ("at_operating_point",))):
+        for section, keys in (
+            (test, ("at_0.5", "at_operating_point", "benchmark_always_unhealthy")),
+            (val, ("at_operating_point",)),
+        ):
             for key in keys:
                 if isinstance(section.get(key), dict):
                     section[key] = _rates_v1(section[key])

@@ -25,7 +25,9 @@ class ChampionScore(Contract):
 
     version: str = doc("the champion's version")
     auroc: float = doc("its test AUROC on the candidate's test split")
-    basis: str = doc("`same_split` (read from its metrics.json) or `rescored` (predicted on the candidate's split)")
+    basis: str = doc(
+        "`same_split` (read from its metrics.json) or `rescored` (predicted on the candidate's split)"
+    )
 
 
 @dataclass(frozen=True)

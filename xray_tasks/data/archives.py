@@ -46,7 +46,10 @@ def member_problem(info: tarfile.TarInfo, max_bytes: int) -> tuple[str, str] | N
     if info.name.startswith("/") or ".." in parts:
         return "unsafe_path", f"unsafe member path {info.name!r} (absolute or containing '..')"
     if info.issym() or info.islnk():
-        return "link_member", f"link member ({'symlink' if info.issym() else 'hard link'} to {info.linkname!r})"
+        return (
+            "link_member",
+            f"link member ({'symlink' if info.issym() else 'hard link'} to {info.linkname!r})",
+        )
     if info.ischr() or info.isblk() or info.isfifo():
         return "device_member", "device or FIFO member"
     if not info.isfile():

@@ -56,10 +56,21 @@ def make_parser(encoding: str, image_size: int):
     return parse
 
 
-def make_dataset(uris: Sequence[str], *, encoding: str, image_size: int, batch_size: int,
-                 output_size: int | None = None, channels: int = 3, shuffle: bool = False, seed: int = 0,
-                 shuffle_buffer: int = 1024, repeat: bool = False, drop_remainder: bool = False,
-                 cycle_length: int = 4):
+def make_dataset(
+    uris: Sequence[str],
+    *,
+    encoding: str,
+    image_size: int,
+    batch_size: int,
+    output_size: int | None = None,
+    channels: int = 3,
+    shuffle: bool = False,
+    seed: int = 0,
+    shuffle_buffer: int = 1024,
+    repeat: bool = False,
+    drop_remainder: bool = False,
+    cycle_length: int = 4,
+):
     """Batched ``tf.data.Dataset`` of dicts over TFRecord shards.
 
     ``image`` is uint8 ``[B, S, S, channels]`` (``S`` = ``output_size`` or the stored size; grey replicated to
@@ -92,8 +103,10 @@ def make_dataset(uris: Sequence[str], *, encoding: str, image_size: int, batch_s
     def finish(item):
         image = item["image"]
         if size != image_size:
-            image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, [size, size], antialias=True)), 0, 255),
-                            tf.uint8)
+            image = tf.cast(
+                tf.clip_by_value(tf.round(tf.image.resize(image, [size, size], antialias=True)), 0, 255),
+                tf.uint8,
+            )
         if channels == 3:
             image = tf.image.grayscale_to_rgb(image)
         return {**item, "image": image}
@@ -108,7 +121,9 @@ def split_dataset(workspace: str, split: str, *, batch_size: int, **kwargs):
     uris = shards.committed_shards(workspace, split)
     if not uris:
         raise MissingInput(f"{Workspace(workspace).shards}: no committed shards for split {split!r}")
-    return make_dataset(uris, encoding=fmt.encoding, image_size=fmt.image_size, batch_size=batch_size, **kwargs)
+    return make_dataset(
+        uris, encoding=fmt.encoding, image_size=fmt.image_size, batch_size=batch_size, **kwargs
+    )
 
 
 def split_size(workspace: str, split: str) -> int:

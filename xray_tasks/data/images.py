@@ -47,7 +47,7 @@ def open_png(data: bytes, max_pixels: int) -> Image.Image:
         raise ImageRejected(
             "bomb",
             f"decompression bomb: header declares {width}x{height} = {width * height} pixels, "
-            f"limit {max_pixels}"
+            f"limit {max_pixels}",
         )
     try:
         img.load()
@@ -94,8 +94,15 @@ def encode(img: Image.Image, encoding: str, png_level: int = 1) -> bytes:
     raise BadInput(f"encoding must be 'raw' or 'png', got {encoding!r}")
 
 
-def prepare(data: bytes, size: int, *, encoding: str = "raw", png_level: int = 1, resample: str = "box",
-            max_pixels: int = 40_000_000) -> bytes:
+def prepare(
+    data: bytes,
+    size: int,
+    *,
+    encoding: str = "raw",
+    png_level: int = 1,
+    resample: str = "box",
+    max_pixels: int = 40_000_000,
+) -> bytes:
     """PNG bytes from an archive -> the stored image bytes (``size`` x ``size``, 8-bit gray)."""
     img = open_png(data, max_pixels)
     return encode(resize_square(to_gray8(img), size, resample), encoding, png_level)

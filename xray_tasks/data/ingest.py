@@ -56,19 +56,27 @@ def archive_stem(uri: str) -> str:
 def list_archives(source: str) -> list[str]:
     """The ``images_*.tar.gz`` archives at a source, sorted by name."""
     return [
-        storage.join(source, n) for n in storage.listdir(source)
+        storage.join(source, n)
+        for n in storage.listdir(source)
         if n.startswith("images") and n.endswith((".tar.gz", ".tgz"))
     ]
 
 
 def shard_format_for(cfg: IngestConfig) -> ShardFormat:
-    return ShardFormat(version=shards.FORMAT_VERSION, encoding=cfg.encoding, image_size=cfg.image_size,
-                       resample=cfg.resample, png_level=cfg.png_level if cfg.encoding == "png" else None,
-                       features={k: tuple(v) for k, v in shards.FEATURES.items()}, pathologies=PATHOLOGIES)
+    return ShardFormat(
+        version=shards.FORMAT_VERSION,
+        encoding=cfg.encoding,
+        image_size=cfg.image_size,
+        resample=cfg.resample,
+        png_level=cfg.png_level if cfg.encoding == "png" else None,
+        features={k: tuple(v) for k, v in shards.FEATURES.items()},
+        pathologies=PATHOLOGIES,
+    )
 
 
-def ingest_archive(archive_uri: str, workspace: str, cfg: IngestConfig,
-                   table: pd.DataFrame | None = None) -> ArchiveSummary:
+def ingest_archive(
+    archive_uri: str, workspace: str, cfg: IngestConfig, table: pd.DataFrame | None = None
+) -> ArchiveSummary:
     """Shard one archive into ``<workspace>/shards``; returns a small summary (counts, quarantine).
 
     Raises:
@@ -80,8 +88,12 @@ def ingest_archive(archive_uri: str, workspace: str, cfg: IngestConfig,
     if done is not None:
         logger.info("%s: already committed (%s), nothing to do", stem, ws.marker(stem))
         return _summary(done, skipped=True)
-    sorter = _MemberSorter(storage.basename(archive_uri), cfg, read_manifest(workspace) if table is None else table,
-                           manifest_exclusions(workspace))
+    sorter = _MemberSorter(
+        storage.basename(archive_uri),
+        cfg,
+        read_manifest(workspace) if table is None else table,
+        manifest_exclusions(workspace),
+    )
     removed = shards.remove_uncommitted(ws, stem)
     if removed:
         logger.warning("%s: removed %d uncommitted shard(s) left by an earlier attempt", stem, removed)
@@ -93,8 +105,14 @@ def ingest_archive(archive_uri: str, workspace: str, cfg: IngestConfig,
         entries = shards.publish(stager.finalize(), ws, stem)
     marker = sorter.marker(archive_uri, fmt, entries, time.monotonic() - started)
     storage.write_json(ws.marker(stem), marker.to_dict())  # the commit: written last
-    logger.info("%s: committed %d images in %d shard(s), %d quarantined, %.1f images/s", marker.archive,
-                marker.members.sharded, len(entries), marker.members.quarantined, marker.images_per_s or 0)
+    logger.info(
+        "%s: committed %d images in %d shard(s), %d quarantined, %.1f images/s",
+        marker.archive,
+        marker.members.sharded,
+        len(entries),
+        marker.members.quarantined,
+        marker.images_per_s or 0,
+    )
     return _summary(marker, skipped=False)
 
 
@@ -105,8 +123,10 @@ def _committed(ws: Workspace, stem: str, fmt: ShardFormat) -> ShardMarker | None
         return None
     done = shards.read_marker(uri)
     if done.format.key() != fmt.key():
-        raise IngestError(f"{uri}: {stem} was ingested as {done.format.encoding} at {done.format.image_size}px; "
-                          f"this run asks for {fmt.encoding} at {fmt.image_size}px: use a new workspace")
+        raise IngestError(
+            f"{uri}: {stem} was ingested as {done.format.encoding} at {done.format.image_size}px; "
+            f"this run asks for {fmt.encoding} at {fmt.image_size}px: use a new workspace"
+        )
     return done
 
 
@@ -124,7 +144,9 @@ def _stager(ws: Workspace, stem: str, cfg: IngestConfig) -> Iterator[shards.Shar
 class _MemberSorter:
     """Decides, member by member, whether an image is sharded (and where) or quarantined (and why)."""
 
-    def __init__(self, archive: str, cfg: IngestConfig, table: pd.DataFrame, excluded: dict[str, str]) -> None:
+    def __init__(
+        self, archive: str, cfg: IngestConfig, table: pd.DataFrame, excluded: dict[str, str]
+    ) -> None:
         self.archive, self.cfg, self.excluded = archive, cfg, excluded
         self.lookup = _lookup(table)
         self.quarantine: list[Quarantined] = []
@@ -150,16 +172,32 @@ class _MemberSorter:
             return
         cfg = self.cfg
         try:
-            pixels = prepare(member.data, cfg.image_size, encoding=cfg.encoding, png_level=cfg.png_level,
-                             resample=cfg.resample, max_pixels=cfg.max_pixels)
+            pixels = prepare(
+                member.data,
+                cfg.image_size,
+                encoding=cfg.encoding,
+                png_level=cfg.png_level,
+                resample=cfg.resample,
+                max_pixels=cfg.max_pixels,
+            )
         except ImageRejected as exc:
             self._reject(member.path, exc.kind, str(exc))
             return
         self.seen.add(member.name)
         split, patient, label, labels = row
-        stager.add(split, member.name, shards.record_parts(
-            image=pixels, height=cfg.image_size, width=cfg.image_size, image_index=member.name,
-            patient_id=patient, label=label, labels=labels))
+        stager.add(
+            split,
+            member.name,
+            shards.record_parts(
+                image=pixels,
+                height=cfg.image_size,
+                width=cfg.image_size,
+                image_index=member.name,
+                patient_id=patient,
+                label=label,
+                labels=labels,
+            ),
+        )
         tally = self.counts.setdefault(split, {"images": 0, "healthy": 0, "unhealthy": 0})
         tally["images"] += 1
         tally["unhealthy" if label else "healthy"] += 1
@@ -170,12 +208,20 @@ class _MemberSorter:
 
     def marker(self, archive_uri: str, fmt: ShardFormat, entries: list, elapsed: float) -> ShardMarker:
         return ShardMarker(
-            archive=self.archive, archive_uri=archive_uri, format=fmt, shards=tuple(entries),
+            archive=self.archive,
+            archive_uri=archive_uri,
+            format=fmt,
+            shards=tuple(entries),
             counts={split: SplitCount(**tally) for split, tally in self.counts.items()},
-            members=MemberCounts(total=self.members, sharded=len(self.seen), quarantined=len(self.quarantine)),
-            quarantine=tuple(self.quarantine), elapsed_s=round(elapsed, 3),
-            images_per_s=round(len(self.seen) / elapsed, 2) if elapsed > 0 else None, code_version=__version__,
-            created_at=datetime.now(UTC).isoformat(timespec="seconds"))
+            members=MemberCounts(
+                total=self.members, sharded=len(self.seen), quarantined=len(self.quarantine)
+            ),
+            quarantine=tuple(self.quarantine),
+            elapsed_s=round(elapsed, 3),
+            images_per_s=round(len(self.seen) / elapsed, 2) if elapsed > 0 else None,
+            code_version=__version__,
+            created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        )
 
 
 def _lookup(table: pd.DataFrame) -> dict[str, tuple]:
@@ -189,6 +235,12 @@ def _lookup(table: pd.DataFrame) -> dict[str, tuple]:
 
 
 def _summary(done: ShardMarker, skipped: bool) -> ArchiveSummary:
-    return ArchiveSummary(archive=done.archive, skipped=skipped, shards=len(done.shards), counts=done.counts,
-                          members=done.members, quarantine=done.quarantine[:REPORT_LIMIT],
-                          images_per_s=done.images_per_s)
+    return ArchiveSummary(
+        archive=done.archive,
+        skipped=skipped,
+        shards=len(done.shards),
+        counts=done.counts,
+        members=done.members,
+        quarantine=done.quarantine[:REPORT_LIMIT],
+        images_per_s=done.images_per_s,
+    )

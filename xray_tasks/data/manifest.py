@@ -29,7 +29,9 @@ logger = logging.getLogger(__name__)
 EXCLUDED_ROWS_KEPT = 10_000
 
 
-def build_manifest(source: str, cfg: IngestConfig, metadata_name: str | None = None) -> tuple[pd.DataFrame, dict]:
+def build_manifest(
+    source: str, cfg: IngestConfig, metadata_name: str | None = None
+) -> tuple[pd.DataFrame, dict]:
     """Read the metadata and lists in ``source`` and assign splits; raises on leakage or unusable input."""
     meta_uri = find_metadata(source, metadata_name)
     meta = read_metadata(meta_uri)
@@ -53,10 +55,17 @@ def build_manifest(source: str, cfg: IngestConfig, metadata_name: str | None = N
         "metadata": {"uri": meta_uri, "sha256": hashlib.sha256(storage.read_bytes(meta_uri)).hexdigest()},
         "splits": split_report,
         "counts": counts(table),
-        "excluded": {"count": len(excluded), "by_reason": _by_reason(excluded), "rows": excluded[:EXCLUDED_ROWS_KEPT]},
+        "excluded": {
+            "count": len(excluded),
+            "by_reason": _by_reason(excluded),
+            "rows": excluded[:EXCLUDED_ROWS_KEPT],
+        },
         "implausible_ages_nulled": meta.implausible_ages,
-        "config": {"val_fraction": cfg.val_fraction, "split_fractions": list(cfg.split_fractions),
-                   "split_seed": cfg.split_seed},
+        "config": {
+            "val_fraction": cfg.val_fraction,
+            "split_fractions": list(cfg.split_fractions),
+            "split_seed": cfg.split_seed,
+        },
     }
     return table, summary
 
@@ -84,7 +93,9 @@ def counts(table: pd.DataFrame) -> dict[str, Any]:
 def format_counts(count_table: dict[str, Any]) -> str:
     lines = [f"{'split':<6} {'images':>8} {'patients':>9} {'healthy':>8} {'unhealthy':>10}"]
     for name, row in count_table.items():
-        lines.append(f"{name:<6} {row['images']:>8} {row['patients']:>9} {row['healthy']:>8} {row['unhealthy']:>10}")
+        lines.append(
+            f"{name:<6} {row['images']:>8} {row['patients']:>9} {row['healthy']:>8} {row['unhealthy']:>10}"
+        )
     return "\n".join(lines)
 
 
@@ -107,7 +118,9 @@ def to_arrow(table: pd.DataFrame) -> pa.Table:
             "sex": pa.array(table["sex"].tolist(), pa.string()),
             "view": pa.array(table["view"].tolist(), pa.string()),
             "finding_labels": pa.array(table["finding_labels"].tolist(), pa.string()),
-            "labels": pa.FixedSizeListArray.from_arrays(pa.array(labels.reshape(-1), pa.int8()), len(PATHOLOGIES)),
+            "labels": pa.FixedSizeListArray.from_arrays(
+                pa.array(labels.reshape(-1), pa.int8()), len(PATHOLOGIES)
+            ),
             "label": pa.array(table["label"].to_numpy(), pa.int8()),
             "split": pa.array(table["split"].tolist(), pa.string()),
         },
@@ -149,8 +162,10 @@ def manifest_counts(workspace: str) -> dict[str, ManifestCounts] | None:
     uri = Workspace(workspace).manifest_summary
     if not storage.exists(uri):
         return None
-    return {name: ManifestCounts.from_dict(row, where=f"{uri} counts.{name}")
-            for name, row in storage.read_json(uri)["counts"].items()}
+    return {
+        name: ManifestCounts.from_dict(row, where=f"{uri} counts.{name}")
+        for name, row in storage.read_json(uri)["counts"].items()
+    }
 
 
 def manifest_sha256(workspace: str) -> str:
@@ -158,13 +173,17 @@ def manifest_sha256(workspace: str) -> str:
     return hashlib.sha256(storage.read_bytes(Workspace(workspace).manifest)).hexdigest()
 
 
-def run_manifest(source: str, workspace: str, cfg: IngestConfig, metadata_name: str | None = None) -> ManifestSummary:
+def run_manifest(
+    source: str, workspace: str, cfg: IngestConfig, metadata_name: str | None = None
+) -> ManifestSummary:
     """Stage entry point: build, write, log the counts; returns a small summary."""
     table, summary = build_manifest(source, cfg, metadata_name)
     uri = write_manifest(table, summary, workspace)
     logger.info("manifest %s\n%s", uri, format_counts(summary["counts"]))
     listed = summary["splits"].get("listed_not_in_metadata") or {}
     return ManifestSummary(
-        manifest=uri, counts={k: ManifestCounts(**v) for k, v in summary["counts"].items()},
-        excluded=summary["excluded"]["count"], listed_not_in_metadata={k: v["count"] for k, v in listed.items()},
+        manifest=uri,
+        counts={k: ManifestCounts(**v) for k, v in summary["counts"].items()},
+        excluded=summary["excluded"]["count"],
+        listed_not_in_metadata={k: v["count"] for k, v in listed.items()},
     )

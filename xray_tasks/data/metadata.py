@@ -106,7 +106,9 @@ def read_metadata(uri: str) -> Metadata:
     empty = frame["finding_labels"] == ""
     exclude(empty, "empty Finding Labels")
     if NO_FINDING in labels.columns:
-        found = labels.reindex(index=frame.index, columns=[c for c in PATHOLOGIES if c in labels.columns]).sum(axis=1)
+        found = labels.reindex(
+            index=frame.index, columns=[c for c in PATHOLOGIES if c in labels.columns]
+        ).sum(axis=1)
         contradictory = (labels[NO_FINDING].reindex(frame.index) == 1) & (found > 0)
         exclude(contradictory, lambda r: f"'No Finding' combined with findings in {r['finding_labels']!r}")
 
@@ -128,8 +130,13 @@ def read_metadata(uri: str) -> Metadata:
     for name_ in PATHOLOGIES:
         table[name_] = multi_hot[name_].to_numpy()
     table["label"] = (multi_hot.sum(axis=1) > 0).astype("int8").to_numpy()
-    logger.info("%s: %d usable rows, %d excluded, %d implausible ages set to null",
-                name, len(table), len(excluded), implausible)
+    logger.info(
+        "%s: %d usable rows, %d excluded, %d implausible ages set to null",
+        name,
+        len(table),
+        len(excluded),
+        implausible,
+    )
     return Metadata(table=table, source=uri, excluded=excluded, implausible_ages=implausible)
 
 

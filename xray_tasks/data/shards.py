@@ -42,8 +42,16 @@ FEATURES: dict[str, tuple[str, int]] = {
 }
 
 
-def record_parts(*, image: bytes, height: int, width: int, image_index: str, patient_id: int, label: int,
-                 labels: Sequence[int]) -> list[bytes]:
+def record_parts(
+    *,
+    image: bytes,
+    height: int,
+    width: int,
+    image_index: str,
+    patient_id: int,
+    label: int,
+    labels: Sequence[int],
+) -> list[bytes]:
     """One framed TFRecord record of the shard format, as pieces (the image bytes are not copied)."""
     values = {
         "image": [image],
@@ -142,11 +150,17 @@ class ShardStager:
                 stage = self._reorder(split, stage)
             for part_no, part in enumerate(stage.parts):
                 names = tuple(n for n, p, _, _ in stage.index if p == part_no)
-                out.append(StagedShard(split, part.path, part.records, part.size, part.digest.hexdigest(), names))
+                out.append(
+                    StagedShard(split, part.path, part.records, part.size, part.digest.hexdigest(), names)
+                )
         return out
 
     def _reorder(self, split: str, stage: _SplitStage) -> _SplitStage:
-        logger.info("members of split %s arrived unsorted: rewriting %d records in name order", split, len(stage.index))
+        logger.info(
+            "members of split %s arrived unsorted: rewriting %d records in name order",
+            split,
+            len(stage.index),
+        )
         with contextlib.ExitStack() as stack:
             sources = [stack.enter_context(open(p.path, "rb")) for p in stage.parts]
             for name, part_no, offset, length in sorted(stage.index):
@@ -173,8 +187,16 @@ def publish(staged: list[StagedShard], ws: Workspace, stem: str) -> list[ShardEn
         for i, shard in enumerate(shards):
             relative = f"{split}/{shard_name(stem, i, len(shards))}"
             storage.publish_file(shard.path, ws.shard(relative))
-            entries.append(ShardEntry(split=split, path=relative, records=shard.records, bytes=shard.size,
-                                      sha256=shard.sha256, images=shard.images))
+            entries.append(
+                ShardEntry(
+                    split=split,
+                    path=relative,
+                    records=shard.records,
+                    bytes=shard.size,
+                    sha256=shard.sha256,
+                    images=shard.images,
+                )
+            )
     return entries
 
 
@@ -227,6 +249,8 @@ def common_format(markers: list[ShardMarker], where: str) -> ShardFormat:
     if not formats:
         raise MissingInput(f"{where}: no committed shards (run ingest first)")
     if len(formats) > 1:
-        raise BadInput(f"{where}: archives were ingested with different formats: "
-                       f"{sorted(f.describe() for f in formats.values())}")
+        raise BadInput(
+            f"{where}: archives were ingested with different formats: "
+            f"{sorted(f.describe() for f in formats.values())}"
+        )
     return next(iter(formats.values()))

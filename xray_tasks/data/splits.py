@@ -37,7 +37,10 @@ def read_list(uri: str) -> list[str]:
 def _rank(patients: np.ndarray, seed: int) -> np.ndarray:
     """Patients ordered by a salted blake2b hash of their id: stable, uniform, independent of row order."""
     keys = np.array(
-        [int.from_bytes(hashlib.blake2b(f"{seed}:{p}".encode(), digest_size=8).digest(), "big") for p in patients],
+        [
+            int.from_bytes(hashlib.blake2b(f"{seed}:{p}".encode(), digest_size=8).digest(), "big")
+            for p in patients
+        ],
         dtype=np.uint64,
     )
     return patients[np.argsort(keys, kind="stable")]
@@ -51,8 +54,14 @@ def _take_share(patients: np.ndarray, shares: list[float], seed: int) -> list[se
     return [set(ranked[a:b].tolist()) for a, b in zip(starts, bounds)]
 
 
-def assign_official(table: pd.DataFrame, train_val: list[str], test: list[str], val_fraction: float,
-                    seed: int, list_names: tuple[str, str] = (TRAIN_VAL_LIST, TEST_LIST)) -> tuple[pd.Series, dict]:
+def assign_official(
+    table: pd.DataFrame,
+    train_val: list[str],
+    test: list[str],
+    val_fraction: float,
+    seed: int,
+    list_names: tuple[str, str] = (TRAIN_VAL_LIST, TEST_LIST),
+) -> tuple[pd.Series, dict]:
     """Split column from the official lists; names on neither list get ``""`` (excluded, reported)."""
     train_val_set, test_set = set(train_val), set(test)
     both = sorted(train_val_set & test_set)
@@ -71,13 +80,17 @@ def assign_official(table: pd.DataFrame, train_val: list[str], test: list[str], 
     split = pd.Series("", index=table.index, dtype=object)
     split[table["image_index"].isin(test_set)] = "test"
     in_train_val = table["image_index"].isin(train_val_set)
-    val_patients, _ = _take_share(table.loc[in_train_val, "patient_id"].to_numpy(), [val_fraction, 1 - val_fraction], seed)
+    val_patients, _ = _take_share(
+        table.loc[in_train_val, "patient_id"].to_numpy(), [val_fraction, 1 - val_fraction], seed
+    )
     split[in_train_val] = np.where(table.loc[in_train_val, "patient_id"].isin(val_patients), "val", "train")
     report["in_metadata_not_listed"] = _examples(sorted(table.loc[split == "", "image_index"]))
     return split, report
 
 
-def assign_grouped(table: pd.DataFrame, fractions: tuple[float, float, float], seed: int) -> tuple[pd.Series, dict]:
+def assign_grouped(
+    table: pd.DataFrame, fractions: tuple[float, float, float], seed: int
+) -> tuple[pd.Series, dict]:
     """Split column by patient groups with (train, val, test) shares."""
     groups = _take_share(table["patient_id"].to_numpy(), list(fractions), seed)
     split = pd.Series("", index=table.index, dtype=object)
@@ -110,5 +123,7 @@ def load_lists(source: str) -> tuple[list[str], list[str]] | None:
         return None
     if len(have) == 1:
         missing = TEST_LIST if have[0] == TRAIN_VAL_LIST else TRAIN_VAL_LIST
-        raise MetadataError(f"{source}: {have[0]} is present but {missing} is missing; provide both or neither")
+        raise MetadataError(
+            f"{source}: {have[0]} is present but {missing} is missing; provide both or neither"
+        )
     return read_list(storage.join(source, TRAIN_VAL_LIST)), read_list(storage.join(source, TEST_LIST))

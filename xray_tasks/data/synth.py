@@ -23,8 +23,18 @@ from xray_tasks.errors import BadInput
 logger = logging.getLogger(__name__)
 
 INJECTIONS = (
-    "corrupt_png", "truncated_png", "non_image", "unsafe_path", "link_member", "device_member", "bomb",
-    "image_without_metadata", "metadata_without_image", "unknown_label", "truncated_archive", "missing_column",
+    "corrupt_png",
+    "truncated_png",
+    "non_image",
+    "unsafe_path",
+    "link_member",
+    "device_member",
+    "bomb",
+    "image_without_metadata",
+    "metadata_without_image",
+    "unknown_label",
+    "truncated_archive",
+    "missing_column",
 )
 """``missing_column`` makes the whole metadata unusable, and ``truncated_archive`` a whole archive: ``all`` in the
 CLI means every case except those two."""
@@ -46,7 +56,9 @@ class Study:
         return int(bool(self.findings))
 
 
-def make_studies(patients: int, seed: int = 0, healthy_share: float = 0.55, max_follow_ups: int = 3) -> list[Study]:
+def make_studies(
+    patients: int, seed: int = 0, healthy_share: float = 0.55, max_follow_ups: int = 3
+) -> list[Study]:
     """Patients with 1..max_follow_ups studies each; a study is healthy with probability ``healthy_share``."""
     rng = seeded("studies", seed)
     studies = []
@@ -58,8 +70,17 @@ def make_studies(patients: int, seed: int = 0, healthy_share: float = 0.55, max_
             else:
                 k = int(rng.integers(1, 3))
                 findings = tuple(sorted(rng.choice(PATHOLOGIES, size=k, replace=False).tolist()))
-            studies.append(Study(f"{pid:08d}_{follow:03d}.png", pid, follow, age + follow, sex,
-                                 str(rng.choice(["PA", "AP"])), findings))
+            studies.append(
+                Study(
+                    f"{pid:08d}_{follow:03d}.png",
+                    pid,
+                    follow,
+                    age + follow,
+                    sex,
+                    str(rng.choice(["PA", "AP"])),
+                    findings,
+                )
+            )
     return studies
 
 
@@ -77,8 +98,12 @@ def _add_special(tar: tarfile.TarFile, path: str, kind: bytes, linkname: str = "
     tar.addfile(info)
 
 
-def write_archive(path: Path, members: list[tuple[str, bytes]], specials: list[tuple[str, bytes, str]] = (),
-                  compresslevel: int = 1) -> None:
+def write_archive(
+    path: Path,
+    members: list[tuple[str, bytes]],
+    specials: list[tuple[str, bytes, str]] = (),
+    compresslevel: int = 1,
+) -> None:
     """A deterministic ``.tar.gz`` (fixed mtimes, no gzip timestamp) holding ``images/`` and the members."""
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
@@ -90,12 +115,17 @@ def write_archive(path: Path, members: list[tuple[str, bytes]], specials: list[t
         for name, kind, linkname in specials:
             _add_special(tar, name, kind, linkname)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, compresslevel=compresslevel) as gz:
+    with (
+        open(path, "wb") as fh,
+        gzip.GzipFile(fileobj=fh, mode="wb", mtime=0, compresslevel=compresslevel) as gz,
+    ):
         gz.write(raw.getvalue())
 
 
-_HEADER = ("Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-           "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]")
+_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y]"
+)
 
 
 def _csv(studies: list[Study], style: str) -> bytes:
@@ -104,7 +134,11 @@ def _csv(studies: list[Study], style: str) -> bytes:
     old = style == "2017"
     rows = [_HEADER + ("," if old else "")] + [
         f"{s.image_index},{'|'.join(s.findings) or NO_FINDING},"
-        + (f"{s.follow_up:03d},{s.patient_id:08d},{s.age:03d}Y," if old else f"{s.follow_up},{s.patient_id},{s.age},")
+        + (
+            f"{s.follow_up:03d},{s.patient_id:08d},{s.age:03d}Y,"
+            if old
+            else f"{s.follow_up},{s.patient_id},{s.age},"
+        )
         + f"{s.sex},{s.view},2500,2048,0.143,0.143"
         for s in studies
     ]
@@ -121,7 +155,9 @@ def write_metadata(out: Path, studies: list[Study], style: str, drop_column: str
         lines = data.decode().splitlines()
         cols = lines[0].split(",")
         idx = cols.index(drop_column)
-        data = ("\n".join(",".join(c for j, c in enumerate(line.split(",")) if j != idx) for line in lines) + "\n").encode()
+        data = (
+            "\n".join(",".join(c for j, c in enumerate(line.split(",")) if j != idx) for line in lines) + "\n"
+        ).encode()
     path = out / ("Data_Entry_2017.csv" if style == "2017" else "Data_Entry_2017_v2020.csv")
     path.write_bytes(data)
     return path
@@ -133,32 +169,47 @@ def write_lists(out: Path, studies: list[Study], test_share: float = 0.25, seed:
     rng = seeded("lists", seed)
     test = set(rng.choice(patients, size=max(1, round(test_share * len(patients))), replace=False).tolist())
     (out / "test_list.txt").write_text("".join(f"{s.image_index}\n" for s in studies if s.patient_id in test))
-    (out / "train_val_list.txt").write_text("".join(f"{s.image_index}\n" for s in studies if s.patient_id not in test))
+    (out / "train_val_list.txt").write_text(
+        "".join(f"{s.image_index}\n" for s in studies if s.patient_id not in test)
+    )
 
 
-def generate(out: str | Path, *, patients: int = 60, archives: int = 2, image_size: int = 256,
-             csv_style: str = "2017", lists: bool = True, inject: tuple[str, ...] = (), signal: float = 1.0,
-             seed: int = 0) -> dict:
+def generate(
+    out: str | Path,
+    *,
+    patients: int = 60,
+    archives: int = 2,
+    image_size: int = 256,
+    csv_style: str = "2017",
+    lists: bool = True,
+    inject: tuple[str, ...] = (),
+    signal: float = 1.0,
+    seed: int = 0,
+) -> dict:
     """Write the synthetic NIH tree under ``out``; returns counts and what was injected where."""
     unknown = sorted(set(inject) - set(INJECTIONS))
     if unknown:
         raise BadInput(f"unknown injection(s) {unknown}; allowed: {list(INJECTIONS)}")
     if archives < 1 or patients < 1:
-        raise BadInput(f"need at least one archive and one patient, got archives={archives}, patients={patients}")
+        raise BadInput(
+            f"need at least one archive and one patient, got archives={archives}, patients={patients}"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     studies = make_studies(patients, seed)
     injected: dict[str, str] = {}
     meta_studies = _metadata_studies(studies, inject, injected)
     drop = "Patient ID" if "missing_column" in inject else None
-    for style in (("2017", "2020") if csv_style == "both" else (csv_style,)):
+    for style in ("2017", "2020") if csv_style == "both" else (csv_style,):
         write_metadata(out, meta_studies, style, drop)
     if lists:
         write_lists(out, meta_studies, seed=seed)
     chunks = np.array_split(np.arange(len(studies)), archives)
     for number, chunk in enumerate(chunks, start=1):
-        members = [_member(studies[pos], pos, image_size, signal, seed, inject if number == 1 else (), injected)
-                   for pos in chunk]
+        members = [
+            _member(studies[pos], pos, image_size, signal, seed, inject if number == 1 else (), injected)
+            for pos in chunk
+        ]
         specials: list[tuple[str, bytes, str]] = []
         if number == 1:
             members, specials = _bad_members(members, studies, chunk, image_size, inject, injected)
@@ -168,12 +219,24 @@ def generate(out: str | Path, *, patients: int = 60, archives: int = 2, image_si
             data = path.read_bytes()
             path.write_bytes(data[: len(data) * 2 // 3])
             injected["truncated_archive"] = path.name
-    logger.info("synthetic NIH tree in %s: %d studies of %d patients in %d archive(s)",
-                out, len(studies), patients, archives)
+    logger.info(
+        "synthetic NIH tree in %s: %d studies of %d patients in %d archive(s)",
+        out,
+        len(studies),
+        patients,
+        archives,
+    )
     return {
-        "out": str(out), "studies": len(studies), "patients": patients, "archives": archives,
-        "healthy": sum(1 for s in studies if not s.label), "unhealthy": sum(s.label for s in studies),
-        "image_size": image_size, "csv_style": csv_style, "lists": lists, "injected": injected,
+        "out": str(out),
+        "studies": len(studies),
+        "patients": patients,
+        "archives": archives,
+        "healthy": sum(1 for s in studies if not s.label),
+        "unhealthy": sum(s.label for s in studies),
+        "image_size": image_size,
+        "csv_style": csv_style,
+        "lists": lists,
+        "injected": injected,
     }
 
 
@@ -187,8 +250,15 @@ def _metadata_studies(studies: list[Study], inject: tuple[str, ...], injected: d
         injected["metadata_without_image"] = ghost.image_index
     if "unknown_label" in inject:
         target = studies[1]
-        rows[rows.index(target)] = Study(target.image_index, target.patient_id, target.follow_up, target.age,
-                                         target.sex, target.view, ("Mystery_Disease",))
+        rows[rows.index(target)] = Study(
+            target.image_index,
+            target.patient_id,
+            target.follow_up,
+            target.age,
+            target.sex,
+            target.view,
+            ("Mystery_Disease",),
+        )
         injected["unknown_label"] = target.image_index
     return rows
 
@@ -197,23 +267,36 @@ _BROKEN_AT = {2: "corrupt_png", 3: "truncated_png"}
 """Study position (in the first archive) -> the damage it gets when that injection is asked for."""
 
 
-def _member(study: Study, pos: int, image_size: int, signal: float, seed: int, inject: tuple[str, ...],
-            injected: dict[str, str]) -> tuple[str, bytes]:
+def _member(
+    study: Study,
+    pos: int,
+    image_size: int,
+    signal: float,
+    seed: int,
+    inject: tuple[str, ...],
+    injected: dict[str, str],
+) -> tuple[str, bytes]:
     """One study's archive member, damaged when its position is one ``inject`` asks to break."""
     data = png_bytes(render(study, image_size, signal, seed), MODES[pos % len(MODES)])
     kind = _BROKEN_AT.get(int(pos))
     if kind in inject:
         if kind == "corrupt_png":
             mid = len(data) // 2
-            data = data[:mid] + bytes(b ^ 0x5A for b in data[mid:mid + 64]) + data[mid + 64:]
+            data = data[:mid] + bytes(b ^ 0x5A for b in data[mid : mid + 64]) + data[mid + 64 :]
         else:
             data = data[: len(data) // 2]
         injected[kind] = study.image_index
     return f"images/{study.image_index}", data
 
 
-def _bad_members(members: list[tuple[str, bytes]], studies: list[Study], chunk: np.ndarray, image_size: int,
-                 inject: tuple[str, ...], injected: dict[str, str]) -> tuple[list, list]:
+def _bad_members(
+    members: list[tuple[str, bytes]],
+    studies: list[Study],
+    chunk: np.ndarray,
+    image_size: int,
+    inject: tuple[str, ...],
+    injected: dict[str, str],
+) -> tuple[list, list]:
     """The first archive's members with the asked-for hostile ones added: a non-image, unsafe paths, a bomb in
     place of the last study, an image with no metadata row, a symlink and a device member."""
     members = list(members)
@@ -241,8 +324,14 @@ def _bad_members(members: list[tuple[str, bytes]], studies: list[Study], chunk: 
     return members, specials
 
 
-def pack_real(images_dir: str | Path, meta_dir: str | Path, out: str | Path, archives: int = 2,
-              limit: int | None = None, metadata: str = "Data_Entry_2017_v2020.csv") -> dict:
+def pack_real(
+    images_dir: str | Path,
+    meta_dir: str | Path,
+    out: str | Path,
+    archives: int = 2,
+    limit: int | None = None,
+    metadata: str = "Data_Entry_2017_v2020.csv",
+) -> dict:
     """NIH-style archives from loose real PNGs, with metadata and lists cut down to those images.
 
     The metadata rows are copied byte for byte from the original file (keeping its line endings and quirks).
@@ -262,7 +351,10 @@ def pack_real(images_dir: str | Path, meta_dir: str | Path, out: str | Path, arc
         listed = (meta_dir / list_name).read_text().split()
         (out / list_name).write_text("".join(f"{n}\n" for n in listed if n in wanted))
     for a, chunk in enumerate(np.array_split(np.array(names), archives), start=1):
-        write_archive(out / f"images_{a:03d}.tar.gz",
-                      [(f"images/{n}", (images_dir / n).read_bytes()) for n in chunk], compresslevel=6)
+        write_archive(
+            out / f"images_{a:03d}.tar.gz",
+            [(f"images/{n}", (images_dir / n).read_bytes()) for n in chunk],
+            compresslevel=6,
+        )
     logger.info("packed %d real images into %d archive(s) in %s", len(names), archives, out)
     return {"out": str(out), "images": len(names), "archives": archives, "metadata": metadata}

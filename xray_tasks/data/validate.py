@@ -44,15 +44,28 @@ def validate(workspace: str) -> ValidationSummary:
     missing = sorted(set(expected) - set(where))
     quarantine = [q for m in markers for q in m.quarantine]
     summary = ValidationSummary(
-        archives=len(markers), shards=sum(len(m.shards) for m in markers), images=len(where),
-        counts=_counts(markers), missing=Examples(count=len(missing), examples=tuple(missing[:REPORT_LIMIT])),
-        quarantined=QuarantineReport(count=len(quarantine), by_kind=dict(Counter(q.kind for q in quarantine)),
-                                     examples=tuple(quarantine[:REPORT_LIMIT])),
-        leaking_patients=0, format=fmt.describe(),
+        archives=len(markers),
+        shards=sum(len(m.shards) for m in markers),
+        images=len(where),
+        counts=_counts(markers),
+        missing=Examples(count=len(missing), examples=tuple(missing[:REPORT_LIMIT])),
+        quarantined=QuarantineReport(
+            count=len(quarantine),
+            by_kind=dict(Counter(q.kind for q in quarantine)),
+            examples=tuple(quarantine[:REPORT_LIMIT]),
+        ),
+        leaking_patients=0,
+        format=fmt.describe(),
     )
     storage.write_json(ws.validation, summary.to_dict())
-    logger.info("validated %d images in %d shards from %d archives; %d missing, %d quarantined",
-                summary.images, summary.shards, summary.archives, len(missing), len(quarantine))
+    logger.info(
+        "validated %d images in %d shards from %d archives; %d missing, %d quarantined",
+        summary.images,
+        summary.shards,
+        summary.archives,
+        len(missing),
+        len(quarantine),
+    )
     return summary
 
 
@@ -73,14 +86,17 @@ def _sharded_images(markers: list[ShardMarker], expected: dict[str, str], worksp
     return where
 
 
-def _check_patients(where: dict[str, str], expected: dict[str, str], patient_of: dict, workspace: str) -> None:
+def _check_patients(
+    where: dict[str, str], expected: dict[str, str], patient_of: dict, workspace: str
+) -> None:
     patients: dict[int, set] = {}
     for name in where:
         patients.setdefault(patient_of[name], set()).add(expected[name])
     leaking = [p for p, s in patients.items() if len(s) > 1]
     if leaking:
-        raise BadInput(f"{workspace}: {len(leaking)} patient(s) in more than one split, e.g. "
-                       f"{leaking[:PROBLEMS_SHOWN]}")
+        raise BadInput(
+            f"{workspace}: {len(leaking)} patient(s) in more than one split, e.g. {leaking[:PROBLEMS_SHOWN]}"
+        )
 
 
 def _counts(markers: list[ShardMarker]) -> dict[str, SplitCount]:
@@ -88,5 +104,7 @@ def _counts(markers: list[ShardMarker]) -> dict[str, SplitCount]:
     for marker in markers:
         for split, tally in marker.counts.items():
             totals.setdefault(split, Counter()).update(tally.to_dict())
-    return {split: SplitCount(images=c["images"], healthy=c["healthy"], unhealthy=c["unhealthy"])
-            for split, c in totals.items()}
+    return {
+        split: SplitCount(images=c["images"], healthy=c["healthy"], unhealthy=c["unhealthy"])
+        for split, c in totals.items()
+    }

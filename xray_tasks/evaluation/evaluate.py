@@ -65,8 +65,14 @@ def predict_split(model: Any, workspace: str, split: str, batch_size: int = 64) 
         raise BadInput(f"batch_size must be >= 1, got {batch_size}")
     size = int(model.inputs[0].shape[1])
     ds = dataset.split_dataset(workspace, split, batch_size=batch_size, output_size=size, channels=3)
-    parts: dict[str, list] = {"image_index": [], "patient_id": [], "probability": [], "label": [], "path": [],
-                              "labels": []}
+    parts: dict[str, list] = {
+        "image_index": [],
+        "patient_id": [],
+        "probability": [],
+        "label": [],
+        "path": [],
+        "labels": [],
+    }
     started = time.perf_counter()
     for batch in ds:
         # predict_on_batch reuses the model's own compiled predict function (traced once, any batch size).
@@ -80,19 +86,23 @@ def predict_split(model: Any, workspace: str, split: str, batch_size: int = 64) 
         parts["label"].append(batch["label"].numpy())
     if not parts["label"]:
         raise MissingInput(f"no images in split {split!r} of {workspace}")
-    frame = pd.DataFrame({
-        "image_index": [b.decode("utf-8") for b in np.concatenate(parts["image_index"])],
-        "patient_id": np.concatenate(parts["patient_id"]).astype(np.int64),
-        "probability": np.concatenate(parts["probability"]).astype(np.float32),
-        "label": np.concatenate(parts["label"]).astype(np.int8),
-    })
+    frame = pd.DataFrame(
+        {
+            "image_index": [b.decode("utf-8") for b in np.concatenate(parts["image_index"])],
+            "patient_id": np.concatenate(parts["patient_id"]).astype(np.int64),
+            "probability": np.concatenate(parts["probability"]).astype(np.float32),
+            "label": np.concatenate(parts["label"]).astype(np.int8),
+        }
+    )
     if parts["path"]:
         probs, labels = np.concatenate(parts["path"]), np.concatenate(parts["labels"])
         for i, name in enumerate(PATHOLOGIES):
             frame[f"prob_{name}"] = probs[:, i].astype(np.float32)
             frame[f"label_{name}"] = labels[:, i].astype(np.int8)
     seconds = time.perf_counter() - started
-    logger.info("predict %s: %d images in %.1f s (%.1f images/s)", split, len(frame), seconds, len(frame) / seconds)
+    logger.info(
+        "predict %s: %d images in %.1f s (%.1f images/s)", split, len(frame), seconds, len(frame) / seconds
+    )
     return frame
 
 
@@ -114,38 +124,54 @@ def score(val: pd.DataFrame, test: pd.DataFrame, cfg: EvalConfig) -> Scores:
     y_val, p_val = val["label"].to_numpy(), val["probability"].to_numpy()
     y_test, p_test = test["label"].to_numpy(), test["probability"].to_numpy()
     if not y_val.sum() or not y_test.sum():
-        raise BadInput(f"val holds {int(y_val.sum())} and test {int(y_test.sum())} unhealthy studies: an operating "
-                       "point for a sensitivity target needs unhealthy studies in both")
+        raise BadInput(
+            f"val holds {int(y_val.sum())} and test {int(y_test.sum())} unhealthy studies: an operating "
+            "point for a sensitivity target needs unhealthy studies in both"
+        )
     threshold = metrics.choose_threshold(y_val, p_val, cfg.target_sensitivity)
     intervals, bootstrap = {"auroc_ci": None, "sensitivity_ci": None}, None
     if cfg.bootstrap:
-        ci = metrics.bootstrap_intervals(y_test, p_test, threshold, groups=test["patient_id"].to_numpy(),
-                                         n=cfg.bootstrap, seed=cfg.seed)
+        ci = metrics.bootstrap_intervals(
+            y_test, p_test, threshold, groups=test["patient_id"].to_numpy(), n=cfg.bootstrap, seed=cfg.seed
+        )
         intervals = {"auroc_ci": tuple(ci["auroc_ci"]), "sensitivity_ci": tuple(ci["sensitivity_ci"])}
         bootstrap = Bootstrap(resamples=cfg.bootstrap, unit="patient", level=0.95)
     sweep = metrics.threshold_sweep(y_test, p_test)
     test_metrics = TestMetrics(
-        n=len(test), positives=int(y_test.sum()), at_half=metrics.summary_at(y_test, p_test, 0.5, cfg.beta),
+        n=len(test),
+        positives=int(y_test.sum()),
+        at_half=metrics.summary_at(y_test, p_test, 0.5, cfg.beta),
         at_operating_point=metrics.summary_at(y_test, p_test, threshold, cfg.beta),
-        auroc=metrics.auroc(y_test, p_test), auprc=metrics.auprc(y_test, p_test), **intervals,
+        auroc=metrics.auroc(y_test, p_test),
+        auprc=metrics.auprc(y_test, p_test),
+        **intervals,
         benchmark_always_unhealthy=metrics.always_unhealthy(y_test, cfg.beta),
-        per_pathology_auroc=_per_pathology(test), threshold_sweep=Sweep.from_dict(sweep, "threshold sweep"),
+        per_pathology_auroc=_per_pathology(test),
+        threshold_sweep=Sweep.from_dict(sweep, "threshold sweep"),
         bootstrap=bootstrap,
     )
     return Scores(
-        operating_point=OperatingPoint(threshold=threshold, target_sensitivity=cfg.target_sensitivity,
-                                       chosen_on="val"),
+        operating_point=OperatingPoint(
+            threshold=threshold, target_sensitivity=cfg.target_sensitivity, chosen_on="val"
+        ),
         test=test_metrics,
-        val=ValMetrics(n=len(val), positives=int(y_val.sum()), auroc=metrics.auroc(y_val, p_val),
-                       at_operating_point=metrics.summary_at(y_val, p_val, threshold, cfg.beta)),
+        val=ValMetrics(
+            n=len(val),
+            positives=int(y_val.sum()),
+            auroc=metrics.auroc(y_val, p_val),
+            at_operating_point=metrics.summary_at(y_val, p_val, threshold, cfg.beta),
+        ),
     )
 
 
 def _per_pathology(test: pd.DataFrame) -> dict[str, float | None] | None:
     if f"prob_{PATHOLOGIES[0]}" not in test.columns:
         return None
-    return metrics.per_label_auroc(test[[f"label_{n}" for n in PATHOLOGIES]].to_numpy(),
-                                   test[[f"prob_{n}" for n in PATHOLOGIES]].to_numpy(), PATHOLOGIES)
+    return metrics.per_label_auroc(
+        test[[f"label_{n}" for n in PATHOLOGIES]].to_numpy(),
+        test[[f"prob_{n}" for n in PATHOLOGIES]].to_numpy(),
+        PATHOLOGIES,
+    )
 
 
 def _write_parquet(frame: pd.DataFrame, uri: str) -> None:
@@ -182,20 +208,42 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> EvaluateS
         frames[split] = predict_split(model, workspace, split, cfg.evaluate.batch_size)
         _write_parquet(frames[split], run.predictions(split))
     scores = score(frames["val"], frames["test"], cfg.evaluate)
-    doc = Metrics(model=_model_info(model, workspace, run, cfg), data=_data_info(workspace, frames),
-                  operating_point=scores.operating_point, test=scores.test, val=scores.val)
+    doc = Metrics(
+        model=_model_info(model, workspace, run, cfg),
+        data=_data_info(workspace, frames),
+        operating_point=scores.operating_point,
+        test=scores.test,
+        val=scores.val,
+    )
     storage.write_json(run.metrics, doc.to_dict())
     plots = report.write_plots(run_dir, frames["val"], frames["test"], doc)
     card = report.write_model_card(run_dir, doc, cfg)
     test, op = doc.test, doc.test.at_operating_point
-    logger.info("evaluate: test AUROC %.4f %s, AUPRC %.4f; threshold %.4f (val): sensitivity %.3f, healthy cleared "
-                "%.3f; always-unhealthy F%g %.4f vs model %.4f", test.auroc, list(test.auroc_ci or ()) or None,
-                test.auprc, doc.operating_point.threshold, op.recall, op.healthy_cleared, op.beta,
-                test.benchmark_always_unhealthy.f_beta, op.f_beta)
+    logger.info(
+        "evaluate: test AUROC %.4f %s, AUPRC %.4f; threshold %.4f (val): sensitivity %.3f, healthy cleared "
+        "%.3f; always-unhealthy F%g %.4f vs model %.4f",
+        test.auroc,
+        list(test.auroc_ci or ()) or None,
+        test.auprc,
+        doc.operating_point.threshold,
+        op.recall,
+        op.healthy_cleared,
+        op.beta,
+        test.benchmark_always_unhealthy.f_beta,
+        op.f_beta,
+    )
     return EvaluateSummary(
-        run_dir=run_dir, metrics=run.metrics, model_card=card, plots=plots,
-        predictions={s: run.predictions(s) for s in frames}, test_auroc=test.auroc, test_auroc_ci=test.auroc_ci,
-        test_auprc=test.auprc, operating_point=doc.operating_point, test_at_operating_point=op)
+        run_dir=run_dir,
+        metrics=run.metrics,
+        model_card=card,
+        plots=plots,
+        predictions={s: run.predictions(s) for s in frames},
+        test_auroc=test.auroc,
+        test_auroc_ci=test.auroc_ci,
+        test_auprc=test.auprc,
+        operating_point=doc.operating_point,
+        test_at_operating_point=op,
+    )
 
 
 def _model_info(model: Any, workspace: str, run: RunDir, cfg: PipelineConfig) -> ModelInfo:
@@ -204,14 +252,24 @@ def _model_info(model: Any, workspace: str, run: RunDir, cfg: PipelineConfig) ->
 
     trained = run.history("finetune")
     weights = storage.read_json(trained).get("weights") if storage.exists(trained) else cfg.features.weights
-    return ModelInfo(base=cfg.features.base, weights=weights, input_size=cfg.features.input_size,
-                     stored_image_size=shards.shard_format(workspace).image_size, input_name=networks.IMAGE_INPUT,
-                     output=networks.TRIAGE_OUTPUT, outputs=tuple(sorted(model.output_names)))
+    return ModelInfo(
+        base=cfg.features.base,
+        weights=weights,
+        input_size=cfg.features.input_size,
+        stored_image_size=shards.shard_format(workspace).image_size,
+        input_name=networks.IMAGE_INPUT,
+        output=networks.TRIAGE_OUTPUT,
+        outputs=tuple(sorted(model.output_names)),
+    )
 
 
 def _data_info(workspace: str, frames: dict[str, pd.DataFrame]) -> DataInfo:
     from xray_tasks.data.manifest import manifest_counts, manifest_sha256
 
-    return DataInfo(workspace=workspace, manifest_sha256=manifest_sha256(workspace),
-                    test_digest=digest(frames["test"]), val_digest=digest(frames["val"]),
-                    counts=manifest_counts(workspace))
+    return DataInfo(
+        workspace=workspace,
+        manifest_sha256=manifest_sha256(workspace),
+        test_digest=digest(frames["test"]),
+        val_digest=digest(frames["val"]),
+        counts=manifest_counts(workspace),
+    )

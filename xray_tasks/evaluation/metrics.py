@@ -19,7 +19,9 @@ from xray_tasks.errors import BadInput
 CONFUSION_KEYS = ("tn", "fp", "fn", "tp")
 
 
-def _arrays(labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _arrays(
+    labels: Sequence[int] | np.ndarray, probs: Sequence[float] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     y = np.asarray(labels)
     p = np.asarray(probs, dtype=np.float64)
     if y.ndim != 1 or p.ndim != 1 or len(y) != len(p):
@@ -67,9 +69,17 @@ def rates(counts: dict[str, int], beta: float = 3.0) -> Rates:
     tn, fp, fn, tp = (int(counts[k]) for k in CONFUSION_KEYS)
     specificity = _ratio(tn, tn + fp)
     return Rates(
-        tn=tn, fp=fp, fn=fn, tp=tp, beta=float(beta), f_beta=f_beta(tp, fp, fn, beta),
-        accuracy=_ratio(tp + tn, tn + fp + fn + tp), precision=_ratio(tp, tp + fp), recall=_ratio(tp, tp + fn),
-        specificity=specificity, healthy_cleared=specificity,
+        tn=tn,
+        fp=fp,
+        fn=fn,
+        tp=tp,
+        beta=float(beta),
+        f_beta=f_beta(tp, fp, fn, beta),
+        accuracy=_ratio(tp + tn, tn + fp + fn + tp),
+        precision=_ratio(tp, tp + fp),
+        recall=_ratio(tp, tp + fn),
+        specificity=specificity,
+        healthy_cleared=specificity,
     )
 
 
@@ -130,7 +140,9 @@ def _cumulative(y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, n
     """Distinct thresholds (descending) and the TP/FP counts when flagging ``p >= threshold``."""
     order = np.argsort(-p, kind="mergesort")
     p_sorted, y_sorted = p[order], y[order]
-    last_of_group = np.r_[np.nonzero(np.diff(p_sorted))[0], len(p_sorted) - 1] if len(p) else np.array([], int)
+    last_of_group = (
+        np.r_[np.nonzero(np.diff(p_sorted))[0], len(p_sorted) - 1] if len(p) else np.array([], int)
+    )
     tp = np.cumsum(y_sorted, dtype=np.float64)[last_of_group]
     fp = (last_of_group + 1) - tp
     return p_sorted[last_of_group], tp, fp
@@ -168,8 +180,17 @@ def _weighted_auroc(y: np.ndarray, p: np.ndarray, weights: np.ndarray) -> np.nda
     return np.where((total_pos > 0) & (total_neg > 0), area, np.nan)
 
 
-def bootstrap_intervals(labels, probs, threshold: float, *, groups=None, n: int = 1000, seed: int = 0,
-                        level: float = 0.95, chunk: int = 100) -> dict[str, list[float] | int]:
+def bootstrap_intervals(
+    labels,
+    probs,
+    threshold: float,
+    *,
+    groups=None,
+    n: int = 1000,
+    seed: int = 0,
+    level: float = 0.95,
+    chunk: int = 100,
+) -> dict[str, list[float] | int]:
     """Percentile intervals for AUROC and for sensitivity at a fixed ``threshold``.
 
     Resamples whole ``groups`` (patient ids) with replacement when given, since studies of one patient are not
@@ -202,7 +223,11 @@ def bootstrap_intervals(labels, probs, threshold: float, *, groups=None, n: int 
     def interval(values: list[np.ndarray]) -> list[float]:
         v = np.concatenate(values)
         v = v[np.isfinite(v)]
-        return [float("nan"), float("nan")] if not len(v) else [float(x) for x in np.percentile(v, [tail, 100 - tail])]
+        return (
+            [float("nan"), float("nan")]
+            if not len(v)
+            else [float(x) for x in np.percentile(v, [tail, 100 - tail])]
+        )
 
     return {"auroc_ci": interval(aurocs), "sensitivity_ci": interval(sensitivities), "n": n}
 
@@ -213,12 +238,21 @@ def threshold_sweep(labels, probs, thresholds=None) -> dict[str, list[float] | l
     ``thresholds`` defaults to 0.00, 0.01, ..., 1.00.  A study is cleared when ``prob < threshold``.
     """
     y, p = _arrays(labels, probs)
-    t = np.round(np.linspace(0.0, 1.0, 101), 2) if thresholds is None else np.asarray(thresholds, dtype=np.float64)
+    t = (
+        np.round(np.linspace(0.0, 1.0, 101), 2)
+        if thresholds is None
+        else np.asarray(thresholds, dtype=np.float64)
+    )
     healthy, unhealthy = np.sort(p[y == 0]), np.sort(p[y == 1])
     cleared = np.searchsorted(healthy, t, side="left")
     missed = np.searchsorted(unhealthy, t, side="left")
-    return {"threshold": t.tolist(), "healthy_cleared": cleared.tolist(), "unhealthy_missed": missed.tolist(),
-            "healthy": len(healthy), "unhealthy": len(unhealthy)}
+    return {
+        "threshold": t.tolist(),
+        "healthy_cleared": cleared.tolist(),
+        "unhealthy_missed": missed.tolist(),
+        "healthy": len(healthy),
+        "unhealthy": len(unhealthy),
+    }
 
 
 def per_label_auroc(labels: np.ndarray, probs: np.ndarray, names: Sequence[str]) -> dict[str, float | None]:

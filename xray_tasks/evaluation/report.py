@@ -69,14 +69,29 @@ def _roc(plt, val: pd.DataFrame, test: pd.DataFrame, doc: Metrics, threshold: fl
         y, p = frame["label"].to_numpy(), frame["probability"].to_numpy()
         fpr, tpr, _ = metrics.roc_curve(y, p)
         extra = ci_text if name == "test" else ""
-        ax.plot(fpr, tpr, style, color=MODEL_COLOUR if name == "test" else "grey",
-                label=f"{name} (n={len(frame)}): AUROC {metrics.auroc(y, p):.3f}{extra}")
+        ax.plot(
+            fpr,
+            tpr,
+            style,
+            color=MODEL_COLOUR if name == "test" else "grey",
+            label=f"{name} (n={len(frame)}): AUROC {metrics.auroc(y, p):.3f}{extra}",
+        )
     op = doc.test.at_operating_point
-    ax.plot(1 - op.specificity, op.recall, "o", color=UNHEALTHY_COLOUR,
-            label=f"operating point t={threshold:.3f} (chosen on val)")
+    ax.plot(
+        1 - op.specificity,
+        op.recall,
+        "o",
+        color=UNHEALTHY_COLOUR,
+        label=f"operating point t={threshold:.3f} (chosen on val)",
+    )
     ax.plot([0, 1], [0, 1], ":", color="black", lw=0.8, label="chance")
-    ax.set(xlabel="1 - specificity (healthy studies flagged)", ylabel="sensitivity (unhealthy studies flagged)",
-           title="ROC", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="1 - specificity (healthy studies flagged)",
+        ylabel="sensitivity (unhealthy studies flagged)",
+        title="ROC",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower right", fontsize=8)
     return fig
 
@@ -85,14 +100,26 @@ def _pr(plt, test: pd.DataFrame, doc: Metrics):
     fig, ax = plt.subplots(figsize=(5.5, 5))
     y, p = test["label"].to_numpy(), test["probability"].to_numpy()
     precision, recall, _ = metrics.pr_curve(y, p)
-    ax.step(np.r_[0.0, recall], np.r_[precision[0] if len(precision) else 1.0, precision], where="post",
-            color=MODEL_COLOUR, label=f"test: AUPRC {doc.test.auprc:.3f}")
+    ax.step(
+        np.r_[0.0, recall],
+        np.r_[precision[0] if len(precision) else 1.0, precision],
+        where="post",
+        color=MODEL_COLOUR,
+        label=f"test: AUPRC {doc.test.auprc:.3f}",
+    )
     prevalence = float(y.mean()) if len(y) else 0.0
-    ax.axhline(prevalence, ls=":", color="black", lw=0.8, label=f"always unhealthy (prevalence {prevalence:.3f})")
+    ax.axhline(
+        prevalence, ls=":", color="black", lw=0.8, label=f"always unhealthy (prevalence {prevalence:.3f})"
+    )
     op = doc.test.at_operating_point
     ax.plot(op.recall, op.precision, "o", color=UNHEALTHY_COLOUR, label="operating point")
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision", title="Precision-recall (test)", xlim=(0, 1),
-           ylim=(0, 1.01))
+    ax.set(
+        xlabel="recall (sensitivity)",
+        ylabel="precision",
+        title="Precision-recall (test)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(loc="lower left", fontsize=8)
     return fig
 
@@ -100,27 +127,47 @@ def _pr(plt, test: pd.DataFrame, doc: Metrics):
 def _sweep(plt, test: pd.DataFrame, threshold: float):
     sweep = metrics.threshold_sweep(test["label"].to_numpy(), test["probability"].to_numpy())
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
-    ax.plot(sweep["threshold"], sweep["healthy_cleared"], color=HEALTHY_COLOUR,
-            label=f"healthy studies cleared (of {sweep['healthy']})")
-    ax.plot(sweep["threshold"], sweep["unhealthy_missed"], color=UNHEALTHY_COLOUR,
-            label=f"unhealthy studies missed (of {sweep['unhealthy']})")
+    ax.plot(
+        sweep["threshold"],
+        sweep["healthy_cleared"],
+        color=HEALTHY_COLOUR,
+        label=f"healthy studies cleared (of {sweep['healthy']})",
+    )
+    ax.plot(
+        sweep["threshold"],
+        sweep["unhealthy_missed"],
+        color=UNHEALTHY_COLOUR,
+        label=f"unhealthy studies missed (of {sweep['unhealthy']})",
+    )
     ax.axvline(0.5, ls=":", color="grey", lw=0.8, label="0.5")
     ax.axvline(threshold, ls="--", color="black", lw=0.8, label=f"operating point {threshold:.3f} (val)")
-    ax.set(xlabel="threshold on P(unhealthy): below it a study is cleared as healthy", ylabel="test studies",
-           title="Threshold sweep (test): cleared vs missed")
+    ax.set(
+        xlabel="threshold on P(unhealthy): below it a study is cleared as healthy",
+        ylabel="test studies",
+        title="Threshold sweep (test): cleared vs missed",
+    )
     ax.legend(fontsize=8)
     return fig
 
 
 def _confusion(plt, doc: Metrics, threshold: float):
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
-    for ax, cm, title in ((axes[0], doc.test.at_half, "threshold 0.5"),
-                          (axes[1], doc.test.at_operating_point, f"operating point {threshold:.3f}")):
+    for ax, cm, title in (
+        (axes[0], doc.test.at_half, "threshold 0.5"),
+        (axes[1], doc.test.at_operating_point, f"operating point {threshold:.3f}"),
+    ):
         grid = np.array([[cm.tn, cm.fp], [cm.fn, cm.tp]])
         ax.imshow(grid, cmap="Blues")
         for (r, c), value in np.ndenumerate(grid):
-            ax.text(c, r, f"{value}", ha="center", va="center",
-                    color="white" if value > grid.max() / 2 else "black", fontsize=12)
+            ax.text(
+                c,
+                r,
+                f"{value}",
+                ha="center",
+                va="center",
+                color="white" if value > grid.max() / 2 else "black",
+                fontsize=12,
+            )
         ax.set_xticks([0, 1], ["predicted healthy", "predicted unhealthy"])
         ax.set_yticks([0, 1], ["actually healthy", "actually unhealthy"])
         ax.set_title(f"test, {title}", fontsize=10)
@@ -138,14 +185,25 @@ def _training(plt, record: dict, stage: str):
             values = history.get(prefix + metric)
             if values:
                 epochs = np.arange(1, len(values) + 1)
-                ax.plot(epochs, values, style, marker="o" if len(values) < 15 else None,
-                        label=f"{'val' if prefix else 'train'}")
-        best = (record.get("best") or {}).get("epoch") if isinstance(record.get("best"), dict) else record.get(
-            "best_epoch")
+                ax.plot(
+                    epochs,
+                    values,
+                    style,
+                    marker="o" if len(values) < 15 else None,
+                    label=f"{'val' if prefix else 'train'}",
+                )
+        best = (
+            (record.get("best") or {}).get("epoch")
+            if isinstance(record.get("best"), dict)
+            else record.get("best_epoch")
+        )
         if best:
             ax.axvline(best, ls=":", color="grey", lw=0.8, label=f"kept: epoch {best}")
-        ax.set(xlabel="epoch", ylabel="binary cross-entropy" if metric == "loss" else metric,
-               title=f"{'Head training' if stage == 'head' else 'Fine-tuning'}: {metric}")
+        ax.set(
+            xlabel="epoch",
+            ylabel="binary cross-entropy" if metric == "loss" else metric,
+            title=f"{'Head training' if stage == 'head' else 'Fine-tuning'}: {metric}",
+        )
         epochs_run = max(len(history.get("loss") or []), 1)
         ax.xaxis.set_major_locator(MultipleLocator(max(1, round(epochs_run / 10))))  # whole epochs only
         ax.set_xlim(0.5, epochs_run + 0.5)
@@ -164,8 +222,14 @@ def _fmt(value: Any) -> str:
 
 def model_card(doc: Metrics, cfg: PipelineConfig) -> str:
     """Markdown: what the model is for and not for, its data, config, metrics with intervals, limits."""
-    sections = (_card_use(doc), _card_model(doc, cfg), _card_data(doc), _card_results(doc), _card_limits(doc),
-                f"## Configuration\n```json\n{_json(to_dict(cfg))}\n```\n")
+    sections = (
+        _card_use(doc),
+        _card_model(doc, cfg),
+        _card_data(doc),
+        _card_results(doc),
+        _card_limits(doc),
+        f"## Configuration\n```json\n{_json(to_dict(cfg))}\n```\n",
+    )
     return "\n".join(sections)
 
 
@@ -186,14 +250,16 @@ def _card_model(doc: Metrics, cfg: PipelineConfig) -> str:
 Base `{m.base}` (weights `{m.weights}`), input `{m.input_name}`: float32 [None, {m.input_size},
 {m.input_size}, 3] in 0..255 (grey replicated), preprocessing inside; output `{m.output}` = softmax [None, 2],
 column 1 = P(unhealthy).  Head: global average pool -> Dense {cfg.head.hidden_units} {cfg.head.activation} ->
-Dropout {cfg.head.dropout} -> Dense 2 softmax{' (+ 14 sigmoid pathologies)' if cfg.head.multilabel else ''};
+Dropout {cfg.head.dropout} -> Dense 2 softmax{" (+ 14 sigmoid pathologies)" if cfg.head.multilabel else ""};
 fine-tuned {cfg.finetune.epochs} epoch(s) with the last {cfg.finetune.unfreeze_layers} base layers unfrozen.
 """
 
 
 def _card_data(doc: Metrics) -> str:
-    rows = "\n".join(f"| {name} | {c.images} | {c.patients} | {c.healthy} | {c.unhealthy} |"
-                     for name, c in (doc.data.counts or {}).items())
+    rows = "\n".join(
+        f"| {name} | {c.images} | {c.patients} | {c.healthy} | {c.unhealthy} |"
+        for name, c in (doc.data.counts or {}).items()
+    )
     return f"""## Data
 Workspace `{doc.data.workspace}`, manifest sha256 `{doc.data.manifest_sha256[:16]}`, test digest
 `{doc.data.test_digest[:16]}`.  Splits are patient-wise (official NIH lists; validation carved from
@@ -210,11 +276,18 @@ def _card_results(doc: Metrics) -> str:
     table = "\n".join(
         f"| {label} | {_fmt(a.recall)} | {_fmt(a.specificity)} | {_fmt(a.precision)} | {_fmt(a.f_beta)} | "
         f"{_fmt(a.accuracy)} | {a.tn} / {a.fp} / {a.fn} / {a.tp} |"
-        for label, a in (("operating point (val-chosen)", op), ("threshold 0.5", test.at_half),
-                         ("always unhealthy (benchmark)", test.benchmark_always_unhealthy)))
+        for label, a in (
+            ("operating point (val-chosen)", op),
+            ("threshold 0.5", test.at_half),
+            ("always unhealthy (benchmark)", test.benchmark_always_unhealthy),
+        )
+    )
     per_path = test.per_pathology_auroc
-    path_lines = "" if not per_path else "\n\nPer-finding AUROC (test): " + ", ".join(
-        f"{k} {_fmt(v)}" for k, v in per_path.items())
+    path_lines = (
+        ""
+        if not per_path
+        else "\n\nPer-finding AUROC (test): " + ", ".join(f"{k} {_fmt(v)}" for k, v in per_path.items())
+    )
     return f"""## Results on the test split (n={test.n}, {test.positives} unhealthy)
 AUROC {_fmt(test.auroc)} (95% patient bootstrap {_interval(test.auroc_ci)}), AUPRC {_fmt(test.auprc)}.
 Operating point: threshold {point.threshold:.4f}, the largest with validation sensitivity >=

@@ -19,7 +19,18 @@ from xray_tasks.registry.layout import ChampionConflict, IntegrityError, Registr
 from xray_tasks.registry.publish import publish
 
 __all__ = [
-    "ChampionConflict", "ChampionScore", "GateResult", "IntegrityError", "PublishedModel", "RegistryError",
-    "champion_version", "list_models", "list_versions", "load", "publish", "read_artifact", "read_decisions",
+    "ChampionConflict",
+    "ChampionScore",
+    "GateResult",
+    "IntegrityError",
+    "PublishedModel",
+    "RegistryError",
+    "champion_version",
+    "list_models",
+    "list_versions",
+    "load",
+    "publish",
+    "read_artifact",
+    "read_decisions",
     "version_details",
 ]

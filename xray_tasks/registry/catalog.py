@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 def list_models(root: str) -> list[str]:
     """Names of the models under a registry root (folders holding a ``versions/`` folder)."""
-    return [name for name in storage.list_dirs(root) if VERSIONS in storage.list_dirs(storage.join(root, name))]
+    return [
+        name for name in storage.list_dirs(root) if VERSIONS in storage.list_dirs(storage.join(root, name))
+    ]
 
 
 def read_decisions(root: str, model_name: str, version: str) -> list[dict[str, Any]]:
@@ -61,13 +63,20 @@ def list_versions(root: str, model_name: str) -> list[dict[str, Any]]:
         try:
             manifest, _ = integrity.read_manifest(uri)
         except IntegrityError as exc:
-            row.update(complete=False, created_at=None, summary=None, decision=None, reasons=[], problem=str(exc))
+            row.update(
+                complete=False, created_at=None, summary=None, decision=None, reasons=[], problem=str(exc)
+            )
             rows.append(row)
             continue
         decisions = read_decisions(root, model_name, version)
         latest = decisions[-1] if decisions else {}
-        row.update(complete=True, created_at=manifest.get("created_at"), summary=manifest.get("summary"),
-                   decision=latest.get("decision"), reasons=latest.get("reasons", []))
+        row.update(
+            complete=True,
+            created_at=manifest.get("created_at"),
+            summary=manifest.get("summary"),
+            decision=latest.get("decision"),
+            reasons=latest.get("reasons", []),
+        )
         rows.append(row)
     return rows
 
@@ -100,15 +109,19 @@ def version_details(root: str, model_name: str, version: str | int | None = None
         "manifest": manifest,
         "metrics": metrics,
         "decisions": read_decisions(root, model_name, version),
-        "plots": {rel.split("/", 1)[1]: storage.join(uri, *rel.split("/")) for rel in files
-                  if rel.startswith(f"{RunDir.PLOTS}/")},
+        "plots": {
+            rel.split("/", 1)[1]: storage.join(uri, *rel.split("/"))
+            for rel in files
+            if rel.startswith(f"{RunDir.PLOTS}/")
+        },
         "model_card": storage.join(uri, RunDir.MODEL_CARD) if RunDir.MODEL_CARD in files else None,
         "serving_base_path": storage.join(uri, manifest["serving"]["path"]),
     }
 
 
-def read_artifact(root: str, model_name: str, version: str, rel: str,
-                  manifest: dict[str, Any] | None = None) -> bytes:
+def read_artifact(
+    root: str, model_name: str, version: str, rel: str, manifest: dict[str, Any] | None = None
+) -> bytes:
     """One published file's bytes (e.g. ``plots/roc.png``), checked against the version's manifest.
 
     Raises:

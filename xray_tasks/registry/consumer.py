@@ -60,8 +60,14 @@ class PublishedModel:
 
     def score(self, uris: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
         """Rows ``image, probability, decision, error`` for image files (local paths or s3:// URIs)."""
-        rows = inference.score_uris(self.model, list(uris), stored_size=self.stored_image_size,
-                                    input_size=self.input_size, threshold=self.threshold, batch_size=batch_size)
+        rows = inference.score_uris(
+            self.model,
+            list(uris),
+            stored_size=self.stored_image_size,
+            input_size=self.input_size,
+            threshold=self.threshold,
+            batch_size=batch_size,
+        )
         for row in rows:
             row.update(model_version=self.version, threshold=self.threshold)
         return rows
@@ -77,8 +83,9 @@ def resolve(root: str, model_name: str, version: str | int | None) -> tuple[str,
     return parse_version(version), pointer
 
 
-def fetch_verified(root: str, model_name: str, version: str, dest: Path,
-                   manifest_sha256: str | None = None) -> dict[str, Any]:
+def fetch_verified(
+    root: str, model_name: str, version: str, dest: Path, manifest_sha256: str | None = None
+) -> dict[str, Any]:
     """Verify every file of a version against its manifest and download the ones needed to load it into ``dest``.
 
     Raises:
@@ -87,7 +94,9 @@ def fetch_verified(root: str, model_name: str, version: str, dest: Path,
     uri = version_uri(root, model_name, version)
     manifest, raw = integrity.read_manifest(uri)
     if manifest_sha256 is not None and hashlib.sha256(raw).hexdigest() != manifest_sha256:
-        raise IntegrityError(f"{uri}: MANIFEST.json is not the manifest the champion pointer promoted; refusing it")
+        raise IntegrityError(
+            f"{uri}: MANIFEST.json is not the manifest the champion pointer promoted; refusing it"
+        )
     files = manifest["files"]
     missing = [rel for rel in _NEEDED if rel not in files]
     if missing:
@@ -115,13 +124,28 @@ def load(root: str, model_name: str = "xray-triage", version: str | int | None =
     is_champion = pointer is not None and pointer["version"] == version
     with tempfile.TemporaryDirectory(prefix="xray-registry-") as tmp:
         dest = Path(tmp)
-        manifest = fetch_verified(root, model_name, version, dest,
-                                  pointer.get("manifest_sha256") if is_champion else None)
-        metrics = validate_metrics(json.loads((dest / METRICS_FILE).read_bytes()), f"{version}/{METRICS_FILE}")
+        manifest = fetch_verified(
+            root, model_name, version, dest, pointer.get("manifest_sha256") if is_champion else None
+        )
+        metrics = validate_metrics(
+            json.loads((dest / METRICS_FILE).read_bytes()), f"{version}/{METRICS_FILE}"
+        )
         # safe_mode refuses lambda layers and other deserialised code; compile=False: no optimizer state needed.
         model = keras.saving.load_model(dest / MODEL_FILE, compile=False, safe_mode=True)
-    logger.info("loaded %s version %s%s (threshold %.4f)", model_name, version, " (champion)" if is_champion else "",
-                metrics.operating_point.threshold)
-    return PublishedModel(model_name=model_name, version=version, uri=version_uri(root, model_name, version),
-                          champion=is_champion, model=model, threshold=metrics.operating_point.threshold,
-                          metrics=metrics, manifest=manifest)
+    logger.info(
+        "loaded %s version %s%s (threshold %.4f)",
+        model_name,
+        version,
+        " (champion)" if is_champion else "",
+        metrics.operating_point.threshold,
+    )
+    return PublishedModel(
+        model_name=model_name,
+        version=version,
+        uri=version_uri(root, model_name, version),
+        champion=is_champion,
+        model=model,
+        threshold=metrics.operating_point.threshold,
+        metrics=metrics,
+        manifest=manifest,
+    )

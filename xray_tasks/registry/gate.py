@@ -31,15 +31,24 @@ def _num(value: Any) -> float:
 
 def floor_checks(metrics: Metrics, policy: GatePolicy) -> list[Check]:
     """The absolute floors: AUROC, its interval against the benchmark, sensitivity, healthy studies cleared."""
-    return [_auroc_floor(metrics, policy), _interval_floor(metrics, policy), _sensitivity_floor(metrics, policy),
-            _cleared_floor(metrics, policy)]
+    return [
+        _auroc_floor(metrics, policy),
+        _interval_floor(metrics, policy),
+        _sensitivity_floor(metrics, policy),
+        _cleared_floor(metrics, policy),
+    ]
 
 
 def _auroc_floor(metrics: Metrics, policy: GatePolicy) -> Check:
     auroc = _num(metrics.test.auroc)
     ok = auroc >= policy.min_auroc
-    return Check("min_auroc", auroc, policy.min_auroc, ok,
-                 f"test AUROC {auroc:.4f} {'>=' if ok else 'is below'} the floor {policy.min_auroc:.4f}")
+    return Check(
+        "min_auroc",
+        auroc,
+        policy.min_auroc,
+        ok,
+        f"test AUROC {auroc:.4f} {'>=' if ok else 'is below'} the floor {policy.min_auroc:.4f}",
+    )
 
 
 def _interval_floor(metrics: Metrics, policy: GatePolicy) -> Check:
@@ -49,10 +58,14 @@ def _interval_floor(metrics: Metrics, policy: GatePolicy) -> Check:
         return Check("min_auroc_ci_low", low, 0.0, True, "AUROC interval check switched off")
     ok = low > policy.min_auroc_ci_low
     return Check(
-        "min_auroc_ci_low", low, policy.min_auroc_ci_low, ok,
+        "min_auroc_ci_low",
+        low,
+        policy.min_auroc_ci_low,
+        ok,
         f"test AUROC interval low end {low:.4f} is above {policy.min_auroc_ci_low:.4f} (the always-unhealthy "
-        f"benchmark's AUROC)" if ok else
-        f"test AUROC interval low end {low:.4f} does not clear {policy.min_auroc_ci_low:.4f}, the always-unhealthy "
+        f"benchmark's AUROC)"
+        if ok
+        else f"test AUROC interval low end {low:.4f} does not clear {policy.min_auroc_ci_low:.4f}, the always-unhealthy "
         f"benchmark's AUROC (no interval means evaluate.bootstrap was 0)",
     )
 
@@ -63,7 +76,10 @@ def _sensitivity_floor(metrics: Metrics, policy: GatePolicy) -> Check:
     floor = target - policy.sensitivity_tolerance
     ok = sensitivity >= floor - 1e-12
     return Check(
-        "sensitivity", sensitivity, floor, ok,
+        "sensitivity",
+        sensitivity,
+        floor,
+        ok,
         f"test sensitivity at the operating point {sensitivity:.4f} is "
         f"{'within' if ok else 'more than'} {policy.sensitivity_tolerance:.3f} {'of' if ok else 'below'} "
         f"the target {target:.3f}",
@@ -74,7 +90,10 @@ def _cleared_floor(metrics: Metrics, policy: GatePolicy) -> Check:
     cleared = _num(metrics.test.at_operating_point.healthy_cleared)
     ok = cleared > policy.min_healthy_cleared
     return Check(
-        "healthy_cleared", cleared, policy.min_healthy_cleared, ok,
+        "healthy_cleared",
+        cleared,
+        policy.min_healthy_cleared,
+        ok,
         f"share of healthy test studies cleared {cleared:.4f} {'>' if ok else '<='} {policy.min_healthy_cleared:.4f}"
         + ("" if ok else ": the model saves no reading over the always-unhealthy benchmark"),
     )
@@ -85,9 +104,16 @@ def champion_check(metrics: Metrics, champion: ChampionScore, policy: GatePolicy
     auroc = _num(metrics.test.auroc)
     delta = auroc - champion.auroc
     ok = delta >= -policy.max_auroc_drop - 1e-12
-    where = "on the same test split" if champion.basis == "same_split" else "re-scored on the candidate's test split"
+    where = (
+        "on the same test split"
+        if champion.basis == "same_split"
+        else "re-scored on the candidate's test split"
+    )
     return Check(
-        "champion_auroc", auroc, champion.auroc - policy.max_auroc_drop, ok,
+        "champion_auroc",
+        auroc,
+        champion.auroc - policy.max_auroc_drop,
+        ok,
         f"test AUROC {auroc:.4f} vs champion {champion.version}'s {champion.auroc:.4f} {where} "
         f"(change {delta:+.4f}, allowed drop {policy.max_auroc_drop:.4f})",
     )
@@ -100,7 +126,10 @@ def evaluate(metrics: Metrics, policy: GatePolicy, champion: ChampionScore | Non
         checks.append(champion_check(metrics, champion, policy))
     test = metrics.test
     context = GateContext(
-        champion=champion, test_n=test.n, test_digest=metrics.data.test_digest, beta=metrics.beta,
+        champion=champion,
+        test_n=test.n,
+        test_digest=metrics.data.test_digest,
+        beta=metrics.beta,
         f_beta_at_operating_point=test.at_operating_point.f_beta,
         benchmark_f_beta=test.benchmark_always_unhealthy.f_beta,
     )

@@ -44,8 +44,12 @@ def to_model_input(stored: np.ndarray, input_size: int) -> np.ndarray:
         raise BadInput(f"expected uint8 [B, S, S, 1] images, got {stored.dtype} {stored.shape}")
     image = tf.constant(stored)
     if stored.shape[1] != input_size:
-        image = tf.cast(tf.clip_by_value(tf.round(tf.image.resize(image, [input_size, input_size], antialias=True)),
-                                         0, 255), tf.uint8)
+        image = tf.cast(
+            tf.clip_by_value(
+                tf.round(tf.image.resize(image, [input_size, input_size], antialias=True)), 0, 255
+            ),
+            tf.uint8,
+        )
     return tf.cast(tf.image.grayscale_to_rgb(image), tf.float32).numpy()
 
 
@@ -73,8 +77,15 @@ def list_images(location: str) -> list[str]:
     return [u for u in storage.list_files(location) if u.lower().endswith(IMAGE_SUFFIXES)]
 
 
-def score_uris(model: Any, uris: Sequence[str], *, stored_size: int, input_size: int, threshold: float,
-               batch_size: int = 32) -> list[dict[str, Any]]:
+def score_uris(
+    model: Any,
+    uris: Sequence[str],
+    *,
+    stored_size: int,
+    input_size: int,
+    threshold: float,
+    batch_size: int = 32,
+) -> list[dict[str, Any]]:
     """One row per image: ``image``, ``probability``, ``decision``, ``error`` (unreadable images are reported,
     not fatal: one bad file must not stop a worklist)."""
     if batch_size < 1:
@@ -82,7 +93,7 @@ def score_uris(model: Any, uris: Sequence[str], *, stored_size: int, input_size:
     rows: list[dict[str, Any]] = []
     for start in range(0, len(uris), batch_size):
         good, arrays = [], []
-        for uri in uris[start:start + batch_size]:
+        for uri in uris[start : start + batch_size]:
             try:
                 arrays.append(decode_stored(storage.read_bytes(uri), stored_size))
                 good.append(uri)
@@ -91,7 +102,8 @@ def score_uris(model: Any, uris: Sequence[str], *, stored_size: int, input_size:
                 rows.append({"image": uri, "probability": None, "decision": None, "error": str(exc)})
         if good:
             probs = triage_probabilities(model, to_model_input(np.stack(arrays), input_size))
-            rows.extend({"image": u, "probability": float(p), "decision": decide(float(p), threshold), "error": None}
-                        for u, p in zip(good, probs, strict=True))
+            rows.extend(
+                {"image": u, "probability": float(p), "decision": decide(float(p), threshold), "error": None}
+                for u, p in zip(good, probs, strict=True)
+            )
     return rows
-

@@ -65,8 +65,12 @@ def code_version() -> dict[str, Any]:
     if not commit:
         try:
             commit = subprocess.run(
-                ["git", "rev-parse", "HEAD"], cwd=Path(xray_tasks.__file__).parent, capture_output=True,
-                text=True, timeout=10, check=True,
+                ["git", "rev-parse", "HEAD"],
+                cwd=Path(xray_tasks.__file__).parent,
+                capture_output=True,
+                text=True,
+                timeout=10,
+                check=True,
             ).stdout.strip()
         except (OSError, subprocess.SubprocessError):
             commit = None
@@ -88,13 +92,17 @@ def read_manifest(version_uri: str) -> tuple[dict[str, Any], bytes]:
     try:
         raw = storage.read_bytes(uri)
     except FileNotFoundError:
-        raise IntegrityError(f"{version_uri}: incomplete version (no {MANIFEST}); it was never finished") from None
+        raise IntegrityError(
+            f"{version_uri}: incomplete version (no {MANIFEST}); it was never finished"
+        ) from None
     try:
         manifest = json.loads(raw)
     except json.JSONDecodeError as exc:
         raise IntegrityError(f"{uri}: not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("schema") != MANIFEST_SCHEMA or not isinstance(
-        manifest.get("files"), dict
+    if (
+        not isinstance(manifest, dict)
+        or manifest.get("schema") != MANIFEST_SCHEMA
+        or not isinstance(manifest.get("files"), dict)
     ):
         raise IntegrityError(f"{uri}: not a schema-{MANIFEST_SCHEMA} manifest with a 'files' table")
     return manifest, raw

@@ -49,15 +49,22 @@ def claim_version(root: str, model_name: str, publish_id: str, details: dict[str
         version = format_version(number)
         claim = {"version": version, "publish_id": publish_id, "claimed_at": now(), **details}
         try:
-            conditional.write_bytes_if(storage.join(version_uri(root, model_name, version), CLAIM),
-                                   integrity.encode(claim), absent=True)
+            conditional.write_bytes_if(
+                storage.join(version_uri(root, model_name, version), CLAIM),
+                integrity.encode(claim),
+                absent=True,
+            )
         except conditional.PreconditionFailed:
-            logger.info("%s version %s was claimed by another publish; trying the next id", model_name, version)
+            logger.info(
+                "%s version %s was claimed by another publish; trying the next id", model_name, version
+            )
             number += 1
             continue
         logger.info("claimed %s version %s", model_name, version)
         return version
-    raise RegistryError(f"{model_name}: {MAX_CLAIM_ATTEMPTS} version ids in a row were taken by concurrent publishes")
+    raise RegistryError(
+        f"{model_name}: {MAX_CLAIM_ATTEMPTS} version ids in a row were taken by concurrent publishes"
+    )
 
 
 def read_champion(root: str, model_name: str) -> tuple[dict[str, Any] | None, str | None]:

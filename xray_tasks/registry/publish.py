@@ -67,7 +67,7 @@ def stage_run(run_dir: str, dest: Path) -> Candidate:
     prefix = str(run_dir).rstrip("/")
     present = {}
     for uri in storage.list_files(prefix):
-        rel = uri[len(prefix):].lstrip("/\\").replace(os.sep, "/")
+        rel = uri[len(prefix) :].lstrip("/\\").replace(os.sep, "/")
         if rel in PUBLISHED_FILES or rel.startswith(PUBLISHED_DIRS):
             present[rel] = uri
     missing = [rel for rel in REQUIRED if rel not in present]
@@ -75,7 +75,9 @@ def stage_run(run_dir: str, dest: Path) -> Candidate:
         raise BadInput(f"{run_dir}: not a complete evaluated run, missing {missing} (see docs/CONTRACTS.md)")
     for rel, uri in present.items():
         storage.get_file(uri, dest / rel)
-    metrics = gate.validate_metrics(storage.read_json(str(dest / RunDir.METRICS)), f"{run_dir}/{RunDir.METRICS}")
+    metrics = gate.validate_metrics(
+        storage.read_json(str(dest / RunDir.METRICS)), f"{run_dir}/{RunDir.METRICS}"
+    )
     files = integrity.tree_digests(dest)
     return Candidate(str(run_dir), dest, files, metrics, integrity.combined_digest(files))
 
@@ -92,8 +94,10 @@ def export_serving(candidate: Candidate, out: Path) -> None:
     size = candidate.metrics.model.input_size
     inputs = [(t.name, tuple(t.shape)) for t in model.inputs]
     if inputs != [(IMAGE_INPUT, (None, size, size, 3))]:
-        raise BadInput(f"model.keras must take one input {IMAGE_INPUT!r} of shape (None, {size}, {size}, 3), "
-                         f"got {inputs}")
+        raise BadInput(
+            f"model.keras must take one input {IMAGE_INPUT!r} of shape (None, {size}, {size}, 3), "
+            f"got {inputs}"
+        )
     if TRIAGE_OUTPUT not in model.output_names:
         raise BadInput(f"model.keras must have an output named {TRIAGE_OUTPUT!r}, got {model.output_names}")
     model.export(str(out), verbose=False)
@@ -119,8 +123,10 @@ def upload_version(root: str, model_name: str, candidate: Candidate, publish_id:
     export_serving(candidate, serving / str(int(version)))
     exported = integrity.tree_digests(serving)
     files = {**candidate.files, **{f"{SERVING}/{rel}": d for rel, d in exported.items()}}
-    local = {**{rel: candidate.staged / rel for rel in candidate.files},
-             **{f"{SERVING}/{rel}": serving / rel for rel in exported}}
+    local = {
+        **{rel: candidate.staged / rel for rel in candidate.files},
+        **{f"{SERVING}/{rel}": serving / rel for rel in exported},
+    }
     total = 0
     for rel in sorted(files):
         storage.put_file(local[rel], storage.join(vuri, *rel.split("/")))
@@ -130,14 +136,26 @@ def upload_version(root: str, model_name: str, candidate: Candidate, publish_id:
     m = candidate.metrics
     at_op = m.test.at_operating_point
     manifest = {
-        "schema": MANIFEST_SCHEMA, "model_name": model_name, "version": version, "publish_id": publish_id,
-        "created_at": now(), "files": files, "code_version": integrity.code_version(),
+        "schema": MANIFEST_SCHEMA,
+        "model_name": model_name,
+        "version": version,
+        "publish_id": publish_id,
+        "created_at": now(),
+        "files": files,
+        "code_version": integrity.code_version(),
         "run": {"uri": candidate.run_dir, "sha256": candidate.run_sha256},
-        "data": {k: getattr(m.data, k) for k in ("manifest_sha256", "test_digest", "val_digest", "workspace")},
+        "data": {
+            k: getattr(m.data, k) for k in ("manifest_sha256", "test_digest", "val_digest", "workspace")
+        },
         "serving": {"path": SERVING, "version": int(version)},
-        "summary": {"test_auroc": m.test.auroc, "threshold": m.operating_point.threshold,
-                    "sensitivity": at_op.recall, "healthy_cleared": at_op.healthy_cleared,
-                    "base": m.model.base, "input_size": m.model.input_size},
+        "summary": {
+            "test_auroc": m.test.auroc,
+            "threshold": m.operating_point.threshold,
+            "sensitivity": at_op.recall,
+            "healthy_cleared": at_op.healthy_cleared,
+            "base": m.model.base,
+            "input_size": m.model.input_size,
+        },
     }
     raw = integrity.encode(manifest)
     conditional.write_bytes_if(storage.join(vuri, MANIFEST), raw, absent=True)
@@ -149,8 +167,11 @@ def record_decision(root: str, model_name: str, version: str, record: DecisionRe
     """Append one immutable record to a version's decision log; returns its file name."""
     stamp = record.decided_at.replace(":", "").replace("-", "")
     name = f"{stamp}-{record.publish_id[:8]}-{record.decision}.json"
-    conditional.write_bytes_if(storage.join(version_uri(root, model_name, version), DECISIONS, name),
-                               integrity.encode(record.to_dict()), absent=True)
+    conditional.write_bytes_if(
+        storage.join(version_uri(root, model_name, version), DECISIONS, name),
+        integrity.encode(record.to_dict()),
+        absent=True,
+    )
     return name
 
 
@@ -163,9 +184,17 @@ def _actor(actor: str | None) -> str:
         return "unknown"
 
 
-def publish(run_dir: str, registry: str, *, model_name: str = "xray-triage", policy: GatePolicy | None = None,
-            force: bool = False, reason: str = "", actor: str | None = None,
-            workspace: str | None = None) -> PublishSummary:
+def publish(
+    run_dir: str,
+    registry: str,
+    *,
+    model_name: str = "xray-triage",
+    policy: GatePolicy | None = None,
+    force: bool = False,
+    reason: str = "",
+    actor: str | None = None,
+    workspace: str | None = None,
+) -> PublishSummary:
     """Gate an evaluated run against the champion and publish it as a new immutable version.
 
     Every outcome is recorded in the version's decision log; only ``approved`` (or ``forced``) ones move the
@@ -186,9 +215,20 @@ def publish(run_dir: str, registry: str, *, model_name: str = "xray-triage", pol
         pointer, tag = pointers.read_champion(registry, model_name)
         previous = pointer["version"] if pointer else None
         summary = PublishSummary(
-            model_name=model_name, registry=registry, run_dir=run_dir, publish_id=publish_id,
-            previous_champion=previous, reused=False, decision="unchanged", promoted=False, reasons=(),
-            version="", champion=previous, uploaded_bytes=0, decision_record=None)
+            model_name=model_name,
+            registry=registry,
+            run_dir=run_dir,
+            publish_id=publish_id,
+            previous_champion=previous,
+            reused=False,
+            decision="unchanged",
+            promoted=False,
+            reasons=(),
+            version="",
+            champion=previous,
+            uploaded_bytes=0,
+            decision_record=None,
+        )
         existing = find_published(registry, model_name, candidate.run_sha256)
         if existing and existing == previous:
             logger.info("run already published as %s, which is the champion: nothing to do", existing)
@@ -198,20 +238,40 @@ def publish(run_dir: str, registry: str, *, model_name: str = "xray-triage", pol
         logger.info("gate: %s%s", decision, "" if result.passed else f" ({'; '.join(result.reasons)})")
         version, manifest_sha, uploaded = _version_for(registry, model_name, candidate, publish_id, existing)
     record = DecisionRecord(
-        decision=decision, reasons=tuple(result.reasons), gate=result, policy=to_dict(policy), publish_id=publish_id,
-        decided_at=now(), run=run_dir, version=version, champion_before=previous,
-        forced=Forced(by=_actor(actor), reason=reason) if force else None)
+        decision=decision,
+        reasons=tuple(result.reasons),
+        gate=result,
+        policy=to_dict(policy),
+        publish_id=publish_id,
+        decided_at=now(),
+        run=run_dir,
+        version=version,
+        champion_before=previous,
+        forced=Forced(by=_actor(actor), reason=reason) if force else None,
+    )
     name = record_decision(registry, model_name, version, record)
-    summary = summary.replace(reused=existing is not None, decision=decision, reasons=record.reasons,
-                              version=version, uploaded_bytes=uploaded, decision_record=name)
+    summary = summary.replace(
+        reused=existing is not None,
+        decision=decision,
+        reasons=record.reasons,
+        version=version,
+        uploaded_bytes=uploaded,
+        decision_record=name,
+    )
     if decision == "rejected":
         return summary
     _promote(registry, model_name, record, manifest_sha, name, tag)
     return summary.replace(promoted=True, champion=version)
 
 
-def _gate(registry: str, model_name: str, candidate: Candidate, champion: str | None, policy: GatePolicy,
-          workspace: str | None):
+def _gate(
+    registry: str,
+    model_name: str,
+    candidate: Candidate,
+    champion: str | None,
+    policy: GatePolicy,
+    workspace: str | None,
+):
     """The gate's result for a candidate, against the champion on the candidate's test split when there is one."""
     score = None
     if champion:
@@ -219,8 +279,9 @@ def _gate(registry: str, model_name: str, candidate: Candidate, champion: str | 
     return gate.evaluate(candidate.metrics, policy, score)
 
 
-def _version_for(registry: str, model_name: str, candidate: Candidate, publish_id: str,
-                 existing: str | None) -> tuple[str, str, int]:
+def _version_for(
+    registry: str, model_name: str, candidate: Candidate, publish_id: str, existing: str | None
+) -> tuple[str, str, int]:
     """``(version, manifest sha256, bytes uploaded)``: the complete version already holding this run, or a new one."""
     if existing:
         raw = integrity.read_manifest(version_uri(registry, model_name, existing))[1]
@@ -228,17 +289,28 @@ def _version_for(registry: str, model_name: str, candidate: Candidate, publish_i
     return upload_version(registry, model_name, candidate, publish_id)
 
 
-def _promote(registry: str, model_name: str, record: DecisionRecord, manifest_sha: str, name: str,
-             tag: str | None) -> None:
+def _promote(
+    registry: str, model_name: str, record: DecisionRecord, manifest_sha: str, name: str, tag: str | None
+) -> None:
     """Move the champion pointer to the record's version by compare-and-swap; a lost race is logged as
     ``conflict`` and raised."""
     pause("before_promote")
-    new_pointer = {"model_name": model_name, "version": record.version, "manifest_sha256": manifest_sha,
-                   "publish_id": record.publish_id, "decision": name, "promoted_at": now(),
-                   "previous": record.champion_before}
+    new_pointer = {
+        "model_name": model_name,
+        "version": record.version,
+        "manifest_sha256": manifest_sha,
+        "publish_id": record.publish_id,
+        "decision": name,
+        "promoted_at": now(),
+        "previous": record.champion_before,
+    }
     try:
         pointers.swap_champion(registry, model_name, new_pointer, tag)
     except ChampionConflict as exc:
-        record_decision(registry, model_name, record.version,
-                        record.replace(decision="conflict", reasons=(str(exc),), decided_at=now()))
+        record_decision(
+            registry,
+            model_name,
+            record.version,
+            record.replace(decision="conflict", reasons=(str(exc),), decided_at=now()),
+        )
         raise

@@ -20,8 +20,9 @@ from xray_tasks.workspace import RunDir
 logger = logging.getLogger(__name__)
 
 
-def champion_score(root: str, model_name: str, champion: str, candidate_metrics: Metrics,
-                   workspace: str | None = None) -> ChampionScore:
+def champion_score(
+    root: str, model_name: str, champion: str, candidate_metrics: Metrics, workspace: str | None = None
+) -> ChampionScore:
     """The champion's test AUROC on the candidate's test split (read or re-scored).
 
     Args:
@@ -42,20 +43,31 @@ def champion_score(root: str, model_name: str, champion: str, candidate_metrics:
 
     workspace = workspace or candidate_metrics.data.workspace
     if not workspace:
-        raise RegistryError("the champion was evaluated on another test split and the candidate's metrics.json "
-                            "names no workspace to re-score it on; pass the workspace explicitly")
-    logger.info("champion %s was tested on another split (digest %s vs %s): re-scoring it on %s", champion,
-                champion_metrics.data.test_digest[:12], wanted[:12], workspace)
+        raise RegistryError(
+            "the champion was evaluated on another test split and the candidate's metrics.json "
+            "names no workspace to re-score it on; pass the workspace explicitly"
+        )
+    logger.info(
+        "champion %s was tested on another split (digest %s vs %s): re-scoring it on %s",
+        champion,
+        champion_metrics.data.test_digest[:12],
+        wanted[:12],
+        workspace,
+    )
     published = consumer.load(root, model_name, champion)
     try:
         frame = evaluate.predict_split(published.model, workspace, "test")
     except (FileNotFoundError, OSError, ValueError) as exc:
-        raise RegistryError(f"the champion must be re-scored on the candidate's test split but {workspace} cannot "
-                            f"be read: {exc}") from exc
+        raise RegistryError(
+            f"the champion must be re-scored on the candidate's test split but {workspace} cannot "
+            f"be read: {exc}"
+        ) from exc
     if evaluate.digest(frame) != wanted:
-        raise RegistryError(f"the test shards at {workspace} ({len(frame)} images, digest {evaluate.digest(frame)[:12]}) "
-                            f"are not the split the candidate was evaluated on (digest "
-                            f"{wanted[:12]}); refusing to compare")
+        raise RegistryError(
+            f"the test shards at {workspace} ({len(frame)} images, digest {evaluate.digest(frame)[:12]}) "
+            f"are not the split the candidate was evaluated on (digest "
+            f"{wanted[:12]}); refusing to compare"
+        )
     auroc = metrics.auroc(frame["label"].to_numpy(), frame["probability"].to_numpy())
     logger.info("champion %s re-scored on the candidate's test split: AUROC %.4f", champion, auroc)
     return ChampionScore(champion, auroc, "rescored")

@@ -38,7 +38,9 @@ def write_bytes_if(uri: str, data: bytes, *, absent: bool = False, tag: str | No
         ValueError: neither or both conditions given.
     """
     if absent == (tag is not None):
-        raise ValueError(f"write_bytes_if needs exactly one of absent=True or tag=..., got absent={absent}, tag={tag!r}")
+        raise ValueError(
+            f"write_bytes_if needs exactly one of absent=True or tag=..., got absent={absent}, tag={tag!r}"
+        )
     backend = backend_for(uri)
     try:
         return backend.write_if(uri, data, absent=absent, tag=tag)
@@ -46,7 +48,9 @@ def write_bytes_if(uri: str, data: bytes, *, absent: bool = False, tag: str | No
         try:
             current, current_tag = backend.read_tagged(uri)
         except FileNotFoundError:
-            raise PreconditionFailed(f"conditional write {uri}: precondition failed and the object is absent") from None
+            raise PreconditionFailed(
+                f"conditional write {uri}: precondition failed and the object is absent"
+            ) from None
         if current == data:
             logger.info("%s: a retried conditional write had already landed", uri)
             return current_tag

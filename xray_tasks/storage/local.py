@@ -171,7 +171,9 @@ class LocalBackend(Backend):
                 try:
                     current = path.read_bytes()
                 except FileNotFoundError:
-                    raise PreconditionFailed(f"conditional write {uri}: object is absent, expected tag {tag}") from None
+                    raise PreconditionFailed(
+                        f"conditional write {uri}: object is absent, expected tag {tag}"
+                    ) from None
                 if content_tag(current) != tag:
                     raise PreconditionFailed(f"conditional write {uri}: object no longer has tag {tag}")
             tmp = write_temp_beside(path, data)

@@ -60,7 +60,9 @@ class S3Settings:
             max_attempts=int(env.get("XRAY_S3_MAX_ATTEMPTS", "5")),
             connect_timeout=float(env.get("XRAY_S3_CONNECT_TIMEOUT", "10")),
             read_timeout=float(env.get("XRAY_S3_READ_TIMEOUT", "120")),
-            credentials=(key, secret, env.get("AWS_SESSION_TOKEN")) if explicit_credentials and key and secret else None,
+            credentials=(key, secret, env.get("AWS_SESSION_TOKEN"))
+            if explicit_credentials and key and secret
+            else None,
         )
 
 
@@ -82,8 +84,13 @@ def client_for(settings: S3Settings) -> Any:
     key, secret, token = settings.credentials or (None, None, None)
     with _client_lock:  # creating clients from sessions is not thread-safe
         return boto3.session.Session().client(
-            "s3", endpoint_url=settings.endpoint, region_name=settings.region, config=config,
-            aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token,
+            "s3",
+            endpoint_url=settings.endpoint,
+            region_name=settings.region,
+            config=config,
+            aws_access_key_id=key,
+            aws_secret_access_key=secret,
+            aws_session_token=token,
         )
 
 
@@ -199,19 +206,23 @@ class S3Backend(Backend):
         bucket, key = split_s3(prefix)
         key = _dir_key(key)
         with sdk_errors("LIST", prefix):
-            for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, **kwargs):
+            for page in (
+                self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key, **kwargs)
+            ):
                 yield bucket, key, page
 
     def list_files(self, prefix: str) -> list[str]:
         return sorted(
-            f"s3://{bucket}/{obj['Key']}" for bucket, _, page in self._pages(prefix) for obj in page.get("Contents", [])
+            f"s3://{bucket}/{obj['Key']}"
+            for bucket, _, page in self._pages(prefix)
+            for obj in page.get("Contents", [])
         )
 
     def list_level(self, prefix: str) -> tuple[list[str], list[str]]:
         files, dirs = [], []
         for _, key, page in self._pages(prefix, Delimiter="/"):
-            files.extend(obj["Key"][len(key):] for obj in page.get("Contents", []))
-            dirs.extend(p["Prefix"][len(key):].rstrip("/") for p in page.get("CommonPrefixes", []))
+            files.extend(obj["Key"][len(key) :] for obj in page.get("Contents", []))
+            dirs.extend(p["Prefix"][len(key) :].rstrip("/") for p in page.get("CommonPrefixes", []))
         return [f for f in files if f], [d for d in dirs if d]
 
     # -- writes -------------------------------------------------------------------------------------------------
@@ -230,7 +241,10 @@ class S3Backend(Backend):
         part = storage.MULTIPART_THRESHOLD
         with sdk_errors("upload to", uri, OSError):
             self.client().upload_file(
-                str(source), bucket, key, Config=TransferConfig(multipart_threshold=part, multipart_chunksize=part)
+                str(source),
+                bucket,
+                key,
+                Config=TransferConfig(multipart_threshold=part, multipart_chunksize=part),
             )
 
     def delete(self, uri: str) -> None:
@@ -257,7 +271,9 @@ class S3Backend(Backend):
             except FileNotFoundError as exc:
                 if absent:
                     raise StorageError(f"conditional PUT {uri}: {exc.__cause__}") from exc.__cause__
-                raise PreconditionFailed(f"conditional write {uri}: object {what}") from exc.__cause__  # deleted
+                raise PreconditionFailed(
+                    f"conditional write {uri}: object {what}"
+                ) from exc.__cause__  # deleted
             except ConditionalConflict:
                 # AWS says to retry a 409: by then the conflicting write has finished, one way or the other.
                 if attempt >= CONFLICT_RETRIES:

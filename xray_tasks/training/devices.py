@@ -49,7 +49,9 @@ def configure(mixed_precision: str = "auto", xla: str = "auto", device: str = "a
             logger.warning("cannot hide GPUs any more (%s); placement stays as it is", exc)
     gpus = tf.config.get_visible_devices("GPU")
     if device == "gpu" and not gpus:
-        raise StageError("device=gpu was asked for but TensorFlow sees no GPU (check drivers / CUDA_VISIBLE_DEVICES)")
+        raise StageError(
+            "device=gpu was asked for but TensorFlow sees no GPU (check drivers / CUDA_VISIBLE_DEVICES)"
+        )
     for gpu in gpus:
         try:
             # Without growth TensorFlow reserves nearly all GPU memory up front, starving a second process.
@@ -59,9 +61,12 @@ def configure(mixed_precision: str = "auto", xla: str = "auto", device: str = "a
     use_mixed = resolve(mixed_precision, bool(gpus), "mixed_precision")
     policy = "mixed_float16" if use_mixed else "float32"
     keras.mixed_precision.set_global_policy(policy)
-    settings = DeviceSettings(gpus=len(gpus), mixed_precision=use_mixed, xla=resolve(xla, bool(gpus), "xla"),
-                              policy=policy)
-    logger.info("devices: %d GPU(s), dtype policy %s, XLA %s", settings.gpus, policy, "on" if settings.xla else "off")
+    settings = DeviceSettings(
+        gpus=len(gpus), mixed_precision=use_mixed, xla=resolve(xla, bool(gpus), "xla"), policy=policy
+    )
+    logger.info(
+        "devices: %d GPU(s), dtype policy %s, XLA %s", settings.gpus, policy, "on" if settings.xla else "off"
+    )
     return settings
 
 

@@ -54,12 +54,26 @@ class FeatureSet:
         return len(self.label)
 
 
-def to_table(image_index: Sequence[str], patient_id: np.ndarray, split: str, label: np.ndarray, labels: np.ndarray,
-             features: np.ndarray, provenance: FeatureProvenance) -> pa.Table:
+def to_table(
+    image_index: Sequence[str],
+    patient_id: np.ndarray,
+    split: str,
+    label: np.ndarray,
+    labels: np.ndarray,
+    features: np.ndarray,
+    provenance: FeatureProvenance,
+) -> pa.Table:
     """Arrow table in the features schema; ``provenance`` goes into the schema metadata."""
     n, dim = features.shape
-    if labels.shape != (n, len(PATHOLOGIES)) or len(image_index) != n or len(label) != n or len(patient_id) != n:
-        raise BadInput(f"column lengths disagree: {n} feature rows, labels {labels.shape}, {len(image_index)} names")
+    if (
+        labels.shape != (n, len(PATHOLOGIES))
+        or len(image_index) != n
+        or len(label) != n
+        or len(patient_id) != n
+    ):
+        raise BadInput(
+            f"column lengths disagree: {n} feature rows, labels {labels.shape}, {len(image_index)} names"
+        )
     flat = np.ascontiguousarray(features, dtype=np.float32).reshape(-1)
     return pa.table(
         {
@@ -68,7 +82,8 @@ def to_table(image_index: Sequence[str], patient_id: np.ndarray, split: str, lab
             "split": pa.array([split] * n, pa.string()),
             "label": pa.array(np.asarray(label, np.int8), pa.int8()),
             "labels": pa.FixedSizeListArray.from_arrays(
-                pa.array(np.asarray(labels, np.int8).reshape(-1), pa.int8()), len(PATHOLOGIES)),
+                pa.array(np.asarray(labels, np.int8).reshape(-1), pa.int8()), len(PATHOLOGIES)
+            ),
             "features": pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), dim),
         },
         metadata={PROVENANCE_KEY: json.dumps(provenance.to_dict(), sort_keys=True).encode()},
@@ -112,14 +127,26 @@ def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] =
     weights_path, weights_id = networks.resolve_weights(cfg.base, cfg.weights, cfg.seed)
     pending, counts = _pending_shards(ws, cfg, weights_id, splits)
     summary = FeaturesSummary(
-        features=ws.features(cfg.base, cfg.input_size), base=cfg.base, weights=weights_id,
-        input_size=cfg.input_size, feature_dim=None, splits={}, images_extracted=0, images_per_s=None,
-        steady_images_per_s=None, steady_cpu_ms_per_image=None, devices=None)
+        features=ws.features(cfg.base, cfg.input_size),
+        base=cfg.base,
+        weights=weights_id,
+        input_size=cfg.input_size,
+        feature_dim=None,
+        splits={},
+        images_extracted=0,
+        images_per_s=None,
+        steady_images_per_s=None,
+        steady_cpu_ms_per_image=None,
+        devices=None,
+    )
     if pending:
         summary = summary.replace(**_run_base(ws, cfg, weights_path, pending))
     else:
-        logger.info("features: all %d shard(s) already extracted under %s",
-                    sum(c["shards"] for c in counts.values()), summary.features)
+        logger.info(
+            "features: all %d shard(s) already extracted under %s",
+            sum(c["shards"] for c in counts.values()),
+            summary.features,
+        )
     for _, _, provenance in pending:
         counts[_split_of(provenance)]["written"] += 1
     return summary.replace(splits={s: SplitFeatures(**c) for s, c in counts.items()})
@@ -129,8 +156,9 @@ def _split_of(provenance: FeatureProvenance) -> str:
     return provenance.shard.split("/", 1)[0]
 
 
-def _pending_shards(ws: Workspace, cfg: FeatureConfig, weights_id: str,
-                    splits: Sequence[str]) -> tuple[list, dict[str, dict[str, int]]]:
+def _pending_shards(
+    ws: Workspace, cfg: FeatureConfig, weights_id: str, splits: Sequence[str]
+) -> tuple[list, dict[str, dict[str, int]]]:
     """The shards still without features, as ``(entry, features URI, provenance)``, and counts per split.
 
     Raises:
@@ -145,8 +173,15 @@ def _pending_shards(ws: Workspace, cfg: FeatureConfig, weights_id: str,
             if entry.split not in counts:
                 continue
             provenance = FeatureProvenance(
-                base=cfg.base, weights=weights_id, input_size=cfg.input_size, stored_image_size=fmt.image_size,
-                encoding=fmt.encoding, shard=entry.path, shard_sha256=entry.sha256, pathologies=PATHOLOGIES)
+                base=cfg.base,
+                weights=weights_id,
+                input_size=cfg.input_size,
+                stored_image_size=fmt.image_size,
+                encoding=fmt.encoding,
+                shard=entry.path,
+                shard_sha256=entry.sha256,
+                pathologies=PATHOLOGIES,
+            )
             uri = ws.feature_file(cfg.base, cfg.input_size, entry.split, entry.path)
             counts[entry.split]["shards"] += 1
             counts[entry.split]["images"] += entry.records
@@ -174,16 +209,32 @@ def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pendi
 
     settings = devices.configure(cfg.mixed_precision, cfg.xla, cfg.device)
     base = networks.build_base(cfg.base, cfg.input_size, weights_path, cfg.seed)
-    forward = tf.function(lambda x: tf.cast(base(tf.cast(x, tf.float32), training=False), tf.float32),
-                          jit_compile=settings.xla, reduce_retracing=True)
+    forward = tf.function(
+        lambda x: tf.cast(base(tf.cast(x, tf.float32), training=False), tf.float32),
+        jit_compile=settings.xla,
+        reduce_retracing=True,
+    )
     fmt = shards.shard_format(ws.root)
     uris = [ws.shard(entry.path) for entry, _, _ in pending]
-    ds = dataset.make_dataset(uris, encoding=fmt.encoding, image_size=fmt.image_size,
-                              batch_size=cfg.batch_size, output_size=cfg.input_size, channels=3, cycle_length=1)
+    ds = dataset.make_dataset(
+        uris,
+        encoding=fmt.encoding,
+        image_size=fmt.image_size,
+        batch_size=cfg.batch_size,
+        output_size=cfg.input_size,
+        channels=3,
+        cycle_length=1,
+    )
     total = sum(entry.records for entry, _, _ in pending)
-    logger.info("features: %s (%s) at %d px over %d shard(s), %d images, batch %d", cfg.base,
-                "random" if weights_path is None else weights_path, cfg.input_size, len(pending), total,
-                cfg.batch_size)
+    logger.info(
+        "features: %s (%s) at %d px over %d shard(s), %d images, batch %d",
+        cfg.base,
+        "random" if weights_path is None else weights_path,
+        cfg.input_size,
+        len(pending),
+        total,
+        cfg.batch_size,
+    )
     buffer: dict[str, list] = {k: [] for k in ("image_index", "patient_id", "label", "labels", "features")}
     queue = list(pending)
     done, started, last_log = 0, time.perf_counter(), time.perf_counter()
@@ -201,18 +252,30 @@ def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pendi
             last_log = time.perf_counter()
             logger.info("features: %d/%d images, %.1f images/s", done, total, done / (last_log - started))
     if queue or sum(len(x) for x in buffer["label"]):
-        raise StageError(f"features: shard records ran out of step with the markers ({len(queue)} shard(s) left)")
+        raise StageError(
+            f"features: shard records ran out of step with the markers ({len(queue)} shard(s) left)"
+        )
     finished, cpu = time.perf_counter(), time.process_time()
     rate = done / (finished - started) if finished > started else None
     steady = (done - warm_done) / (finished - warm_at) if warm_at and done > warm_done else None
     # CPU time per image (all threads of this process) holds up better than wall time on a shared machine.
     cpu_ms = 1000 * (cpu - warm_cpu) / (done - warm_done) if warm_at and done > warm_done else None
-    logger.info("features: %d images in %.1f s (%.1f images/s; %.1f after the first batch, %.1f CPU ms/image)",
-                done, finished - started, rate or 0.0, steady or 0.0, cpu_ms or 0.0)
-    return {"feature_dim": int(base.output.shape[-1]), "images_extracted": done,
-            "images_per_s": round(rate, 2) if rate else None,
-            "steady_images_per_s": round(steady, 2) if steady else None,
-            "steady_cpu_ms_per_image": round(cpu_ms, 3) if cpu_ms else None, "devices": settings}
+    logger.info(
+        "features: %d images in %.1f s (%.1f images/s; %.1f after the first batch, %.1f CPU ms/image)",
+        done,
+        finished - started,
+        rate or 0.0,
+        steady or 0.0,
+        cpu_ms or 0.0,
+    )
+    return {
+        "feature_dim": int(base.output.shape[-1]),
+        "images_extracted": done,
+        "images_per_s": round(rate, 2) if rate else None,
+        "steady_images_per_s": round(steady, 2) if steady else None,
+        "steady_cpu_ms_per_image": round(cpu_ms, 3) if cpu_ms else None,
+        "devices": settings,
+    }
 
 
 def _flush_complete(buffer: dict[str, list], queue: list) -> dict[str, list]:
@@ -225,8 +288,18 @@ def _flush_complete(buffer: dict[str, list], queue: list) -> dict[str, list]:
         names = [b.decode("utf-8") for b in arrays["image_index"][:n]]
         if names != list(entry.images):
             raise StageError(f"features for {entry.path}: records do not match the marker's image list")
-        _write(to_table(names, arrays["patient_id"][:n], entry.split, arrays["label"][:n], arrays["labels"][:n],
-                        arrays["features"][:n], provenance), uri)
+        _write(
+            to_table(
+                names,
+                arrays["patient_id"][:n],
+                entry.split,
+                arrays["label"][:n],
+                arrays["labels"][:n],
+                arrays["features"][:n],
+                provenance,
+            ),
+            uri,
+        )
         logger.debug("features: wrote %s (%d rows)", uri, n)
         buffer = {k: [v[n:]] for k, v in arrays.items()}
         available -= n
@@ -250,8 +323,10 @@ def load_features(workspace: str, base: str, input_size: int, split: str) -> Fea
     for uri in uris:
         if not storage.exists(uri):
             missing = sum(not storage.exists(u) for u in uris)
-            raise MissingInput(f"{missing} of {len(uris)} {split} shard(s) have no features under "
-                               f"{ws.features(base, input_size)} (run `xray-tasks features`)")
+            raise MissingInput(
+                f"{missing} of {len(uris)} {split} shard(s) have no features under "
+                f"{ws.features(base, input_size)} (run `xray-tasks features`)"
+            )
         tables.append(pq.read_table(io.BytesIO(storage.read_bytes(uri))))
     weights = {_provenance(t.schema.metadata, u).weights for t, u in zip(tables, uris, strict=True)}
     if len(weights) != 1:

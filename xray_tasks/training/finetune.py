@@ -55,8 +55,13 @@ def check_base_matches_features(base_model: Any, workspace: str, cfg: PipelineCo
     fcfg = cfg.features
     shard = shards.committed_shards(workspace, "train")[0]
     stored = features.load_features(workspace, fcfg.base, fcfg.input_size, "train")
-    batch = next(iter(dataset.make_dataset([shard], **_format(workspace), batch_size=FEATURE_CHECK_IMAGES,
-                                           output_size=fcfg.input_size)))
+    batch = next(
+        iter(
+            dataset.make_dataset(
+                [shard], **_format(workspace), batch_size=FEATURE_CHECK_IMAGES, output_size=fcfg.input_size
+            )
+        )
+    )
     names = [n.decode() for n in batch["image_index"].numpy()]
     rows = {name: i for i, name in enumerate(stored.image_index)}
     expected = stored.features[[rows[n] for n in names]].astype(np.float64)
@@ -96,11 +101,18 @@ def _datasets(workspace: str, cfg: PipelineConfig, epoch: int, class_weights: np
         return x, y
 
     train = dataset.split_dataset(
-        workspace, "train", batch_size=tcfg.batch_size, output_size=cfg.features.input_size, shuffle=True,
-        seed=tcfg.seed + epoch, shuffle_buffer=tcfg.shuffle_buffer, repeat=tcfg.steps_per_epoch > 0,
+        workspace,
+        "train",
+        batch_size=tcfg.batch_size,
+        output_size=cfg.features.input_size,
+        shuffle=True,
+        seed=tcfg.seed + epoch,
+        shuffle_buffer=tcfg.shuffle_buffer,
+        repeat=tcfg.steps_per_epoch > 0,
     ).map(lambda b: to_xy(b, True))
-    val = dataset.split_dataset(workspace, "val", batch_size=tcfg.batch_size,
-                                output_size=cfg.features.input_size).map(lambda b: to_xy(b, False))
+    val = dataset.split_dataset(
+        workspace, "val", batch_size=tcfg.batch_size, output_size=cfg.features.input_size
+    ).map(lambda b: to_xy(b, False))
     return train, val
 
 
@@ -142,19 +154,38 @@ def run_finetune(workspace: str, run_dir: str, cfg: PipelineConfig) -> FinetuneS
     for epoch in range(state["completed_epochs"], tcfg.epochs):
         state = _train_epoch(model, workspace, run, cfg, epoch, state, class_weights)
     networks.save_model(_final_model(model, run, state, cfg, settings.mixed_precision), run.model)
-    storage.write_json(run.history("finetune"),
-                       {"stage": "finetune", "best": state.get("best"), "history": state["history"],
-                        "unfrozen": state.get("unfrozen", []), "weights": weights_id})
-    logger.info("finetune: %d epoch(s) completed (%d resumed) -> %s", state["completed_epochs"], resumed_from,
-                run.model)
+    storage.write_json(
+        run.history("finetune"),
+        {
+            "stage": "finetune",
+            "best": state.get("best"),
+            "history": state["history"],
+            "unfrozen": state.get("unfrozen", []),
+            "weights": weights_id,
+        },
+    )
+    logger.info(
+        "finetune: %d epoch(s) completed (%d resumed) -> %s",
+        state["completed_epochs"],
+        resumed_from,
+        run.model,
+    )
     return FinetuneSummary(
-        run_dir=run_dir, model=run.model, epochs_completed=state["completed_epochs"], resumed_from=resumed_from,
-        best=BestEpoch(**state["best"]) if state.get("best") else None, unfrozen=tuple(state.get("unfrozen", [])),
-        feature_check_error=feature_error, weights=weights_id, devices=settings)
+        run_dir=run_dir,
+        model=run.model,
+        epochs_completed=state["completed_epochs"],
+        resumed_from=resumed_from,
+        best=BestEpoch(**state["best"]) if state.get("best") else None,
+        unfrozen=tuple(state.get("unfrozen", [])),
+        feature_check_error=feature_error,
+        weights=weights_id,
+        devices=settings,
+    )
 
 
-def _start(run: RunDir, workspace: str, cfg: PipelineConfig, weights_path: str | None, xla: bool,
-           state: dict) -> tuple[Any, float]:
+def _start(
+    run: RunDir, workspace: str, cfg: PipelineConfig, weights_path: str | None, xla: bool, state: dict
+) -> tuple[Any, float]:
     """The model of a first attempt: the base (checked against the stored features) under the trained head, its
     last layers unfrozen, compiled; records the unfrozen layers in ``state``."""
     from xray_tasks.training import networks
@@ -171,8 +202,15 @@ def _start(run: RunDir, workspace: str, cfg: PipelineConfig, weights_path: str |
     return model, feature_error
 
 
-def _train_epoch(model: Any, workspace: str, run: RunDir, cfg: PipelineConfig, epoch: int, state: dict,
-                 class_weights: np.ndarray | None) -> dict:
+def _train_epoch(
+    model: Any,
+    workspace: str,
+    run: RunDir,
+    cfg: PipelineConfig,
+    epoch: int,
+    state: dict,
+    class_weights: np.ndarray | None,
+) -> dict:
     from xray_tasks.data import dataset
     from xray_tasks.training import networks
     from xray_tasks.training.head import epoch_logger, normalise_history
@@ -184,9 +222,17 @@ def _train_epoch(model: Any, workspace: str, run: RunDir, cfg: PipelineConfig, e
     val_steps = math.ceil(dataset.split_size(workspace, "val") / tcfg.batch_size)
     samples = steps * tcfg.batch_size if tcfg.steps_per_epoch else dataset.split_size(workspace, "train")
     started = time.perf_counter()
-    fit = model.fit(train, initial_epoch=epoch, epochs=epoch + 1, steps_per_epoch=steps, validation_data=val,
-                    validation_steps=val_steps, shuffle=False, verbose=0,
-                    callbacks=[epoch_logger("finetune", samples)])
+    fit = model.fit(
+        train,
+        initial_epoch=epoch,
+        epochs=epoch + 1,
+        steps_per_epoch=steps,
+        validation_data=val,
+        validation_steps=val_steps,
+        shuffle=False,
+        verbose=0,
+        callbacks=[epoch_logger("finetune", samples)],
+    )
     seconds = time.perf_counter() - started
     history = dict(state["history"])
     for key, values in normalise_history(fit.history).items():
@@ -198,8 +244,14 @@ def _train_epoch(model: Any, workspace: str, run: RunDir, cfg: PipelineConfig, e
     best = state.get("best")
     if best is None or val_loss < best["val_loss"]:
         best = {"epoch": epoch + 1, "val_loss": val_loss, "checkpoint": name}
-    new_state = {**state, "completed_epochs": epoch + 1, "epochs_planned": tcfg.epochs, "history": history,
-                 "checkpoint": name, "best": best}
+    new_state = {
+        **state,
+        "completed_epochs": epoch + 1,
+        "epochs_planned": tcfg.epochs,
+        "history": history,
+        "checkpoint": name,
+        "best": best,
+    }
     storage.write_json(run.finetune_state, new_state)
     keep = {name, best["checkpoint"]}
     for old in (state["checkpoint"], (state.get("best") or {}).get("checkpoint")):
@@ -208,8 +260,7 @@ def _train_epoch(model: Any, workspace: str, run: RunDir, cfg: PipelineConfig, e
     return new_state
 
 
-def _final_model(model: Any, run: RunDir, state: dict, cfg: PipelineConfig,
-                 mixed: bool) -> Any:
+def _final_model(model: Any, run: RunDir, state: dict, cfg: PipelineConfig, mixed: bool) -> Any:
     """The model to ship: best or last epoch's weights, in a float32 copy when training ran in mixed precision."""
     from xray_tasks.training import devices, networks
 

@@ -25,13 +25,14 @@ from xray_tasks.workspace import RunDir
 logger = logging.getLogger(__name__)
 
 
-
 def class_sample_weights(labels: np.ndarray) -> np.ndarray:
     """n / (2 * n_class) per sample, so healthy and unhealthy carry the same total weight."""
     labels = np.asarray(labels).astype(np.int64)
     counts = np.bincount(labels, minlength=2)
     if counts.min() == 0:
-        raise BadInput(f"class weighting needs both classes, got counts healthy={counts[0]} unhealthy={counts[1]}")
+        raise BadInput(
+            f"class weighting needs both classes, got counts healthy={counts[0]} unhealthy={counts[1]}"
+        )
     return (len(labels) / (2.0 * counts))[labels].astype(np.float32)
 
 
@@ -45,8 +46,14 @@ def targets(label: np.ndarray, labels: np.ndarray | None, multilabel: bool) -> d
     return y
 
 
-def compile_model(model: Any, optimizer: str, learning_rate: float, momentum: float, multilabel: bool,
-                  jit_compile: bool | str = "auto") -> None:
+def compile_model(
+    model: Any,
+    optimizer: str,
+    learning_rate: float,
+    momentum: float,
+    multilabel: bool,
+    jit_compile: bool | str = "auto",
+) -> None:
     """Binary cross-entropy on every output, accuracy on triage."""
     import keras
 
@@ -110,9 +117,16 @@ def train_head(workspace: str, run_dir: str, cfg: PipelineConfig) -> HeadSummary
     scaling = networks.feature_scaling(train.features) if hcfg.standardize else None
     head = networks.build_head(train.features.shape[1], hcfg, scaling)
     compile_model(head, hcfg.optimizer, hcfg.learning_rate, hcfg.momentum, hcfg.multilabel)
-    logger.info("head: %d train / %d val feature vectors of %d; %d epochs max, batch %d, %s lr %g",
-                len(train), len(val), train.features.shape[1], hcfg.epochs, hcfg.batch_size, hcfg.optimizer,
-                hcfg.learning_rate)
+    logger.info(
+        "head: %d train / %d val feature vectors of %d; %d epochs max, batch %d, %s lr %g",
+        len(train),
+        len(val),
+        train.features.shape[1],
+        hcfg.epochs,
+        hcfg.batch_size,
+        hcfg.optimizer,
+        hcfg.learning_rate,
+    )
     started = time.perf_counter()
     history = _fit(head, train, val, hcfg)
     seconds = time.perf_counter() - started
@@ -120,12 +134,27 @@ def train_head(workspace: str, run_dir: str, cfg: PipelineConfig) -> HeadSummary
     networks.save_model(head, run.head_model)
     storage.write_json(run.history("head"), {"stage": "head", "best_epoch": best + 1, "history": history})
     summary = HeadSummary(
-        run_dir=run_dir, head=run.head_model, features_weights=train.weights_id, train=len(train), val=len(val),
-        epochs_run=len(history["loss"]), best_epoch=best + 1, val_loss=history["val_loss"][best],
-        val_auroc=_val_auroc(head, val), seconds=round(seconds, 2),
-        seconds_per_epoch=round(seconds / max(1, len(history["loss"])), 3))
-    logger.info("head: %d epochs in %.1f s, best epoch %d (val loss %.4f, val AUROC %.4f) -> %s",
-                summary.epochs_run, seconds, best + 1, summary.val_loss, summary.val_auroc, run.head_model)
+        run_dir=run_dir,
+        head=run.head_model,
+        features_weights=train.weights_id,
+        train=len(train),
+        val=len(val),
+        epochs_run=len(history["loss"]),
+        best_epoch=best + 1,
+        val_loss=history["val_loss"][best],
+        val_auroc=_val_auroc(head, val),
+        seconds=round(seconds, 2),
+        seconds_per_epoch=round(seconds / max(1, len(history["loss"])), 3),
+    )
+    logger.info(
+        "head: %d epochs in %.1f s, best epoch %d (val loss %.4f, val AUROC %.4f) -> %s",
+        summary.epochs_run,
+        seconds,
+        best + 1,
+        summary.val_loss,
+        summary.val_auroc,
+        run.head_model,
+    )
     return summary
 
 
@@ -140,11 +169,16 @@ def _load_features(workspace: str, cfg: PipelineConfig) -> tuple[Any, Any]:
         raise BadInput(f"train features ({train.weights_id}) and val features ({val.weights_id}) differ")
     for name, part in (("train", train), ("val", val)):
         if len(np.unique(part.label)) < 2:
-            raise BadInput(f"{name} features hold one class only ({len(part)} images): cannot train or stop early")
+            raise BadInput(
+                f"{name} features hold one class only ({len(part)} images): cannot train or stop early"
+            )
     scale = float(np.abs(train.features).mean())
     if scale < 1e-4 and not cfg.head.standardize:
-        logger.warning("head: mean |feature| is %.2e; the report's SGD head barely moves at that scale "
-                       "(a random base?): consider --set head.standardize=true", scale)
+        logger.warning(
+            "head: mean |feature| is %.2e; the report's SGD head barely moves at that scale "
+            "(a random base?): consider --set head.standardize=true",
+            scale,
+        )
     return train, val
 
 
@@ -152,8 +186,9 @@ def _val_auroc(head: Any, val: Any) -> float:
     from xray_tasks.evaluation import metrics
     from xray_tasks.training import networks
 
-    return metrics.auroc(val.label, networks.triage_probability(head.predict(val.features, batch_size=1024,
-                                                                            verbose=0)))
+    return metrics.auroc(
+        val.label, networks.triage_probability(head.predict(val.features, batch_size=1024, verbose=0))
+    )
 
 
 def _fit(head: Any, train: Any, val: Any, hcfg: HeadConfig) -> dict[str, list[float]]:
@@ -165,11 +200,19 @@ def _fit(head: Any, train: Any, val: Any, hcfg: HeadConfig) -> dict[str, list[fl
 
     callbacks = [epoch_logger("head", len(train), every=max(1, hcfg.epochs // 25), extra=val_auroc)]
     if hcfg.patience:
-        callbacks.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=hcfg.patience,
-                                                       restore_best_weights=True))
+        callbacks.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=hcfg.patience, restore_best_weights=True
+            )
+        )
     fit = head.fit(
-        train.features, targets(train.label, train.labels, hcfg.multilabel), batch_size=hcfg.batch_size,
-        epochs=hcfg.epochs, shuffle=True, verbose=0, callbacks=callbacks,
+        train.features,
+        targets(train.label, train.labels, hcfg.multilabel),
+        batch_size=hcfg.batch_size,
+        epochs=hcfg.epochs,
+        shuffle=True,
+        verbose=0,
+        callbacks=callbacks,
         validation_data=(val.features, targets(val.label, val.labels, hcfg.multilabel)),
         sample_weight=class_sample_weights(train.label) if hcfg.class_weight else None,
     )

@@ -48,8 +48,9 @@ class BaseSpec:
 BASES: dict[str, BaseSpec] = {
     "resnet50": BaseSpec("ResNet50", 2048, "caffe", "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"),
     "efficientnetb0": BaseSpec("EfficientNetB0", 1280, "builtin", "efficientnetb0_notop.h5"),
-    "mobilenetv3small": BaseSpec("MobileNetV3Small", 576, "builtin",
-                                 "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"),
+    "mobilenetv3small": BaseSpec(
+        "MobileNetV3Small", 576, "builtin", "weights_mobilenet_v3_small_224_1.0_float_no_top_v2.h5"
+    ),
 }
 
 
@@ -61,7 +62,11 @@ def base_spec(base: str) -> BaseSpec:
 
 def keras_cache_dirs() -> list[Path]:
     """Where Keras keeps downloaded weights (``$KERAS_HOME/models``, ``~/.keras/models``, ``/tmp/.keras/models``)."""
-    homes = [os.environ.get("KERAS_HOME"), str(Path.home() / ".keras"), os.path.join(tempfile.gettempdir(), ".keras")]
+    homes = [
+        os.environ.get("KERAS_HOME"),
+        str(Path.home() / ".keras"),
+        os.path.join(tempfile.gettempdir(), ".keras"),
+    ]
     return [Path(h) / "models" for h in homes if h]
 
 
@@ -90,8 +95,9 @@ def resolve_weights(base: str, weights: str, seed: int = 0) -> tuple[str | None,
     try:
         path = storage.cached_copy(weights, Path(tempfile.gettempdir()) / "xray-weights")
     except FileNotFoundError:
-        raise MissingInput(f"features.weights: no file at {weights!r} (allowed: 'imagenet', 'none', a path or "
-                           "s3:// URI)") from None
+        raise MissingInput(
+            f"features.weights: no file at {weights!r} (allowed: 'imagenet', 'none', a path or s3:// URI)"
+        ) from None
     return str(path), f"file:{_sha256(path)[:16]}"
 
 
@@ -129,7 +135,9 @@ def build_base(base: str, input_size: int, weights_path: str | None = None, seed
         raise BadInput(f"input_size must be in [32, 2048], got {input_size}")
     keras.utils.set_random_seed(int(seed))
     constructor = getattr(keras.applications, spec.constructor)
-    app = constructor(include_top=False, weights=weights_path, input_shape=(input_size, input_size, 3), pooling="avg")
+    app = constructor(
+        include_top=False, weights=weights_path, input_shape=(input_size, input_size, 3), pooling="avg"
+    )
     image = keras.Input((input_size, input_size, 3), name=IMAGE_INPUT, dtype="float32")
     x = caffe_preprocessing()(image) if spec.preprocessing == "caffe" else image
     return keras.Model(image, app(x), name=f"{base}_features")
@@ -141,7 +149,9 @@ def application(base_model: Any) -> Any:
 
     nested = [layer for layer in base_model.layers if isinstance(layer, keras.Model)]
     if len(nested) != 1:
-        raise BadInput(f"{base_model.name}: expected one nested application, found {[m.name for m in nested]}")
+        raise BadInput(
+            f"{base_model.name}: expected one nested application, found {[m.name for m in nested]}"
+        )
     return nested[0]
 
 
@@ -153,7 +163,9 @@ def feature_scaling(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return scale.astype(np.float32), (-mean * scale).astype(np.float32)
 
 
-def build_head(feature_dim: int, cfg: HeadConfig, scaling: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
+def build_head(
+    feature_dim: int, cfg: HeadConfig, scaling: tuple[np.ndarray, np.ndarray] | None = None
+) -> Any:
     """The report's top on pooled features: Dense(512, tanh) -> Dropout(0.4) -> Dense(2, softmax) "triage".
 
     The report's first layer, the global average pool, already ran in the base.  ``cfg.multilabel`` adds a
@@ -171,17 +183,23 @@ def build_head(feature_dim: int, cfg: HeadConfig, scaling: tuple[np.ndarray, np.
             raise BadInput("head.standardize is on: pass scaling=(scale, offset) from the training features")
         scale, offset = scaling
         if scale.shape != (feature_dim,) or offset.shape != (feature_dim,):
-            raise BadInput(f"scaling must be two [{feature_dim}] arrays, got {scale.shape} and {offset.shape}")
+            raise BadInput(
+                f"scaling must be two [{feature_dim}] arrays, got {scale.shape} and {offset.shape}"
+            )
         # Rescaling, not Normalization: Normalization floors the std at 1e-7, far above random bases' features.
-        x = keras.layers.Rescaling(scale=scale.tolist(), offset=offset.tolist(), name="standardize",
-                                   dtype="float32")(x)
+        x = keras.layers.Rescaling(
+            scale=scale.tolist(), offset=offset.tolist(), name="standardize", dtype="float32"
+        )(x)
     keras.utils.set_random_seed(cfg.seed)
     x = keras.layers.Dense(cfg.hidden_units, activation=cfg.activation, name="hidden")(x)
     x = keras.layers.Dropout(cfg.dropout, seed=cfg.seed, name="dropout")(x)
-    outputs = {TRIAGE_OUTPUT: keras.layers.Dense(2, activation="softmax", name=TRIAGE_OUTPUT, dtype="float32")(x)}
+    outputs = {
+        TRIAGE_OUTPUT: keras.layers.Dense(2, activation="softmax", name=TRIAGE_OUTPUT, dtype="float32")(x)
+    }
     if cfg.multilabel:
-        outputs[PATHOLOGY_OUTPUT] = keras.layers.Dense(len(PATHOLOGIES), activation="sigmoid", name=PATHOLOGY_OUTPUT,
-                                                       dtype="float32")(x)
+        outputs[PATHOLOGY_OUTPUT] = keras.layers.Dense(
+            len(PATHOLOGIES), activation="sigmoid", name=PATHOLOGY_OUTPUT, dtype="float32"
+        )(x)
     return keras.Model(features, outputs, name="head")
 
 
@@ -193,7 +211,9 @@ def assemble(base_model: Any, head: Any) -> Any:
     image = keras.Input((size, size, 3), name=IMAGE_INPUT, dtype="float32")
     outputs = head(base_model(image, training=False))
     # Identity layers carry the output names to the top level (else Keras names both outputs after "head").
-    named = {key: keras.layers.Identity(name=key, dtype="float32")(tensor) for key, tensor in dict(outputs).items()}
+    named = {
+        key: keras.layers.Identity(name=key, dtype="float32")(tensor) for key, tensor in dict(outputs).items()
+    }
     return keras.Model(image, named, name="xray_triage")
 
 
@@ -207,7 +227,9 @@ def unfreeze_last(model: Any, n_layers: int) -> list[str]:
 
     if n_layers < 0:
         raise BadInput(f"n_layers must be >= 0, got {n_layers}")
-    base_model = next((m for m in model.layers if isinstance(m, keras.Model) and m.name.endswith("_features")), None)
+    base_model = next(
+        (m for m in model.layers if isinstance(m, keras.Model) and m.name.endswith("_features")), None
+    )
     if base_model is None:
         raise BadInput(f"{model.name}: no '<base>_features' sub-model to unfreeze")
     app = application(base_model)
@@ -215,7 +237,7 @@ def unfreeze_last(model: Any, n_layers: int) -> list[str]:
     layers = [layer for layer in app.layers if not isinstance(layer, keras.layers.InputLayer)]
     if layers and isinstance(layers[-1], keras.layers.GlobalAveragePooling2D):
         layers = layers[:-1]
-    tail = {id(layer) for layer in layers[len(layers) - n_layers:]} if n_layers else set()
+    tail = {id(layer) for layer in layers[len(layers) - n_layers :]} if n_layers else set()
     for layer in base_model.layers:
         if layer is not app:
             layer.trainable = False  # the preprocessing convolution

@@ -29,8 +29,13 @@ _CHILD = textwrap.dedent("""
 
 
 def _run(kind: str, tfio: str = "plain", bucket: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-c", _CHILD, kind, tfio, bucket], capture_output=True, text=True,
-                          timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", _CHILD, kind, tfio, bucket],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def test_stated_failure_exits_1_with_one_line():

@@ -10,8 +10,14 @@ from support.models import make_workspace, set_args
 
 
 def run(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "xray_tasks.cli", *args], capture_output=True, text=True,
-                          timeout=300, check=False, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "xray_tasks.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_help_lists_the_model_stages():
@@ -34,8 +40,16 @@ def test_failed_stages_exit_1_with_the_reason(tmp_path):
     proc = run("finetune", "--profile", "demo", "--workspace", ws, "--run-id", "r", *set_args())
     assert proc.returncode == 1 and "no trained head" in proc.stderr.strip().splitlines()[-1]
     empty = {name: str(tmp_path / "empty") for name in ("HOME", "KERAS_HOME", "TMPDIR")}  # no cached weights
-    proc = run("features", "--workspace", ws, "--set", "features.weights=imagenet", "--set",
-               "features.base=resnet50", env=empty)
+    proc = run(
+        "features",
+        "--workspace",
+        ws,
+        "--set",
+        "features.weights=imagenet",
+        "--set",
+        "features.base=resnet50",
+        env=empty,
+    )
     assert proc.returncode == 1 and "nothing is downloaded" in proc.stderr.strip().splitlines()[-1]
     proc = run("features", "--workspace", ws, "--set", "features.base=vgg16")
     assert proc.returncode == 1 and "features.base must be one of" in proc.stderr

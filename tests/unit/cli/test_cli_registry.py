@@ -26,10 +26,25 @@ def cli(capsys, *argv: str) -> tuple[int, list[str], str]:
 def published(tmp_path, capsys):
     """A local registry with a champion (000001) and a rejected version (000002)."""
     registry = str(tmp_path / "registry")
-    assert cli(capsys, "publish", "--run-dir", str(write_run(tmp_path / "a", seed=1, auroc=0.85)),
-               "--registry", registry)[0] == 0
-    status, out, _ = cli(capsys, "publish", "--run-dir", str(write_run(tmp_path / "b", seed=2, auroc=0.8)),
-                         "--registry", registry)
+    assert (
+        cli(
+            capsys,
+            "publish",
+            "--run-dir",
+            str(write_run(tmp_path / "a", seed=1, auroc=0.85)),
+            "--registry",
+            registry,
+        )[0]
+        == 0
+    )
+    status, out, _ = cli(
+        capsys,
+        "publish",
+        "--run-dir",
+        str(write_run(tmp_path / "b", seed=2, auroc=0.8)),
+        "--registry",
+        registry,
+    )
     assert status == 0 and json.loads(out[-1])["decision"] == "rejected"
     return registry
 
@@ -47,14 +62,28 @@ def image_dir(tmp_path):
 def test_publish_prints_the_decision_and_honours_gate_overrides(tmp_path, capsys):
     registry = str(tmp_path / "registry")
     run_dir = str(write_run(tmp_path / "a", auroc=0.8))
-    status, out, _ = cli(capsys, "publish", "--run-dir", run_dir, "--registry", registry,
-                         "--set", "gate.min_auroc=0.9")
+    status, out, _ = cli(
+        capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--set", "gate.min_auroc=0.9"
+    )
     summary = json.loads(out[-1])
     assert status == 0 and summary["decision"] == "rejected" and "floor 0.9000" in summary["reasons"][0]
     status, _, err = cli(capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--force")
     assert status == 1 and "needs a reason" in err
-    status, out, _ = cli(capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--force",
-                         "--reason", "demo", "--actor", "tester", "--set", "gate.min_auroc=0.9")
+    status, out, _ = cli(
+        capsys,
+        "publish",
+        "--run-dir",
+        run_dir,
+        "--registry",
+        registry,
+        "--force",
+        "--reason",
+        "demo",
+        "--actor",
+        "tester",
+        "--set",
+        "gate.min_auroc=0.9",
+    )
     assert status == 0 and json.loads(out[-1])["decision"] == "forced"
 
 
@@ -64,8 +93,15 @@ def test_models_list_and_show(published, capsys):
     status, out, _ = cli(capsys, "models", "list", "--registry", published, "--model-name", "xray-triage")
     header, first, second = out[0].split(), out[1].split(), out[2].split()
     assert header[:4] == ["version", "complete", "champion", "decision"]
-    assert first[:4] == ["000001", "true", "true", "approved"] and second[:4] == ["000002", "true", "false", "rejected"]
-    status, out, _ = cli(capsys, "models", "show", "--registry", published, "--version", "2", "--format", "csv")
+    assert first[:4] == ["000001", "true", "true", "approved"] and second[:4] == [
+        "000002",
+        "true",
+        "false",
+        "rejected",
+    ]
+    status, out, _ = cli(
+        capsys, "models", "show", "--registry", published, "--version", "2", "--format", "csv"
+    )
     rows = list(csv.DictReader(io.StringIO("\n".join(out[:-1]))))
     assert rows[0] == {"field": "version", "value": "000002"}
     assert any(r["value"].startswith("rejected: ") for r in rows)
@@ -76,7 +112,9 @@ def test_models_list_and_show(published, capsys):
 def test_predict_prints_probability_and_decision_per_image(published, image_dir, capsys, fmt):
     status, out, _ = cli(capsys, "predict", "--registry", published, "--format", fmt, str(image_dir))
     summary = json.loads(out[-1])
-    assert status == 0 and summary["version"] == "000001" and summary["images"] == 6 and summary["errors"] == 1
+    assert (
+        status == 0 and summary["version"] == "000001" and summary["images"] == 6 and summary["errors"] == 1
+    )
     assert summary["needs_review"] + summary["cleared"] == 5
     expected = load(published).probabilities([(image_dir / f"study_{i}.png").read_bytes() for i in range(5)])
     if fmt == "json":
@@ -85,7 +123,10 @@ def test_predict_prints_probability_and_decision_per_image(published, image_dir,
         rows = list(csv.DictReader(io.StringIO("\n".join(out[:-1]))))
     else:
         assert out[0].split() == ["image", "probability", "decision", "error"]
-        rows = [dict(zip(["image", "probability", "decision"], line.split()[:3], strict=True)) for line in out[1:-1]]
+        rows = [
+            dict(zip(["image", "probability", "decision"], line.split()[:3], strict=True))
+            for line in out[1:-1]
+        ]
     got = {r["image"].rsplit("/", 1)[-1]: r for r in rows}
     for i, p in enumerate(expected):
         row = got[f"study_{i}.png"]
@@ -95,7 +136,9 @@ def test_predict_prints_probability_and_decision_per_image(published, image_dir,
 
 def test_score_writes_a_worklist_ordered_by_risk(published, image_dir, tmp_path, capsys):
     out_uri = str(tmp_path / "out" / "worklist.csv")
-    status, out, _ = cli(capsys, "score", "--registry", published, "--images", str(image_dir), "--out", out_uri)
+    status, out, _ = cli(
+        capsys, "score", "--registry", published, "--images", str(image_dir), "--out", out_uri
+    )
     assert status == 0 and json.loads(out[-1])["worklist"] == out_uri
     table = pd.read_csv(out_uri)
     assert list(table["rank"]) == list(range(1, 7))
@@ -110,13 +153,16 @@ def test_score_reads_and_writes_s3(published, image_dir, s3_bucket, capsys):
     for path in image_dir.iterdir():
         storage.write_bytes(f"{s3_bucket}/incoming/{path.name}", path.read_bytes())
     out_uri = f"{s3_bucket}/worklists/today.parquet"
-    status, out, _ = cli(capsys, "score", "--registry", published, "--images", f"{s3_bucket}/incoming",
-                         "--out", out_uri)
+    status, out, _ = cli(
+        capsys, "score", "--registry", published, "--images", f"{s3_bucket}/incoming", "--out", out_uri
+    )
     assert status == 0 and json.loads(out[-1])["errors"] == 1
     table = pd.read_parquet(io.BytesIO(storage.read_bytes(out_uri)))
     assert len(table) == 6 and table["image"].str.startswith(f"{s3_bucket}/incoming/").all()
 
 
 def test_score_refuses_an_unknown_output_format(published, image_dir, capsys):
-    status, _, err = cli(capsys, "score", "--registry", published, "--images", str(image_dir), "--out", "x.xlsx")
+    status, _, err = cli(
+        capsys, "score", "--registry", published, "--images", str(image_dir), "--out", "x.xlsx"
+    )
     assert status == 1 and ".csv or .parquet" in err

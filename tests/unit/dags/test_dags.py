@@ -36,8 +36,12 @@ def test_dagbag_imports_every_dag_file_without_errors(bag):
 
 def test_dag_and_plugin_files_pass_ruff_airflow3_rules():
     ruff = Path(sys.executable).with_name("ruff")
-    proc = subprocess.run([str(ruff), "check", "--no-cache", "--preview", "--select", "AIR3", str(DAGS), str(PLUGINS)],
-                          check=False, capture_output=True, text=True)
+    proc = subprocess.run(
+        [str(ruff), "check", "--no-cache", "--preview", "--select", "AIR3", str(DAGS), str(PLUGINS)],
+        check=False,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 

@@ -14,10 +14,23 @@ def _read(path, limit=1 << 20):
 
 def test_stream_yields_files_and_problems_in_order(tmp_path):
     path = tmp_path / "images_001.tar.gz"
-    write_archive(path, [("images/b.png", b"B"), ("images/a.png", b"A" * 10), ("images/notes.txt", b"x"),
-                         ("../up.png", b"u"), ("/root.png", b"r"), ("images/big.png", b"0" * 2000)],
-                  specials=[("images/s.png", tarfile.SYMTYPE, "/etc/passwd"), ("images/h.png", tarfile.LNKTYPE, "images/a.png"),
-                            ("images/d.png", tarfile.CHRTYPE, ""), ("images/f.png", tarfile.FIFOTYPE, "")])
+    write_archive(
+        path,
+        [
+            ("images/b.png", b"B"),
+            ("images/a.png", b"A" * 10),
+            ("images/notes.txt", b"x"),
+            ("../up.png", b"u"),
+            ("/root.png", b"r"),
+            ("images/big.png", b"0" * 2000),
+        ],
+        specials=[
+            ("images/s.png", tarfile.SYMTYPE, "/etc/passwd"),
+            ("images/h.png", tarfile.LNKTYPE, "images/a.png"),
+            ("images/d.png", tarfile.CHRTYPE, ""),
+            ("images/f.png", tarfile.FIFOTYPE, ""),
+        ],
+    )
     members = _read(path, limit=1000)
     got = [(m.path, m.data, m.problem[0] if m.problem else None) for m in members]
     assert got == [
@@ -41,7 +54,9 @@ def test_truncated_archive_raises_with_the_archive_name(tmp_path, keep):
     write_archive(path, [(f"images/{i:03d}.png", bytes(range(256)) * 200) for i in range(20)])
     data = path.read_bytes()
     path.write_bytes(data[: int(len(data) * keep)])
-    with pytest.raises(ArchiveError, match=r"images_002.tar.gz: archive is truncated or corrupt after \d+ member"):
+    with pytest.raises(
+        ArchiveError, match=r"images_002.tar.gz: archive is truncated or corrupt after \d+ member"
+    ):
         _read(path)
 
 

@@ -36,11 +36,14 @@ def test_resize_matches_a_direct_pillow_box_resize_and_png_encoding_is_lossless(
     np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(png))), expected)
 
 
-@pytest.mark.parametrize("data, kind", [
-    (b"hello, not an image", "not_an_image"),
-    (png_bytes(_gray())[:300], "truncated_png"),
-    (bomb_png(), "bomb"),
-])
+@pytest.mark.parametrize(
+    "data, kind",
+    [
+        (b"hello, not an image", "not_an_image"),
+        (png_bytes(_gray())[:300], "truncated_png"),
+        (bomb_png(), "bomb"),
+    ],
+)
 def test_rejections_carry_a_kind(data, kind):
     with pytest.raises(ImageRejected) as info:
         open_png(data, max_pixels=10_000_000)

@@ -57,7 +57,9 @@ def test_every_bad_input_is_quarantined_and_the_rest_goes_on(tmp_path):
     assert sorted(kinds["unsafe_path"]) == ["../escape.png", "/abs/escape.png"]
     assert kinds["link_member"] == ["images/link.png"]
     assert kinds["device_member"] == ["images/dev.png"]
-    assert sorted(kinds["no_metadata"]) == sorted([f"images/{inj['unknown_label']}", "images/99999999_000.png"])
+    assert sorted(kinds["no_metadata"]) == sorted(
+        [f"images/{inj['unknown_label']}", "images/99999999_000.png"]
+    )
     unknown = next(q for q in quarantine if q.member == f"images/{inj['unknown_label']}")
     assert "unknown pathology label" in unknown.reason
 
@@ -127,7 +129,9 @@ def test_other_settings_on_a_committed_workspace_are_refused(tmp_path):
     generate(tmp_path / "src", patients=4, archives=1, image_size=64)
     ingest_tree(tmp_path / "src", tmp_path / "ws")
     with pytest.raises(IngestError, match="use a new workspace"):
-        ingest_archive(str(tmp_path / "src" / "images_001.tar.gz"), str(tmp_path / "ws"), IngestConfig(image_size=48))
+        ingest_archive(
+            str(tmp_path / "src" / "images_001.tar.gz"), str(tmp_path / "ws"), IngestConfig(image_size=48)
+        )
 
 
 def test_truncated_archive_commits_nothing_and_others_survive(tmp_path):
@@ -195,15 +199,26 @@ def test_sigkill_mid_archive_then_rerun_is_byte_identical(tmp_path):
     cli = [sys.executable, "-m", "xray_tasks.cli", "--log-level", "WARNING"]
 
     clean = tmp_path / "clean"
-    subprocess.run(cli + ["manifest", "--source", str(tmp_path / "src"), "--workspace", str(clean)] + cfg, check=True,
-                   capture_output=True)
-    subprocess.run(cli + ["ingest-archive", archive, "--workspace", str(clean)] + cfg, check=True, capture_output=True)
+    subprocess.run(
+        cli + ["manifest", "--source", str(tmp_path / "src"), "--workspace", str(clean)] + cfg,
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        cli + ["ingest-archive", archive, "--workspace", str(clean)] + cfg, check=True, capture_output=True
+    )
 
     ws = tmp_path / "ws"
-    subprocess.run(cli + ["manifest", "--source", str(tmp_path / "src"), "--workspace", str(ws)] + cfg, check=True,
-                   capture_output=True)
-    proc = subprocess.Popen(cli + ["ingest-archive", archive, "--workspace", str(ws)] + cfg,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        cli + ["manifest", "--source", str(tmp_path / "src"), "--workspace", str(ws)] + cfg,
+        check=True,
+        capture_output=True,
+    )
+    proc = subprocess.Popen(
+        cli + ["ingest-archive", archive, "--workspace", str(ws)] + cfg,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + 60
     staging = ws / "shards" / "_staging"
     while time.monotonic() < deadline:  # kill once the second staged part has started: mid-archive
@@ -217,6 +232,8 @@ def test_sigkill_mid_archive_then_rerun_is_byte_identical(tmp_path):
     assert len(parts) >= 2, "the run finished before it could be killed"
     assert read_markers(str(ws)) == [] and not list((ws / "shards").rglob("*.tfrecord"))
 
-    subprocess.run(cli + ["ingest-archive", archive, "--workspace", str(ws)] + cfg, check=True, capture_output=True)
+    subprocess.run(
+        cli + ["ingest-archive", archive, "--workspace", str(ws)] + cfg, check=True, capture_output=True
+    )
     assert shard_bytes(ws) == shard_bytes(clean) and len(shard_bytes(clean)) > 2
     assert not list(staging.rglob("*.part"))

@@ -24,7 +24,11 @@ def test_both_releases_read_the_same(tmp_path, style):
     assert t["follow_up"].tolist() == [0, 1, 0]
     assert t["age"].tolist() == [58.0, 58.0, 81.0]
     assert t["label"].tolist() == [1, 1, 0]
-    assert t.loc[1, "Emphysema"] == 1 and t.loc[1, "Cardiomegaly"] == 1 and t.loc[2, list(PATHOLOGIES)].sum() == 0
+    assert (
+        t.loc[1, "Emphysema"] == 1
+        and t.loc[1, "Cardiomegaly"] == 1
+        and t.loc[2, list(PATHOLOGIES)].sum() == 0
+    )
     assert meta.excluded == []
 
 
@@ -47,7 +51,9 @@ def test_gzip_and_preference_for_2020(tmp_path):
 
 def test_missing_column_names_file_and_column(tmp_path):
     path = write_metadata(tmp_path, STUDIES, "2020", drop_column="Patient ID")
-    with pytest.raises(MetadataError, match=r"Data_Entry_2017_v2020.csv: missing column\(s\) \['Patient ID'\]"):
+    with pytest.raises(
+        MetadataError, match=r"Data_Entry_2017_v2020.csv: missing column\(s\) \['Patient ID'\]"
+    ):
         read_metadata(str(path))
 
 
@@ -82,7 +88,9 @@ def test_age_units_and_implausible_ages(tmp_path):
 
 
 @pytest.mark.real_data
-@pytest.mark.parametrize("name, healthy", [("Data_Entry_2017.csv", 60412), ("Data_Entry_2017_v2020.csv", 60361)])
+@pytest.mark.parametrize(
+    "name, healthy", [("Data_Entry_2017.csv", 60412), ("Data_Entry_2017_v2020.csv", 60361)]
+)
 def test_full_real_metadata(nih_dir, name, healthy):
     meta = read_metadata(str(nih_dir / "meta" / name))
     assert len(meta.table) == 112_120

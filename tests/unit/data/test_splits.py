@@ -22,7 +22,9 @@ def test_grouped_split_is_patient_wise_deterministic_and_proportional():
     assert split.tolist() != other.tolist()
     per_patient = table.assign(split=split).groupby("patient_id")["split"].nunique()
     assert (per_patient == 1).all()
-    shares = table.assign(split=split).groupby("split")["patient_id"].nunique() / table["patient_id"].nunique()
+    shares = (
+        table.assign(split=split).groupby("split")["patient_id"].nunique() / table["patient_id"].nunique()
+    )
     assert shares["train"] == pytest.approx(0.7, abs=0.01) and shares["test"] == pytest.approx(0.2, abs=0.01)
 
 
@@ -58,9 +60,16 @@ def test_image_on_both_lists_fails_loudly():
 
 
 def test_patient_in_two_splits_fails_loudly():
-    t = pd.DataFrame({"image_index": ["a.png", "b.png", "c.png"], "patient_id": [7, 7, 8],
-                      "split": ["train", "test", "test"]})
-    with pytest.raises(LeakageError, match=r"1 patient\(s\) have images in more than one split, e.g. patient ids \[7\]"):
+    t = pd.DataFrame(
+        {
+            "image_index": ["a.png", "b.png", "c.png"],
+            "patient_id": [7, 7, 8],
+            "split": ["train", "test", "test"],
+        }
+    )
+    with pytest.raises(
+        LeakageError, match=r"1 patient\(s\) have images in more than one split, e.g. patient ids \[7\]"
+    ):
         check_no_leakage(t)
     check_no_leakage(t.assign(split=["test", "test", "train"]))
 

@@ -8,12 +8,14 @@ from xray_tasks.data.tfrecord import RecordError, encode_example, frame_record, 
 
 def test_example_parses_with_tensorflow(tmp_path):
     tf = pytest.importorskip("tensorflow")
-    payload = encode_example({
-        "image": ("bytes", [b"\x00\x01\xff" * 100]),
-        "ids": ("int64", [0, 1, -5, 2**40]),
-        "score": ("float", [0.5, -1.25]),
-        "empty": ("int64", []),
-    })
+    payload = encode_example(
+        {
+            "image": ("bytes", [b"\x00\x01\xff" * 100]),
+            "ids": ("int64", [0, 1, -5, 2**40]),
+            "score": ("float", [0.5, -1.25]),
+            "empty": ("int64", []),
+        }
+    )
     path = tmp_path / "one.tfrecord"
     path.write_bytes(frame_record(payload) + frame_record(payload))
     spec = {

@@ -24,12 +24,25 @@ ENV_EXAMPLE = REPO / ".env.example"
 DOCKER = REPO / "docker"
 VENV_BIN = Path(sys.executable).parent
 
-AIRFLOW_SERVICES = {"airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
-                    "airflow-worker", "airflow-worker-gpu"}
+AIRFLOW_SERVICES = {
+    "airflow-apiserver",
+    "airflow-scheduler",
+    "airflow-dag-processor",
+    "airflow-triggerer",
+    "airflow-worker",
+    "airflow-worker-gpu",
+}
 ONE_SHOT = {"minio-init", "airflow-init", "airflow-cli"}
-SHARED_SETTINGS = ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW__API__SECRET_KEY",
-                   "AIRFLOW__CORE__EXECUTION_API_SERVER_URL", "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
-                   "AIRFLOW__CELERY__BROKER_URL", "AIRFLOW__CELERY__RESULT_BACKEND", "AIRFLOW__CORE__EXECUTOR")
+SHARED_SETTINGS = (
+    "AIRFLOW__CORE__FERNET_KEY",
+    "AIRFLOW__API_AUTH__JWT_SECRET",
+    "AIRFLOW__API__SECRET_KEY",
+    "AIRFLOW__CORE__EXECUTION_API_SERVER_URL",
+    "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+    "AIRFLOW__CELERY__BROKER_URL",
+    "AIRFLOW__CELERY__RESULT_BACKEND",
+    "AIRFLOW__CORE__EXECUTOR",
+)
 
 
 def compose_binary() -> Path:
@@ -87,6 +100,7 @@ def read_env_file(path: Path) -> dict[str, str]:
 # ---------------------------------------------------------------------------------------------------------------
 # The file is valid, and refuses to resolve without secrets.
 
+
 def test_compose_file_is_valid_with_the_example_env():
     proc = compose("config", "-q")
     assert proc.returncode == 0, proc.stderr
@@ -97,25 +111,54 @@ def test_secrets_have_no_defaults():
     proc = compose("config", "-q", env_file=None)
     assert proc.returncode != 0 and "required variable" in proc.stderr, proc.stderr
     # Each secret is required where it is used, one by one: remove it from a complete env and the file fails.
-    for name in ("POSTGRES_PASSWORD", "REDIS_PASSWORD", "AIRFLOW_FERNET_KEY", "AIRFLOW_JWT_SECRET", "AIRFLOW_API_SECRET_KEY", "AIRFLOW_ADMIN_PASSWORD",
-                 "MINIO_ROOT_PASSWORD", "XRAY_S3_SECRET_ACCESS_KEY"):
+    for name in (
+        "POSTGRES_PASSWORD",
+        "REDIS_PASSWORD",
+        "AIRFLOW_FERNET_KEY",
+        "AIRFLOW_JWT_SECRET",
+        "AIRFLOW_API_SECRET_KEY",
+        "AIRFLOW_ADMIN_PASSWORD",
+        "MINIO_ROOT_PASSWORD",
+        "XRAY_S3_SECRET_ACCESS_KEY",
+    ):
         values = {k: v for k, v in read_env_file(ENV_EXAMPLE).items() if k != name}
         proc = compose("config", "-q", env_file=None, **values)
-        assert proc.returncode != 0 and f"required variable {name} is missing" in proc.stderr, (name, proc.stderr)
+        assert proc.returncode != 0 and f"required variable {name} is missing" in proc.stderr, (
+            name,
+            proc.stderr,
+        )
 
 
 def test_a_broken_file_is_rejected(tmp_path):
     """The validation can fail: an unknown key and an undefined dependency are errors, not warnings."""
     broken = tmp_path / "docker-compose.yml"
-    broken.write_text(COMPOSE_FILE.read_text().replace("    stop_grace_period: 2m\n", "    stop_grace_perod: 2m\n", 1))
-    proc = subprocess.run([str(compose_binary()), "-f", str(broken), "--project-directory", str(REPO),
-                           "--env-file", str(ENV_EXAMPLE), "config", "-q"],
-                          env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True, timeout=120, check=False)
+    broken.write_text(
+        COMPOSE_FILE.read_text().replace("    stop_grace_period: 2m\n", "    stop_grace_perod: 2m\n", 1)
+    )
+    proc = subprocess.run(
+        [
+            str(compose_binary()),
+            "-f",
+            str(broken),
+            "--project-directory",
+            str(REPO),
+            "--env-file",
+            str(ENV_EXAMPLE),
+            "config",
+            "-q",
+        ],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert proc.returncode != 0 and "stop_grace_perod" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # What the deployment needs, in the resolved model.
+
 
 def test_every_component_of_the_design_is_there(model):
     services = set(model["services"])
@@ -140,10 +183,16 @@ def test_gpu_worker_reserves_an_nvidia_gpu_and_consumes_queue_gpu_only(model):
 
 
 def test_default_worker_consumes_the_default_queue_and_nothing_else_takes_gpu(model):
-    workers = {name: queues_of(s) for name, s in model["services"].items()
-               if isinstance(s.get("command"), list) and s["command"][:2] == ["celery", "worker"]}
+    workers = {
+        name: queues_of(s)
+        for name, s in model["services"].items()
+        if isinstance(s.get("command"), list) and s["command"][:2] == ["celery", "worker"]
+    }
     assert workers == {"airflow-worker": ["default"], "airflow-worker-gpu": ["gpu"]}
-    assert "deploy" not in model["services"]["airflow-worker"] or not model["services"]["airflow-worker"]["deploy"]
+    assert (
+        "deploy" not in model["services"]["airflow-worker"]
+        or not model["services"]["airflow-worker"]["deploy"]
+    )
 
 
 def test_without_a_gpu_the_cpu_profile_serves_queue_gpu():
@@ -162,10 +211,16 @@ def test_every_long_running_service_has_a_healthcheck(model):
             continue
         check = service.get("healthcheck") or {}
         assert check.get("test") and not check.get("disable"), f"{name} has no healthcheck"
-    checks = {name: " ".join(s["healthcheck"]["test"]) for name, s in model["services"].items() if name not in ONE_SHOT}
-    assert "inspect ping -d \"default@$${HOSTNAME}\"" in checks["airflow-worker"]
-    assert "inspect ping -d \"gpu@$${HOSTNAME}\"" in checks["airflow-worker-gpu"]
-    assert "DagProcessorJob" in checks["airflow-dag-processor"] and "TriggererJob" in checks["airflow-triggerer"]
+    checks = {
+        name: " ".join(s["healthcheck"]["test"])
+        for name, s in model["services"].items()
+        if name not in ONE_SHOT
+    }
+    assert 'inspect ping -d "default@$${HOSTNAME}"' in checks["airflow-worker"]
+    assert 'inspect ping -d "gpu@$${HOSTNAME}"' in checks["airflow-worker-gpu"]
+    assert (
+        "DagProcessorJob" in checks["airflow-dag-processor"] and "TriggererJob" in checks["airflow-triggerer"]
+    )
     assert ":8974/health" in checks["airflow-scheduler"]
     assert env_of(model["services"]["airflow-scheduler"])["AIRFLOW__SCHEDULER__ENABLE_HEALTH_CHECK"] == "true"
 
@@ -177,7 +232,9 @@ def test_components_start_in_order(model):
     assert init_deps["minio-init"]["condition"] == "service_completed_successfully"
     assert services["minio-init"]["depends_on"]["minio"]["condition"] == "service_healthy"
     for name in AIRFLOW_SERVICES:
-        assert services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully", name
+        assert (
+            services[name]["depends_on"]["airflow-init"]["condition"] == "service_completed_successfully"
+        ), name
     for name in ("airflow-worker", "airflow-worker-gpu"):
         assert services[name]["depends_on"]["airflow-apiserver"]["condition"] == "service_healthy", name
 
@@ -207,7 +264,11 @@ def test_every_pipeline_location_is_in_object_storage(model):
     for name in AIRFLOW_SERVICES:
         env = env_of(model["services"][name])
         for setting in ("SOURCE", "WORKSPACE", "REGISTRY", "IMAGES", "WORKLISTS"):
-            assert env[f"XRAY_{setting}"].startswith("s3://xray/"), (name, setting, env.get(f"XRAY_{setting}"))
+            assert env[f"XRAY_{setting}"].startswith("s3://xray/"), (
+                name,
+                setting,
+                env.get(f"XRAY_{setting}"),
+            )
     # The DAGs fall back to a path under $AIRFLOW_HOME for each of these when nothing is set (dags/xray_common.py).
     common = (REPO / "dags" / "xray_common.py").read_text()
     assert all(f'"{name}"' in common for name in ("workspace", "registry", "images", "worklists"))
@@ -215,8 +276,12 @@ def test_every_pipeline_location_is_in_object_storage(model):
 
 def test_remote_hosts_are_reached_through_settings(model):
     """A worker on another host: the same file with other addresses, nothing edited."""
-    values = {**read_env_file(ENV_EXAMPLE), "XRAY_DB_HOST": "main.lan", "XRAY_REDIS_HOST": "main.lan",
-              "AIRFLOW_EXECUTION_API_URL": "http://main.lan:8080/execution/"}
+    values = {
+        **read_env_file(ENV_EXAMPLE),
+        "XRAY_DB_HOST": "main.lan",
+        "XRAY_REDIS_HOST": "main.lan",
+        "AIRFLOW_EXECUTION_API_URL": "http://main.lan:8080/execution/",
+    }
     env = env_of(resolved(env_file=Path(os.devnull), **values)["services"]["airflow-worker-gpu"])
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"].endswith("@main.lan:5432/airflow")
     assert env["AIRFLOW__CELERY__BROKER_URL"].endswith("@main.lan:6379/0")
@@ -239,8 +304,9 @@ def test_init_service_migrates_creates_admin_pool_and_connection(model):
     mounts = {v["source"]: v["target"] for v in model["services"]["airflow-apiserver"]["volumes"]}
     init_mounts = {v["source"]: v["target"] for v in init["volumes"]}
     assert mounts["airflow-secrets"] == init_mounts["airflow-secrets"] == "/opt/airflow/secrets"
-    assert env_of(model["services"]["airflow-apiserver"])["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] \
-        .startswith("/opt/airflow/secrets/")
+    assert env_of(model["services"]["airflow-apiserver"])[
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"
+    ].startswith("/opt/airflow/secrets/")
     bucket = " ".join(model["services"]["minio-init"]["command"])
     assert "mc mb --ignore-existing" in bucket and "policy attach" in bucket
 
@@ -248,10 +314,14 @@ def test_init_service_migrates_creates_admin_pool_and_connection(model):
 # ---------------------------------------------------------------------------------------------------------------
 # The image: built from requirements.txt, every COPY source present and inside the build context.
 
+
 def test_dockerfile_copies_only_what_exists_and_the_ignore_file_keeps():
     dockerfile = (DOCKER / "Dockerfile").read_text()
-    ignore = [line.strip() for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
-              if line.strip() and not line.startswith("#")]
+    ignore = [
+        line.strip()
+        for line in (DOCKER / "Dockerfile.dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert ignore[0] == "**"  # everything is excluded unless named: the .venv never reaches the build
     kept = [p[1:].removesuffix("/**") for p in ignore if p.startswith("!")]
     sources = []
@@ -266,8 +336,13 @@ def test_dockerfile_copies_only_what_exists_and_the_ignore_file_keeps():
 
 
 def image_requirements(variant: str) -> list[str]:
-    proc = subprocess.run([sys.executable, str(DOCKER / "image_requirements.py"), variant,
-                           str(REPO / "requirements.txt")], capture_output=True, text=True, check=False, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(DOCKER / "image_requirements.py"), variant, str(REPO / "requirements.txt")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.split()
 
@@ -287,28 +362,42 @@ def test_cuda_image_has_the_same_tensorflow_version_built_with_cuda():
     tf_version = next(p for p in cpu if p.startswith("tensorflow-cpu==")).split("==")[1]
     assert f"tensorflow[and-cuda]=={tf_version}" in cuda
     assert not any(p.startswith("tensorflow-cpu") for p in cuda)
-    assert [p for p in cpu if not p.startswith("tensorflow-cpu")] == [p for p in cuda if not p.startswith("tensorflow[")]
+    assert [p for p in cpu if not p.startswith("tensorflow-cpu")] == [
+        p for p in cuda if not p.startswith("tensorflow[")
+    ]
 
 
 def test_cuda_variant_needs_a_pinned_tensorflow(tmp_path):
     unpinned = tmp_path / "requirements.txt"
     unpinned.write_text("apache-airflow==3.3.2\ntensorflow-cpu>=2.17\n")
-    proc = subprocess.run([sys.executable, str(DOCKER / "image_requirements.py"), "cuda", str(unpinned)],
-                          capture_output=True, text=True, check=False, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(DOCKER / "image_requirements.py"), "cuda", str(unpinned)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "pin no tensorflow-cpu==X" in proc.stderr
-    proc = subprocess.run([sys.executable, str(DOCKER / "image_requirements.py"), "rocm", str(unpinned)],
-                          capture_output=True, text=True, check=False, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, str(DOCKER / "image_requirements.py"), "rocm", str(unpinned)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 1 and "variant must be one of" in proc.stderr
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The scripts around it.
 
+
 def test_make_env_writes_fresh_valid_secrets_the_file_accepts(tmp_path):
     outputs = []
     for _ in range(2):
-        proc = subprocess.run(["bash", str(DOCKER / "make-env.sh")], capture_output=True, text=True, check=False,
-                              timeout=60)
+        proc = subprocess.run(
+            ["bash", str(DOCKER / "make-env.sh")], capture_output=True, text=True, check=False, timeout=60
+        )
         assert proc.returncode == 0, proc.stderr
         outputs.append(proc.stdout)
     assert outputs[0] != outputs[1]
@@ -319,19 +408,26 @@ def test_make_env_writes_fresh_valid_secrets_the_file_accepts(tmp_path):
     assert set(values) == set(example)
     assert len(base64.urlsafe_b64decode(values["AIRFLOW_FERNET_KEY"])) == 32  # what Fernet requires
     assert len(values["MINIO_ROOT_PASSWORD"]) >= 8 and len(values["XRAY_S3_SECRET_ACCESS_KEY"]) >= 8
-    assert {k: v for k, v in values.items() if not example[k].startswith("change-me")} == \
-           {k: v for k, v in example.items() if not v.startswith("change-me")}
+    assert {k: v for k, v in values.items() if not example[k].startswith("change-me")} == {
+        k: v for k, v in example.items() if not v.startswith("change-me")
+    }
     assert compose("config", "-q", env_file=env_file).returncode == 0
 
 
 def test_init_refuses_placeholder_secrets_before_touching_anything(tmp_path):
     model = resolved()
     env = {**env_of(model["services"]["airflow-init"]), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.run(["bash", str(DOCKER / "init.sh")], env=env, capture_output=True, text=True,
-                          check=False, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(DOCKER / "init.sh")], env=env, capture_output=True, text=True, check=False, timeout=60
+    )
     assert proc.returncode == 2, proc.stdout + proc.stderr
-    for name in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET", "AIRFLOW_ADMIN_PASSWORD",
-                 "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "AIRFLOW__CELERY__BROKER_URL"):
+    for name in (
+        "AIRFLOW__CORE__FERNET_KEY",
+        "AIRFLOW__API_AUTH__JWT_SECRET",
+        "AIRFLOW_ADMIN_PASSWORD",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN",
+        "AIRFLOW__CELERY__BROKER_URL",
+    ):
         assert f"{name} still holds" in proc.stderr, proc.stderr
     assert "change-me-" not in proc.stderr  # names only: the values are secrets
     assert "migrating" not in proc.stdout
@@ -340,22 +436,42 @@ def test_init_refuses_placeholder_secrets_before_touching_anything(tmp_path):
 def test_minio_init_script_is_valid_bash_and_refuses_placeholders(model):
     service = model["services"]["minio-init"]
     assert service["entrypoint"] == ["/bin/bash", "-c"]
-    script = service["command"][0].replace("$$", "$")  # `config` prints the file's escapes; the shell sees one $
-    syntax = subprocess.run(["bash", "-n", "-c", script], capture_output=True, text=True, check=False, timeout=60)
+    script = service["command"][0].replace(
+        "$$", "$"
+    )  # `config` prints the file's escapes; the shell sees one $
+    syntax = subprocess.run(
+        ["bash", "-n", "-c", script], capture_output=True, text=True, check=False, timeout=60
+    )
     assert syntax.returncode == 0, syntax.stderr
     env = {**env_of(service), "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, check=False, timeout=60)
+    proc = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, check=False, timeout=60
+    )
     assert proc.returncode == 2 and "placeholders" in proc.stderr, proc.stdout + proc.stderr
 
 
 def test_entrypoint_runs_airflow_subcommands_and_programs(tmp_path):
-    pinned = re.search(r"^apache-airflow\[[^\]]*\]==(\S+)", (REPO / "requirements.txt").read_text(), re.MULTILINE)
+    pinned = re.search(
+        r"^apache-airflow\[[^\]]*\]==(\S+)", (REPO / "requirements.txt").read_text(), re.MULTILINE
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW")}
     env.update(PATH=f"{VENV_BIN}{os.pathsep}/usr/bin:/bin", AIRFLOW_HOME=str(tmp_path))
-    proc = subprocess.run(["bash", str(DOCKER / "entrypoint.sh"), "version"], env=env, capture_output=True,
-                          text=True, check=False, timeout=300)
+    proc = subprocess.run(
+        ["bash", str(DOCKER / "entrypoint.sh"), "version"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == pinned.group(1)
-    proc = subprocess.run(["bash", str(DOCKER / "entrypoint.sh"), "bash", "-c", "echo $0"], env=env,
-                          capture_output=True, text=True, check=False, timeout=60)
+    proc = subprocess.run(
+        ["bash", str(DOCKER / "entrypoint.sh"), "bash", "-c", "echo $0"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
     assert proc.returncode == 0 and proc.stdout.strip() == "bash"

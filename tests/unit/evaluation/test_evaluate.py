@@ -19,12 +19,14 @@ from xray_tasks.training import networks
 def frame(n: int, seed: int, shift: float = 0.3, multilabel: bool = False) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     label = rng.integers(0, 2, n).astype(np.int8)
-    out = pd.DataFrame({
-        "image_index": [f"{seed:03d}_{i:05d}.png" for i in range(n)],
-        "patient_id": rng.integers(0, n // 2, n).astype(np.int64),
-        "probability": np.clip(rng.normal(0.4 + shift * label, 0.15), 0, 1).astype(np.float32),
-        "label": label,
-    })
+    out = pd.DataFrame(
+        {
+            "image_index": [f"{seed:03d}_{i:05d}.png" for i in range(n)],
+            "patient_id": rng.integers(0, n // 2, n).astype(np.int64),
+            "probability": np.clip(rng.normal(0.4 + shift * label, 0.15), 0, 1).astype(np.float32),
+            "label": label,
+        }
+    )
     if multilabel:
         for i, name in enumerate(PATHOLOGIES):
             out[f"label_{name}"] = (rng.uniform(size=n) < 0.2).astype(np.int8) * label
@@ -37,8 +39,11 @@ def test_score_chooses_the_threshold_on_val_and_applies_it_to_test():
     cfg = EvalConfig(target_sensitivity=0.9, bootstrap=200)
     scored = evaluate.score(val, test, cfg)
     threshold = metrics.choose_threshold(val["label"], val["probability"], 0.9)
-    assert scored.operating_point.to_dict() == {"threshold": threshold, "target_sensitivity": 0.9,
-                                                "chosen_on": "val"}
+    assert scored.operating_point.to_dict() == {
+        "threshold": threshold,
+        "target_sensitivity": 0.9,
+        "chosen_on": "val",
+    }
     assert scored.val.at_operating_point.recall >= 0.9
     expected = metrics.summary_at(test["label"], test["probability"], threshold)
     assert scored.test.at_operating_point == expected
@@ -52,7 +57,9 @@ def test_score_chooses_the_threshold_on_val_and_applies_it_to_test():
 
 
 def test_score_reports_per_pathology_auroc_and_can_skip_the_bootstrap():
-    scored = evaluate.score(frame(100, 3, multilabel=True), frame(200, 4, multilabel=True), EvalConfig(bootstrap=0))
+    scored = evaluate.score(
+        frame(100, 3, multilabel=True), frame(200, 4, multilabel=True), EvalConfig(bootstrap=0)
+    )
     per = scored.test.per_pathology_auroc
     assert list(per) == list(PATHOLOGIES) and all(v is None or 0 <= v <= 1 for v in per.values())
     assert scored.test.auroc_ci is None
@@ -105,15 +112,24 @@ def test_run_evaluate_writes_the_contracted_run_directory(tiny_run):
     with open(summary.metrics) as fh:
         doc = json.load(fh)
     assert doc["schema"] == 2
-    assert doc["model"] == {"base": "mobilenetv3small", "weights": "none", "input_size": 64, "stored_image_size": 64,
-                            "input_name": "image", "output": "triage", "outputs": ["pathologies", "triage"]}
+    assert doc["model"] == {
+        "base": "mobilenetv3small",
+        "weights": "none",
+        "input_size": 64,
+        "stored_image_size": 64,
+        "input_name": "image",
+        "output": "triage",
+        "outputs": ["pathologies", "triage"],
+    }
     assert set(doc["data"]) >= {"workspace", "manifest_sha256", "test_digest", "val_digest", "counts"}
     assert doc["operating_point"]["chosen_on"] == "val"
     keys = {"tn", "fp", "fn", "tp", "beta", "f_beta", "accuracy", "precision", "recall", "specificity"}
     test = doc["test"]
     assert keys <= set(test["at_0.5"]) and keys | {"healthy_cleared"} <= set(test["at_operating_point"])
     assert keys <= set(test["benchmark_always_unhealthy"])
-    assert {"n", "positives", "auroc", "auroc_ci", "auprc", "sensitivity_ci", "per_pathology_auroc"} <= set(test)
+    assert {"n", "positives", "auroc", "auroc_ci", "auprc", "sensitivity_ci", "per_pathology_auroc"} <= set(
+        test
+    )
     assert {"n", "positives", "auroc", "at_operating_point"} <= set(doc["val"])
     for split in ("val", "test"):
         preds = pd.read_parquet(summary.predictions[split])

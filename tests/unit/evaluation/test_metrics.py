@@ -132,7 +132,9 @@ def test_choose_threshold_examples_and_errors():
     # 8 of 10 positives are >= 0.3, which clears 0.05 only; lowering to just above 0.05 costs nothing
     assert metrics.choose_threshold(labels, probs, 0.8) == pytest.approx((0.05 + 0.1) / 2)
     assert metrics.choose_threshold(labels, probs, 1.0) == pytest.approx((0.05 + 0.1) / 2)
-    assert metrics.choose_threshold([0, 1, 1], [0.9, 0.2, 0.8], 1.0) == pytest.approx(0.2)  # nothing clearable
+    assert metrics.choose_threshold([0, 1, 1], [0.9, 0.2, 0.8], 1.0) == pytest.approx(
+        0.2
+    )  # nothing clearable
     with pytest.raises(ValueError, match=r"must be in \(0, 1\], got 1.5"):
         metrics.choose_threshold(labels, probs, 1.5)
     with pytest.raises(ValueError, match="without unhealthy studies"):

@@ -17,19 +17,37 @@ from xray_tasks.evaluation import evaluate, report
 def predictions(n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     label = rng.integers(0, 2, n).astype(np.int8)
-    return pd.DataFrame({"image_index": [f"{seed}_{i}.png" for i in range(n)], "patient_id": np.arange(n),
-                         "probability": np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1), "label": label})
+    return pd.DataFrame(
+        {
+            "image_index": [f"{seed}_{i}.png" for i in range(n)],
+            "patient_id": np.arange(n),
+            "probability": np.clip(rng.normal(0.35 + 0.3 * label, 0.2), 0, 1),
+            "label": label,
+        }
+    )
 
 
 def document(val: pd.DataFrame, test: pd.DataFrame) -> Metrics:
     scores = evaluate.score(val, test, EvalConfig(bootstrap=100))
     return Metrics(
-        model=ModelInfo(base="resnet50", weights="random:seed=0", input_size=512, stored_image_size=512,
-                        input_name="image", output="triage"),
-        data=DataInfo(workspace="/ws", manifest_sha256="ab" * 32, test_digest=evaluate.digest(test),
-                      val_digest=evaluate.digest(val),
-                      counts={"test": ManifestCounts(images=len(test), patients=len(test), healthy=1, unhealthy=2)}),
-        operating_point=scores.operating_point, test=scores.test, val=scores.val,
+        model=ModelInfo(
+            base="resnet50",
+            weights="random:seed=0",
+            input_size=512,
+            stored_image_size=512,
+            input_name="image",
+            output="triage",
+        ),
+        data=DataInfo(
+            workspace="/ws",
+            manifest_sha256="ab" * 32,
+            test_digest=evaluate.digest(test),
+            val_digest=evaluate.digest(val),
+            counts={"test": ManifestCounts(images=len(test), patients=len(test), healthy=1, unhealthy=2)},
+        ),
+        operating_point=scores.operating_point,
+        test=scores.test,
+        val=scores.val,
     )
 
 
@@ -37,9 +55,19 @@ def test_every_plot_is_a_png_and_training_curves_follow_the_histories(tmp_path):
     val, test = predictions(200, 1), predictions(300, 2)
     run = tmp_path / "run"
     (run / "head").mkdir(parents=True)
-    (run / "head" / "history.json").write_text(json.dumps(
-        {"best_epoch": 2, "history": {"loss": [0.7, 0.6, 0.65], "val_loss": [0.72, 0.61, 0.7],
-                                      "accuracy": [0.5, 0.6, 0.62], "val_accuracy": [0.5, 0.58, 0.57]}}))
+    (run / "head" / "history.json").write_text(
+        json.dumps(
+            {
+                "best_epoch": 2,
+                "history": {
+                    "loss": [0.7, 0.6, 0.65],
+                    "val_loss": [0.72, 0.61, 0.7],
+                    "accuracy": [0.5, 0.6, 0.62],
+                    "val_accuracy": [0.5, 0.58, 0.57],
+                },
+            }
+        )
+    )
     plots = report.write_plots(str(run), val, test, document(val, test))
     assert set(plots) == {"roc", "pr", "threshold_sweep", "confusion_matrix", "training_head"}
     for uri in plots.values():

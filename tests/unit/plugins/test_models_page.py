@@ -11,24 +11,68 @@ sys.path.insert(0, str(REPO / "plugins"))
 import xray_models_page
 
 VERSIONS = [
-    {"version": "000001", "complete": True, "champion": False, "created_at": "2026-11-01T00:00:00Z",
-     "summary": {"test_auroc": 0.71, "sensitivity": 0.95, "healthy_cleared": 0.2, "threshold": 0.3, "base": "r"},
-     "decision": "approved", "reasons": []},
-    {"version": "000002", "complete": True, "champion": True, "created_at": "2026-11-02T00:00:00Z",
-     "summary": {"test_auroc": 0.74, "sensitivity": 0.96, "healthy_cleared": 0.25, "threshold": 0.31, "base": "r"},
-     "decision": "forced", "reasons": ["auroc <script>alert(1)</script> below floor"]},
+    {
+        "version": "000001",
+        "complete": True,
+        "champion": False,
+        "created_at": "2026-11-01T00:00:00Z",
+        "summary": {
+            "test_auroc": 0.71,
+            "sensitivity": 0.95,
+            "healthy_cleared": 0.2,
+            "threshold": 0.3,
+            "base": "r",
+        },
+        "decision": "approved",
+        "reasons": [],
+    },
+    {
+        "version": "000002",
+        "complete": True,
+        "champion": True,
+        "created_at": "2026-11-02T00:00:00Z",
+        "summary": {
+            "test_auroc": 0.74,
+            "sensitivity": 0.96,
+            "healthy_cleared": 0.25,
+            "threshold": 0.31,
+            "base": "r",
+        },
+        "decision": "forced",
+        "reasons": ["auroc <script>alert(1)</script> below floor"],
+    },
     {"version": "000003", "complete": False, "champion": False, "problem": "no MANIFEST.json"},
 ]
-DETAILS = {"version": "000002", "champion": True, "uri": "s3://reg/xray-triage/versions/000002",
-           "metrics": metrics_json(auroc=0.74, ci=(0.6, 0.85), recall=0.96, healthy_cleared=0.25),
-           "decisions": [{"decided_at": "2026-11-02", "decision": "forced", "reasons": [],
-                          "forced": {"by": "ana", "reason": "hotfix"}}],
-           "plots": {"roc.png": "s3://.../plots/roc.png", "notes.txt": "s3://.../plots/notes.txt"}}
+DETAILS = {
+    "version": "000002",
+    "champion": True,
+    "uri": "s3://reg/xray-triage/versions/000002",
+    "metrics": metrics_json(auroc=0.74, ci=(0.6, 0.85), recall=0.96, healthy_cleared=0.25),
+    "decisions": [
+        {
+            "decided_at": "2026-11-02",
+            "decision": "forced",
+            "reasons": [],
+            "forced": {"by": "ana", "reason": "hotfix"},
+        }
+    ],
+    "plots": {"roc.png": "s3://.../plots/roc.png", "notes.txt": "s3://.../plots/notes.txt"},
+}
 
 
 def test_page_lists_versions_marks_the_champion_and_escapes_stored_text():
-    html = xray_models_page.page("s3://reg", [{"name": "xray-triage", "champion": "000002", "versions": VERSIONS,
-                                              "details": [DETAILS], "problems": []}])
+    html = xray_models_page.page(
+        "s3://reg",
+        [
+            {
+                "name": "xray-triage",
+                "champion": "000002",
+                "versions": VERSIONS,
+                "details": [DETAILS],
+                "problems": [],
+            }
+        ],
+    )
     assert html.count("<tr><td>0000") == 3
     row2 = html.split("<tr><td>000002</td>", 1)[1].split("</tr>", 1)[0]
     assert "champion" in row2 and "0.740" in row2 and "forced" in row2
@@ -45,10 +89,19 @@ def test_the_f_score_row_follows_the_runs_beta():
 
     doc = metrics_json()
     rates = metrics.rates({"tn": 3, "fp": 7, "fn": 1, "tp": 19}, beta=2).to_dict()
-    doc = {**doc, "schema": 2, "test": {**doc["test"], "at_0.5": rates, "at_operating_point": rates,
-                                        "benchmark_always_unhealthy": metrics.rates(
-                                            {"tn": 0, "fp": 10, "fn": 0, "tp": 20}, beta=2).to_dict()},
-           "val": {**doc["val"], "at_operating_point": rates}}
+    doc = {
+        **doc,
+        "schema": 2,
+        "test": {
+            **doc["test"],
+            "at_0.5": rates,
+            "at_operating_point": rates,
+            "benchmark_always_unhealthy": metrics.rates(
+                {"tn": 0, "fp": 10, "fn": 0, "tp": 20}, beta=2
+            ).to_dict(),
+        },
+        "val": {**doc["val"], "at_operating_point": rates},
+    }
     html = xray_models_page.version_section("xray-triage", {**DETAILS, "metrics": doc})
     row = html.split("<th>F2 (model / always-unhealthy)</th>", 1)[1].split("</tr>", 1)[0]
     assert f"{rates['f_beta']:.3f}" in row and "–" not in row and "F3" not in html

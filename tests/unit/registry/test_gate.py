@@ -21,18 +21,26 @@ def failed(result: gate.GateResult) -> list[str]:
 def test_a_good_first_model_passes_the_floors_alone():
     result = gate.evaluate(metrics_doc(), POLICY, champion=None)
     assert result.passed and result.reasons == []
-    assert [c.name for c in result.checks] == ["min_auroc", "min_auroc_ci_low", "sensitivity", "healthy_cleared"]
+    assert [c.name for c in result.checks] == [
+        "min_auroc",
+        "min_auroc_ci_low",
+        "sensitivity",
+        "healthy_cleared",
+    ]
     assert result.context.champion is None
 
 
-@pytest.mark.parametrize(("change", "check"), [
-    ({"auroc": 0.55}, "min_auroc"),
-    ({"auroc": math.nan}, "min_auroc"),
-    ({"ci": (0.49, 0.7)}, "min_auroc_ci_low"),
-    ({"ci": None}, "min_auroc_ci_low"),
-    ({"recall": 0.91, "target": 0.95}, "sensitivity"),
-    ({"healthy_cleared": 0.0}, "healthy_cleared"),
-])
+@pytest.mark.parametrize(
+    ("change", "check"),
+    [
+        ({"auroc": 0.55}, "min_auroc"),
+        ({"auroc": math.nan}, "min_auroc"),
+        ({"ci": (0.49, 0.7)}, "min_auroc_ci_low"),
+        ({"ci": None}, "min_auroc_ci_low"),
+        ({"recall": 0.91, "target": 0.95}, "sensitivity"),
+        ({"healthy_cleared": 0.0}, "healthy_cleared"),
+    ],
+)
 def test_each_floor_rejects_on_its_own(change, check):
     result = gate.evaluate(metrics_doc(**change), POLICY, champion=None)
     assert not result.passed
@@ -79,11 +87,14 @@ def test_result_is_json_shaped():
     assert data["passed"] is False and data["reasons"] and data["checks"][0]["name"] == "min_auroc"
 
 
-@pytest.mark.parametrize(("mutate", "message"), [
-    (lambda m: m.update(schema=3), "schema 1..2"),
-    (lambda m: m.pop("operating_point"), "operating_point"),
-    (lambda m: m["test"].pop("auroc"), "auroc"),
-])
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda m: m.update(schema=3), "schema 1..2"),
+        (lambda m: m.pop("operating_point"), "operating_point"),
+        (lambda m: m["test"].pop("auroc"), "auroc"),
+    ],
+)
 def test_metrics_that_do_not_match_the_contract_are_refused(mutate, message):
     metrics = metrics_json()
     mutate(metrics)
@@ -106,13 +117,16 @@ def test_the_gate_context_carries_the_f_score_whatever_beta_was():
     doc = metrics_json()
     f2 = m.rates({"tn": 3, "fp": 7, "fn": 1, "tp": 19}, beta=2)
     doc["test"]["at_operating_point"] = {**f2.to_dict(), "recall": 0.95, "healthy_cleared": 0.3}
-    doc["test"]["benchmark_always_unhealthy"] = m.rates({"tn": 0, "fp": 10, "fn": 0, "tp": 20}, beta=2).to_dict()
+    doc["test"]["benchmark_always_unhealthy"] = m.rates(
+        {"tn": 0, "fp": 10, "fn": 0, "tp": 20}, beta=2
+    ).to_dict()
     context = gate.evaluate(Metrics.from_dict(doc, "metrics.json"), POLICY, champion=None).context
     assert context.beta == 2.0 and context.f_beta_at_operating_point == f2.f_beta > 0
     assert context.benchmark_f_beta == pytest.approx(5 * 20 / (5 * 20 + 10))
     # The schema-1 file of such a run (key "f2") reads the same way.
     old = metrics_json()
-    old["test"]["at_operating_point"] = {k: v for k, v in doc["test"]["at_operating_point"].items()
-                                         if k not in ("beta", "f_beta")} | {"f2": f2.f_beta}
+    old["test"]["at_operating_point"] = {
+        k: v for k, v in doc["test"]["at_operating_point"].items() if k not in ("beta", "f_beta")
+    } | {"f2": f2.f_beta}
     legacy = gate.evaluate(Metrics.from_dict(old, "metrics.json"), POLICY, None).context
     assert (legacy.beta, legacy.f_beta_at_operating_point) == (2.0, f2.f_beta)

@@ -20,7 +20,9 @@ def workspace(tmp_path_factory):
 @pytest.mark.parametrize("input_size", [STORED_SIZE, 32])
 def test_an_image_file_becomes_exactly_what_training_saw(workspace, input_size):
     source, ws = workspace
-    batch = next(iter(dataset.split_dataset(str(ws), "test", batch_size=8, output_size=input_size, channels=3)))
+    batch = next(
+        iter(dataset.split_dataset(str(ws), "test", batch_size=8, output_size=input_size, channels=3))
+    )
     names = [v.decode() for v in batch["image_index"].numpy()]
     with tarfile.open(next(source.glob("images_*.tar.gz"))) as tar:
         blobs = [tar.extractfile(f"images/{name}").read() for name in names]
@@ -34,8 +36,9 @@ def test_scoring_reports_unreadable_files_without_stopping(tmp_path):
     good.write_bytes(xray_pngs(1)[0])
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not a png at all")
-    rows = inference.score_uris(tiny_model(), [str(good), str(bad)], stored_size=STORED_SIZE, input_size=32,
-                                threshold=0.5)
+    rows = inference.score_uris(
+        tiny_model(), [str(good), str(bad)], stored_size=STORED_SIZE, input_size=32, threshold=0.5
+    )
     by_name = {r["image"]: r for r in rows}
     assert by_name[str(bad)]["probability"] is None and "not a readable image" in by_name[str(bad)]["error"]
     p = by_name[str(good)]["probability"]
@@ -64,7 +67,12 @@ def test_model_input_is_validated():
 
 @pytest.mark.real_data
 def test_real_nih_pngs_are_scored_including_rgba_ones(nih_dir):
-    names = ["00000100_000.png", "00004934_000.png", "00000075_000.png", "00000129_000.png"]  # two RGBA, two grey
+    names = [
+        "00000100_000.png",
+        "00004934_000.png",
+        "00000075_000.png",
+        "00000129_000.png",
+    ]  # two RGBA, two grey
     uris = [str(nih_dir / "images" / n) for n in names]
     rows = inference.score_uris(tiny_model(), uris, stored_size=64, input_size=32, threshold=0.5)
     assert [r["error"] for r in rows] == [None] * len(uris)

@@ -32,8 +32,10 @@ NAME = "xray-triage"
 @pytest.fixture
 def runs(tmp_path):
     """Factory: an evaluated run directory with the given seed and metrics."""
+
     def make(name: str, **kwargs):
         return str(write_run(tmp_path / "runs" / name, **kwargs))
+
     return make
 
 
@@ -45,7 +47,11 @@ def test_publish_then_load_gives_the_same_predictions(registry, runs, tmp_path):
     run = runs("a", seed=1)
     summary = publish(run, registry)
     assert (summary.decision, summary.promoted, summary.version, summary.champion) == (
-        "approved", True, "000001", "000001")
+        "approved",
+        True,
+        "000001",
+        "000001",
+    )
     assert summary.previous_champion is None and summary.uploaded_bytes > 0
 
     blobs = xray_pngs(6)
@@ -65,7 +71,7 @@ def test_publish_then_load_gives_the_same_predictions(registry, runs, tmp_path):
     vuri = version_uri(registry, NAME, "000001")
     local = tmp_path / "serving"
     for uri in storage.list_files(storage.join(vuri, "serving")):
-        storage.get_file(uri, local / uri[len(storage.join(vuri, "serving")):].lstrip("/"))
+        storage.get_file(uri, local / uri[len(storage.join(vuri, "serving")) :].lstrip("/"))
     signature = tf.saved_model.load(str(local / "1")).signatures["serving_default"]
     served = next(iter(signature(image=tf.constant(batch)).values())).numpy()[:, 1]
     np.testing.assert_allclose(served, before, rtol=0, atol=1e-6)
@@ -78,7 +84,9 @@ def test_a_model_with_a_pathology_head_publishes_and_predicts_the_same(registry,
 
     blobs = xray_pngs(3)
     original = keras.saving.load_model(f"{run}/model.keras")
-    before = inference.triage_probabilities(original, inference.prepare_images(blobs, STORED_SIZE, INPUT_SIZE))
+    before = inference.triage_probabilities(
+        original, inference.prepare_images(blobs, STORED_SIZE, INPUT_SIZE)
+    )
     np.testing.assert_array_equal(before, load(registry).probabilities(blobs))
 
 
@@ -86,8 +94,16 @@ def test_a_version_holds_every_artifact_with_its_checksum(registry, runs):
     publish(runs("a"), registry)
     details = version_details(registry, NAME)
     files = details["manifest"]["files"]
-    for rel in ("model.keras", "metrics.json", "config.json", "model_card.md", "plots/roc.png",
-                "predictions/test.parquet", "predictions/val.parquet", "serving/1/saved_model.pb"):
+    for rel in (
+        "model.keras",
+        "metrics.json",
+        "config.json",
+        "model_card.md",
+        "plots/roc.png",
+        "predictions/test.parquet",
+        "predictions/val.parquet",
+        "serving/1/saved_model.pb",
+    ):
         assert rel in files and len(files[rel]["sha256"]) == 64 and files[rel]["size"] > 0
     assert not any(rel.startswith("head/") for rel in files)  # training leftovers are not published
     manifest = details["manifest"]
@@ -125,8 +141,9 @@ def test_forced_publish_records_who_and_why(registry, runs):
     publish(runs("good", seed=1, auroc=0.85), registry)
     with pytest.raises(ValueError, match="needs a reason"):
         publish(runs("worse", seed=2, auroc=0.80), registry, force=True)
-    summary = publish(runs("worse", seed=2, auroc=0.80), registry, force=True, reason="rollback test",
-                      actor="dr-ops")
+    summary = publish(
+        runs("worse", seed=2, auroc=0.80), registry, force=True, reason="rollback test", actor="dr-ops"
+    )
     assert (summary.decision, summary.promoted, summary.champion) == ("forced", True, "000002")
     record = read_decisions(registry, NAME, "000002")[-1]
     assert record["forced"] == {"by": "dr-ops", "reason": "rollback test"}
@@ -148,7 +165,11 @@ def test_a_rejected_version_is_promoted_without_reupload_when_it_passes_later(re
     assert publish(run, registry, policy=_policy(min_auroc=0.75)).decision == "rejected"
     summary = publish(run, registry)
     assert (summary.decision, summary.version, summary.reused, summary.uploaded_bytes) == (
-        "approved", "000001", True, 0)
+        "approved",
+        "000001",
+        True,
+        0,
+    )
     assert [d["decision"] for d in read_decisions(registry, NAME, "000001")] == ["rejected", "approved"]
 
 
@@ -205,7 +226,9 @@ def test_large_files_go_up_in_parts_and_verify(s3_bucket, runs, monkeypatch):
     with open(f"{run}/plots/threshold_sweep.png", "wb") as fh:
         fh.write(np.random.default_rng(0).bytes(11 * 2**20))
     publish(run, registry)
-    bucket, key = storage.split_s3(storage.join(version_uri(registry, NAME, "000001"), "plots", "threshold_sweep.png"))
+    bucket, key = storage.split_s3(
+        storage.join(version_uri(registry, NAME, "000001"), "plots", "threshold_sweep.png")
+    )
     etag = storage.s3_client().head_object(Bucket=bucket, Key=key)["ETag"]
     assert etag.strip('"').endswith("-3")  # a multipart upload's ETag counts its parts
     assert load(registry).manifest["files"]["plots/threshold_sweep.png"]["size"] == 11 * 2**20

@@ -35,8 +35,14 @@ def champion_registry(tmp_path):
 
 def test_a_worse_candidate_on_a_new_split_loses_to_the_rescored_champion(split, champion_registry, tmp_path):
     ws, digest, indices, champion_auroc = split
-    run = write_run(tmp_path / "new", seed=2, test_digest=digest, workspace=ws, test_indices=indices,
-                    auroc=champion_auroc - 0.05)
+    run = write_run(
+        tmp_path / "new",
+        seed=2,
+        test_digest=digest,
+        workspace=ws,
+        test_indices=indices,
+        auroc=champion_auroc - 0.05,
+    )
     summary = publish(str(run), champion_registry, policy=POLICY)
     assert summary.decision == "rejected"
     check = read_decisions(champion_registry, NAME, "000002")[0]["gate"]["context"]["champion"]
@@ -47,8 +53,14 @@ def test_a_worse_candidate_on_a_new_split_loses_to_the_rescored_champion(split, 
 
 def test_a_better_candidate_on_a_new_split_wins(split, champion_registry, tmp_path):
     ws, digest, indices, champion_auroc = split
-    run = write_run(tmp_path / "new", seed=2, test_digest=digest, workspace=ws, test_indices=indices,
-                    auroc=min(1.0, champion_auroc + 0.01))
+    run = write_run(
+        tmp_path / "new",
+        seed=2,
+        test_digest=digest,
+        workspace=ws,
+        test_indices=indices,
+        auroc=min(1.0, champion_auroc + 0.01),
+    )
     summary = publish(str(run), champion_registry, policy=POLICY)
     assert (summary.decision, summary.champion) == ("approved", "000002")
 
@@ -65,7 +77,8 @@ def test_shards_that_are_not_the_candidates_split_stop_the_publish(split, champi
 
 def test_an_unreadable_workspace_stops_the_publish(split, champion_registry, tmp_path):
     _, digest, indices, _ = split
-    run = write_run(tmp_path / "new", seed=2, test_digest=digest, workspace=str(tmp_path / "gone"),
-                    test_indices=indices)
+    run = write_run(
+        tmp_path / "new", seed=2, test_digest=digest, workspace=str(tmp_path / "gone"), test_indices=indices
+    )
     with pytest.raises(RegistryError, match="cannot be read"):
         publish(str(run), champion_registry, policy=POLICY)

@@ -49,12 +49,16 @@ def test_bytes_text_and_json_round_trip(root):
 def test_a_missing_object_is_file_not_found_everywhere(root, tmp_path):
     missing = storage.join(root, "nothing", "here.bin")
     assert not storage.exists(missing)
-    for read in (storage.read_bytes, storage.read_text, storage.read_json,
-                 lambda u: storage.get_file(u, tmp_path / "dest"),
-                 lambda u: storage.cached_copy(u, tmp_path / "cache"),
-                 lambda u: storage.open_read(u).__enter__(),
-                 lambda u: storage.local_copy(u).__enter__(),
-                 storage.backend_for(missing).read_tagged):
+    for read in (
+        storage.read_bytes,
+        storage.read_text,
+        storage.read_json,
+        lambda u: storage.get_file(u, tmp_path / "dest"),
+        lambda u: storage.cached_copy(u, tmp_path / "cache"),
+        lambda u: storage.open_read(u).__enter__(),
+        lambda u: storage.local_copy(u).__enter__(),
+        storage.backend_for(missing).read_tagged,
+    ):
         with pytest.raises(FileNotFoundError):
             read(missing)
     assert not (tmp_path / "dest").exists()
@@ -155,7 +159,9 @@ def test_local_writes_leave_no_temporary_and_listings_skip_one(tmp_path):
 # -- the backend is chosen once per scheme ----------------------------------------------------------------------------
 def test_one_backend_per_scheme():
     assert storage.backend_for("s3://a/x") is storage.backend_for("s3://b/y")
-    assert storage.backend_for("/tmp/x") is storage.backend_for("file:///tmp/y") is storage.backend_for("rel/p")
+    assert (
+        storage.backend_for("/tmp/x") is storage.backend_for("file:///tmp/y") is storage.backend_for("rel/p")
+    )
     assert (storage.backend_for("/tmp/x").name, storage.backend_for("s3://a").name) == ("local", "s3")
     assert storage.backend_for("s3://a", env={"AWS_REGION": "eu-west-1"}) is not storage.backend_for("s3://a")
     with pytest.raises(ValueError, match=r"'gs://b/k'.*expected a local path, file:// or s3://"):
@@ -190,8 +196,14 @@ def test_a_refused_connection_is_a_storage_error_naming_the_uri(monkeypatch, tmp
     monkeypatch.setenv("XRAY_S3_CONNECT_TIMEOUT", "2")
     (tmp_path / "f").write_bytes(b"x")
     uri = "s3://bucket/some/key.json"
-    calls = [storage.exists, storage.read_bytes, lambda u: storage.write_bytes(u, b"x"), storage.list_files,
-             lambda u: storage.put_file(tmp_path / "f", u), storage.delete]
+    calls = [
+        storage.exists,
+        storage.read_bytes,
+        lambda u: storage.write_bytes(u, b"x"),
+        storage.list_files,
+        lambda u: storage.put_file(tmp_path / "f", u),
+        storage.delete,
+    ]
     for call in calls:
         with pytest.raises(StorageError) as info:
             call(uri)
@@ -236,14 +248,20 @@ def test_a_409_on_a_conditional_put_is_retried(monkeypatch):
     assert fake.calls == s3.CONFLICT_RETRIES + 1
     fake = _FakeClient(*[_client_error("ConditionalRequestConflict")] * (s3.CONFLICT_RETRIES + 1))
     monkeypatch.setattr(backend, "client", lambda: fake)
-    with pytest.raises(StorageError, match=r"conditional PUT s3://b/k: ClientError.*ConditionalRequestConflict"):
+    with pytest.raises(
+        StorageError, match=r"conditional PUT s3://b/k: ClientError.*ConditionalRequestConflict"
+    ):
         backend.write_if("s3://b/k", b"x", absent=True, tag=None)
 
 
-@pytest.mark.parametrize("code, absent, message", [
-    ("PreconditionFailed", True, "already exists"), ("412", False, "no longer has tag t1"),
-    ("NoSuchKey", False, "no longer has tag t1"),
-])
+@pytest.mark.parametrize(
+    "code, absent, message",
+    [
+        ("PreconditionFailed", True, "already exists"),
+        ("412", False, "no longer has tag t1"),
+        ("NoSuchKey", False, "no longer has tag t1"),
+    ],
+)
 def test_conditional_put_refusals_are_precondition_failed(monkeypatch, code, absent, message):
     backend = s3.S3Backend()
     monkeypatch.setattr(backend, "client", lambda: _FakeClient(_client_error(code)))
@@ -292,7 +310,8 @@ def test_tfio_environment_derives_from_the_boto3_variables():
 def test_endpoints_are_normalised_in_one_module_only():
     pattern = re.compile(r'f"http://\{|"://" (not )?in ')
     found = sorted(
-        path.relative_to(REPO).as_posix() for path in (REPO / "xray_tasks").rglob("*.py")
+        path.relative_to(REPO).as_posix()
+        for path in (REPO / "xray_tasks").rglob("*.py")
         if pattern.search(path.read_text())
     )
     assert found == ["xray_tasks/storage/endpoints.py"]

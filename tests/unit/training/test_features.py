@@ -37,7 +37,9 @@ def test_one_parquet_per_shard_with_the_documented_schema(workspace, extracted):
         assert summary.splits[split].written == len(entries) > 1
         for entry in entries:
             uri = Workspace(workspace).feature_file(cfg.base, cfg.input_size, split, entry.path)
-            assert uri == os.path.join(root, split, entry.path.split("/")[-1].replace(".tfrecord", ".parquet"))
+            assert uri == os.path.join(
+                root, split, entry.path.split("/")[-1].replace(".tfrecord", ".parquet")
+            )
             table = pq.read_table(uri)
             assert table.schema.field("image_index").type == pa.string()
             assert table.schema.field("patient_id").type == pa.int64()

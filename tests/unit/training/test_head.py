@@ -31,11 +31,24 @@ def write_features(workspace: str, scale: float = 1.0, seed: int = 0) -> None:
             label = rows["label"].to_numpy()
             vectors = (rng.normal(size=(len(rows), DIM)) + 1.2 * np.outer(label, direction)) * scale
             provenance = FeatureProvenance(
-                base="mobilenetv3small", weights="synthetic", input_size=64, stored_image_size=64, encoding="raw",
-                shard=entry.path, shard_sha256=entry.sha256, pathologies=features.PATHOLOGIES)
-            table = features.to_table(entry.images, rows["patient_id"].to_numpy(), entry.split, label,
-                                      rows[list(features.PATHOLOGIES)].to_numpy(), vectors.astype(np.float32),
-                                      provenance)
+                base="mobilenetv3small",
+                weights="synthetic",
+                input_size=64,
+                stored_image_size=64,
+                encoding="raw",
+                shard=entry.path,
+                shard_sha256=entry.sha256,
+                pathologies=features.PATHOLOGIES,
+            )
+            table = features.to_table(
+                entry.images,
+                rows["patient_id"].to_numpy(),
+                entry.split,
+                label,
+                rows[list(features.PATHOLOGIES)].to_numpy(),
+                vectors.astype(np.float32),
+                provenance,
+            )
             uri = Workspace(workspace).feature_file("mobilenetv3small", 64, entry.split, entry.path)
             features._write(table, uri)
 
@@ -56,8 +69,9 @@ def test_class_sample_weights_balance_the_classes():
 
 
 def test_head_learns_and_keeps_the_best_epoch(workspace, tmp_path):
-    cfg = tiny_config(workspace, head__epochs="60", head__patience="5", head__standardize="false",
-                      head__hidden_units="32")
+    cfg = tiny_config(
+        workspace, head__epochs="60", head__patience="5", head__standardize="false", head__hidden_units="32"
+    )
     run = str(tmp_path / "run")
     summary = head.train_head(workspace, run, cfg)
     record = json.loads((tmp_path / "run" / "head" / "history.json").read_text())
@@ -79,8 +93,14 @@ def test_head_learns_and_keeps_the_best_epoch(workspace, tmp_path):
 
 
 def test_multilabel_head_and_class_weighting(workspace, tmp_path):
-    cfg = tiny_config(workspace, head__epochs="3", head__patience="0", head__multilabel="true",
-                      head__class_weight="true", head__hidden_units="16")
+    cfg = tiny_config(
+        workspace,
+        head__epochs="3",
+        head__patience="0",
+        head__multilabel="true",
+        head__class_weight="true",
+        head__hidden_units="16",
+    )
     summary = head.train_head(workspace, str(tmp_path / "run"), cfg)
     assert summary.epochs_run == 3 and summary.best_epoch == 3
     head_model = networks.load_model(summary.head)
@@ -95,7 +115,9 @@ def test_vanishing_features_need_the_standardising_head(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="xray_tasks.training.head"):
         flat = head.train_head(ws, str(tmp_path / "plain"), plain)
     assert "head.standardize=true" in caplog.text
-    scaled = head.train_head(ws, str(tmp_path / "scaled"), tiny_config(ws, head__epochs="15", head__patience="0"))
+    scaled = head.train_head(
+        ws, str(tmp_path / "scaled"), tiny_config(ws, head__epochs="15", head__patience="0")
+    )
     assert scaled.val_auroc > 0.9 and scaled.val_loss < flat.val_loss
 
 
@@ -112,6 +134,8 @@ def test_train_refuses_missing_features_and_one_class_splits(tmp_path):
                 n = table.num_rows
                 ones = features.pa.array(np.zeros(n, np.int8), features.pa.int8())
                 storage.delete(uri)
-                features.pq.write_table(table.set_column(table.schema.get_field_index("label"), "label", ones), uri)
+                features.pq.write_table(
+                    table.set_column(table.schema.get_field_index("label"), "label", ones), uri
+                )
     with pytest.raises(ValueError, match="val features hold one class only"):
         head.train_head(ws, str(tmp_path / "run"), tiny_config(ws))

@@ -35,7 +35,9 @@ def test_caffe_layer_is_resnet50_preprocess_input():
     from keras.applications.resnet50 import preprocess_input
 
     x = images(3, 8)
-    np.testing.assert_allclose(networks.caffe_preprocessing()(x).numpy(), preprocess_input(x.copy()), atol=1e-4)
+    np.testing.assert_allclose(
+        networks.caffe_preprocessing()(x).numpy(), preprocess_input(x.copy()), atol=1e-4
+    )
 
 
 def test_random_base_is_reproducible_from_its_seed():
@@ -73,7 +75,9 @@ def test_local_weights_file_is_loaded(tmp_path):
     assert weights_id.startswith("file:")
     loaded = networks.build_base("mobilenetv3small", 32, resolved, seed=99)
     x = images(2, 32)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-5, atol=1e-12)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), source.predict(x, verbose=0), rtol=1e-5, atol=1e-12
+    )
 
 
 def test_head_is_the_reports_top_with_optional_pathologies():
