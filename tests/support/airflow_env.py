@@ -116,11 +116,15 @@ class AirflowHome:
     def child(
         self, *args: str, env: dict[str, str] | None = None, timeout: float = 1200
     ) -> tuple[dict, str, int]:
-        """Run this file as a script in this home; returns (last-line JSON, all output, exit status)."""
+        """Run this module as a script in this home; returns (last-line JSON, all output, exit status)."""
+        child_env = {**self.env, **(env or {})}
+        child_env["PYTHONPATH"] = os.pathsep.join(
+            filter(None, [str(REPO / "tests"), child_env.get("PYTHONPATH")])
+        )
         proc = subprocess.run(
-            [sys.executable, __file__, *args],
+            [sys.executable, "-m", "support.airflow_env", *args],
             check=False,
-            env={**self.env, **(env or {})},
+            env=child_env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -13,7 +13,7 @@ and empties the Redis database.  Service logs are copied to the test artifacts.
 
 Processes: tests/procs.py.  The pipeline run on a cluster and its fixtures: tests/cluster_pipeline.py.
 
-By hand:  ``.venv/bin/python tests/cluster.py up``  starts one and prints how to reach it; Ctrl-C stops it.
+By hand:  ``PYTHONPATH=tests .venv/bin/python -m support.cluster up``  starts one and prints how to reach it; Ctrl-C stops it.
 """
 
 from __future__ import annotations
@@ -645,9 +645,9 @@ class Cluster:
 
 
 def _main(argv: list[str]) -> int:
-    """``python tests/cluster.py up``: a cluster to look at by hand until Ctrl-C."""
+    """``python -m support.cluster up``: a cluster to look at by hand until Ctrl-C."""
     if argv != ["up"]:
-        print("usage: cluster.py up", file=sys.stderr)
+        print("usage: python -m support.cluster up", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     root = Path(os.environ.get("XRAY_CLUSTER_ROOT") or f"/tmp/xray-cluster-{os.getpid()}")

@@ -1,4 +1,4 @@
-"""The pipeline on a real cluster (tests/cluster.py): what the distributed and browser tests look at.
+"""The pipeline on a real cluster (tests/support/cluster.py): what the distributed and browser tests look at.
 
 One session fixture starts the cluster once, runs ingest -> training -> scoring on it (ingest by REST, the rest by
 the Asset schedule, the gpu worker killed mid-fine-tune) and records what happened; the tests assert on the record.

@@ -1,4 +1,4 @@
-"""Processes started in a session of their own and stopped by the exact PIDs recorded (tests/cluster.py).
+"""Processes started in a session of their own and stopped by the exact PIDs recorded (tests/support/cluster.py).
 
 A PID is remembered with its start time, so a recycled PID is never signalled; a stop reaches the process group and
 every descendant that left it (Airflow's task process starts a session of its own).
