@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from support import REPO
 from support.airflow_env import DAGS, PLUGINS, migrated_home
 
 try:
@@ -50,7 +51,7 @@ if pytest is not None:
         af = migrated_home(tmp_path_factory.mktemp("airflow-settings-home"))
         proc = subprocess.run(
             [sys.executable, __file__, "registry-roots"],
-            env=af.env,
+            env={**af.env, "PYTHONPATH": str(REPO / "tests")},
             check=False,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
