@@ -12,6 +12,9 @@ from support import REPO
 from support.services import S3Server, free_port
 
 NIH_DIR = Path(os.environ.get("XRAY_NIH_DIR", REPO.parent / "shared" / "nih"))
+# The synthetic trees use 32-64 px images for speed; ingest's radiograph size floor (256 px by default) would
+# quarantine them all.  Set here, so child processes (CLI, Airflow) inherit it; tests of the floor set it.
+os.environ.setdefault("XRAY_INGEST_MIN_SIDE", "16")
 _EXIT_STATUS: list[int] = []
 
 

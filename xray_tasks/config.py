@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import types
 import typing
 from dataclasses import dataclass, field
@@ -37,6 +38,16 @@ NO_FINDING = "No Finding"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 
+def _env_int(name: str, default: int) -> int:
+    """A default that the environment may override (a plain integer, else :class:`BadInput` naming it)."""
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit():
+        raise BadInput(f"environment variable {name} must be a plain integer, got {value!r}")
+    return int(value)
+
+
 @dataclass(frozen=True)
 class IngestConfig:
     """Metadata -> manifest -> TFRecord shards."""
@@ -52,6 +63,14 @@ class IngestConfig:
     max_pixels: int = 40_000_000
     """Images whose header declares more pixels are quarantined before decoding (decompression bombs)."""
     max_member_mb: float = 64.0
+    max_header_kb: int = 64
+    """GNU long-name / pax headers over this size are skipped unread and their member quarantined."""
+    min_side: int = field(default_factory=lambda: _env_int("XRAY_INGEST_MIN_SIDE", 256))
+    """Images with a side below this are quarantined as ``implausible_size`` (no radiograph is that small).  The
+    default is 256; the environment variable ``XRAY_INGEST_MIN_SIDE`` changes it (the test suite's tiny synthetic
+    images use 16); the resolved value is saved with the config like every other."""
+    max_aspect: float = 1.5
+    """Images whose long side exceeds ``max_aspect`` times the short one are quarantined as ``implausible_size``."""
     val_fraction: float = 0.1
     """Share of train_val *patients* carved out for validation when the official lists are used."""
     split_fractions: tuple[float, float, float] = (0.7, 0.1, 0.2)
@@ -77,6 +96,12 @@ class IngestConfig:
             )
         if self.shard_target_mb <= 0:
             raise BadInput(f"shard_target_mb must be positive, got {self.shard_target_mb}")
+        if self.min_side < 1 or self.max_aspect < 1.0:
+            raise BadInput(
+                f"min_side must be >= 1 and max_aspect >= 1.0, got {self.min_side} and {self.max_aspect}"
+            )
+        if not 1 <= self.max_header_kb <= 1024:
+            raise BadInput(f"max_header_kb must be in [1, 1024], got {self.max_header_kb}")
 
 
 _SWITCHES = ("auto", "on", "off")

@@ -52,6 +52,9 @@ class MemberCounts(Contract):
     total: int = doc("non-directory members read from the archive")
     sharded: int = doc("members stored in a shard")
     quarantined: int = doc("members set aside, each with a reason")
+    by_kind: dict[str, int] = doc(
+        "quarantined members per kind, all of them (the quarantine list is capped)", default_factory=dict
+    )
 
 
 @dataclass(frozen=True)
@@ -80,7 +83,9 @@ class ShardMarker(Contract):
     shards: tuple[ShardEntry, ...] = doc("every shard it committed, per split in index order")
     counts: dict[str, SplitCount] = doc("images per split and class")
     members: MemberCounts = doc("members read, sharded, quarantined")
-    quarantine: tuple[Quarantined, ...] = doc("every member set aside")
+    quarantine: tuple[Quarantined, ...] = doc(
+        "members set aside, the first `data.ingest.QUARANTINE_KEPT` (members.by_kind counts them all)"
+    )
     elapsed_s: float = doc("seconds the archive took")
     images_per_s: float | None = doc("sharded images per second")
     code_version: str = doc("`xray_tasks` version that wrote it")

@@ -2,12 +2,19 @@
 
 Nothing from an archive is ever written as a file, so a hostile member path cannot escape the output root; it is
 still reported.  Every member that is not a plain ``.png`` file of acceptable size comes back with a reason
-instead of bytes.  A truncated or corrupt compressed stream raises :class:`ArchiveError`.
+instead of bytes.  Extended headers (GNU long names, pax records) are bounded: one over the limit is skipped
+unread and its member quarantined, so a tiny archive cannot make ``tarfile`` hold a 200 MB name.  The
+compression is read from the stream's first bytes (gzip, bzip2, xz or none), whatever the file is called.  An
+empty, truncated or corrupt archive raises :class:`ArchiveError` saying which.
 """
 
 from __future__ import annotations
 
+import bz2
+import gzip
+import io
 import logging
+import lzma
 import tarfile
 import zlib
 from collections.abc import Iterator
@@ -20,16 +27,39 @@ from xray_tasks.errors import BadInput
 logger = logging.getLogger(__name__)
 
 _READ_BLOCK = 1024 * 1024
+MAX_HEADER_BYTES = 64 * 1024
+"""Largest GNU long-name / long-link or pax header read; a path longer than this is no NIH image."""
+NAME_LIMIT = 200
+"""Longest member name carried in a log line, a marker or a returned summary (longer ones are shortened)."""
+
+_EXTENDED = {
+    tarfile.GNUTYPE_LONGNAME: "GNU long-name",
+    tarfile.GNUTYPE_LONGLINK: "GNU long-link",
+    tarfile.XHDTYPE: "pax extended",
+    tarfile.XGLTYPE: "pax global",
+    tarfile.SOLARIS_XHDTYPE: "Solaris extended",
+}
+_SUFFIX_COMPRESSION = {".tar.gz": "gz", ".tgz": "gz", ".tar.bz2": "bz2", ".tar.xz": "xz", ".tar": "tar"}
+_DESCRIBED = {"gz": "gzip", "bz2": "bzip2", "xz": "xz", "tar": "uncompressed tar"}
 
 
 class ArchiveError(BadInput):
-    """The archive itself is unreadable (truncated, not gzip, not tar); the message names it."""
+    """The archive itself is unreadable (empty, truncated, not tar); the message names it."""
+
+
+def shorten(text: str, limit: int = NAME_LIMIT) -> str:
+    """``text`` when it is at most ``limit`` characters, else its start and end around its full length."""
+    if len(text) <= limit:
+        return text
+    tail = limit // 4
+    head = max(limit - tail - 24, 1)
+    return f"{text[:head]}...[{len(text)} chars]...{text[-tail:]}"
 
 
 @dataclass(frozen=True)
 class Member:
     path: str
-    """The member's path inside the archive, as stored."""
+    """The member's path inside the archive, as stored (shortened past :data:`NAME_LIMIT`)."""
     data: bytes | None
     """Its bytes when it is a usable regular file, else ``None``."""
     problem: tuple[str, str] | None = None
@@ -40,16 +70,50 @@ class Member:
         return PurePosixPath(self.path).name
 
 
+class BoundedTarInfo(tarfile.TarInfo):
+    """A ``TarInfo`` that refuses extended headers over ``max_header_bytes`` instead of reading them whole.
+
+    The oversized header's data blocks are skipped in the stream (read and dropped a block at a time); the member
+    it describes is returned with ``header_problem`` set and its stored 100-byte name, so the caller quarantines
+    it and reads on.
+    """
+
+    max_header_bytes = MAX_HEADER_BYTES
+    header_problem: tuple[str, str] | None = None
+
+    def _proc_member(self, tarfile_):
+        if self.type in _EXTENDED and self.size > self.max_header_bytes:
+            return self._skip_extended(tarfile_)
+        return super()._proc_member(tarfile_)
+
+    def _skip_extended(self, tarfile_):
+        stream = tarfile_.fileobj
+        stream.seek(stream.tell() + self._block(self.size))
+        try:
+            member = self.fromtarfile(tarfile_)
+        except tarfile.HeaderError as exc:
+            raise tarfile.SubsequentHeaderError(str(exc)) from None
+        member.offset = self.offset
+        reason = f"{_EXTENDED[self.type]} header of {self.size} bytes (limit {self.max_header_bytes})"
+        member.header_problem = ("oversized_header", f"{reason}; member skipped unread")
+        return member
+
+
+def bounded_tarinfo(max_header_bytes: int) -> type[BoundedTarInfo]:
+    return type("BoundedTarInfo", (BoundedTarInfo,), {"max_header_bytes": int(max_header_bytes)})
+
+
 def member_problem(info: tarfile.TarInfo, max_bytes: int) -> tuple[str, str] | None:
     """``(kind, reason)`` when a member cannot be used, ``None`` when it is a plain PNG file within limits."""
+    header = getattr(info, "header_problem", None)
+    if header:
+        return header
     parts = PurePosixPath(info.name).parts
     if info.name.startswith("/") or ".." in parts:
-        return "unsafe_path", f"unsafe member path {info.name!r} (absolute or containing '..')"
+        return "unsafe_path", f"unsafe member path {shorten(info.name)!r} (absolute or containing '..')"
     if info.issym() or info.islnk():
-        return (
-            "link_member",
-            f"link member ({'symlink' if info.issym() else 'hard link'} to {info.linkname!r})",
-        )
+        kind = "symlink" if info.issym() else "hard link"
+        return "link_member", f"link member ({kind} to {shorten(info.linkname)!r})"
     if info.ischr() or info.isblk() or info.isfifo():
         return "device_member", "device or FIFO member"
     if not info.isfile():
@@ -61,25 +125,131 @@ def member_problem(info: tarfile.TarInfo, max_bytes: int) -> tuple[str, str] | N
     return None
 
 
-def iter_members(fileobj: IO[bytes], archive: str, max_member_bytes: int) -> Iterator[Member]:
-    """Yield every non-directory member in stream order; raise :class:`ArchiveError` if the stream breaks."""
+def detect_compression(head: bytes) -> str:
+    """``gz``, ``bz2``, ``xz`` or ``tar`` (none) from a stream's first bytes, by the same magic as ``tarfile``."""
+    if head.startswith(b"\x1f\x8b\x08"):
+        return "gz"
+    if head[0:3] == b"BZh" and head[4:10] == b"1AY&SY":
+        return "bz2"
+    if head.startswith((b"\x5d\x00\x00\x80", b"\xfd7zXZ")):
+        return "xz"
+    return "tar"
+
+
+def named_compression(archive: str) -> str | None:
+    """The compression an archive's file name promises, ``None`` when the name says nothing."""
+    for suffix, kind in _SUFFIX_COMPRESSION.items():
+        if archive.endswith(suffix):
+            return kind
+    return None
+
+
+class _Prefixed(io.RawIOBase):
+    """``prefix`` then the rest of ``fileobj``: lets the caller look at the first bytes of a non-seekable stream."""
+
+    def __init__(self, prefix: bytes, fileobj: IO[bytes]) -> None:
+        self._prefix, self._fileobj = prefix, fileobj
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        if self._prefix:
+            if size is None or size < 0:
+                out, self._prefix = self._prefix + self._fileobj.read(), b""
+                return out
+            out, self._prefix = self._prefix[:size], self._prefix[size:]
+            return out
+        return self._fileobj.read(size)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def _decompressed(raw: IO[bytes], compression: str) -> IO[bytes]:
+    """The tar stream inside ``raw``, decompressed a buffer at a time.
+
+    ``tarfile``'s own stream modes inflate each compressed read in one call, so a highly compressible run (a long
+    name of one repeated byte) becomes one huge buffer; these readers bound every read's output.
+    """
+    if compression == "gz":
+        return gzip.GzipFile(fileobj=raw, mode="rb")
+    if compression == "bz2":
+        return bz2.BZ2File(raw, mode="rb")
+    if compression == "xz":
+        return lzma.LZMAFile(raw, mode="rb")
+    return raw
+
+
+def iter_members(
+    fileobj: IO[bytes], archive: str, max_member_bytes: int, max_header_bytes: int = MAX_HEADER_BYTES
+) -> Iterator[Member]:
+    """Yield every non-directory member in stream order.
+
+    Raises:
+        ArchiveError: the archive is empty, not a tar archive (plain or gzip/bzip2/xz-compressed), or its stream
+            breaks (truncated or corrupt); the message says which and after how many members.
+    """
+    head = fileobj.read(512)
+    if not head:
+        raise ArchiveError(f"{archive}: archive is empty (0 bytes)")
+    found, promised = detect_compression(head), named_compression(archive)
+    if promised and found != promised:
+        logger.warning(
+            "%s: the name promises %s but the data is %s; reading it as %s",
+            archive,
+            _DESCRIBED[promised],
+            _DESCRIBED[found],
+            _DESCRIBED[found],
+        )
     count = 0
     try:
-        with tarfile.open(fileobj=fileobj, mode="r|gz", bufsize=_READ_BLOCK) as tar:
-            for info in tar:
+        with tarfile.open(
+            fileobj=_decompressed(_Prefixed(head, fileobj), found),
+            mode="r|",
+            bufsize=_READ_BLOCK,
+            tarinfo=bounded_tarinfo(max_header_bytes),
+        ) as tar:
+            while (info := tar.next()) is not None:
+                tar.members.clear()  # stream mode would keep every header read: memory grows with members
                 if info.isdir():
                     continue
                 count += 1
-                problem = member_problem(info, max_member_bytes)
-                if problem:
-                    yield Member(info.name, None, problem)
-                    continue
-                handle = tar.extractfile(info)
-                data = handle.read() if handle is not None else b""
-                if len(data) != info.size:
-                    raise EOFError(f"member {info.name} ended after {len(data)} of {info.size} bytes")
-                yield Member(info.name, data)
-    except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise ArchiveError(
-            f"{archive}: archive is truncated or corrupt after {count} member(s): {type(exc).__name__}: {exc}"
-        ) from exc
+                member = _read_member(tar, info, max_member_bytes)
+                yield member
+    except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError, RecursionError) as exc:
+        raise ArchiveError(_broken(archive, found, head, count, exc)) from None
+    if count == 0:
+        raise ArchiveError(f"{archive}: archive is empty (no file members; read as {_DESCRIBED[found]})")
+
+
+def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, max_member_bytes: int) -> Member:
+    path = shorten(info.name)
+    problem = member_problem(info, max_member_bytes)
+    if problem:
+        return Member(path, None, problem)
+    handle = tar.extractfile(info)
+    data = handle.read() if handle is not None else b""
+    if len(data) != info.size:
+        raise EOFError(f"member {path} ended after {len(data)} of {info.size} bytes")
+    return Member(path, data)
+
+
+def _broken(archive: str, found: str, head: bytes, count: int, exc: BaseException) -> str:
+    """The words for an archive that could not be read to its end."""
+    text = shorten(str(exc))
+    if count == 0 and found == "tar" and isinstance(exc, tarfile.ReadError):
+        return (
+            f"{archive}: not a tar archive (neither plain nor gzip, bzip2 or xz compressed): "
+            f"its first bytes are {head[:16].hex(' ')}"
+        )
+    if count == 0 and isinstance(exc, tarfile.ReadError) and "empty file" in text:
+        return f"{archive}: archive is empty (the {_DESCRIBED[found]} stream holds no tar data)"
+    if isinstance(exc, RecursionError):
+        return f"{archive}: refused after {count} member(s): a chain of extended headers too long to follow"
+    return (
+        f"{archive}: archive is truncated or corrupt after {count} member(s) (read as {_DESCRIBED[found]}): "
+        f"{type(exc).__name__}: {text}"
+    )

@@ -6,6 +6,7 @@ Rejections raise :class:`ImageRejected` with a short reason; the caller quaranti
 from __future__ import annotations
 
 import io
+import re
 import zlib
 
 import numpy as np
@@ -22,6 +23,19 @@ RESAMPLE = {
 }
 _DIRECT_TO_L = {"L", "RGB", "RGBA", "P", "PA", "1", "CMYK", "YCbCr"}
 _SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I"}
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_OTHER_FORMATS = (
+    (b"\xff\xd8\xff", "a JPEG"),
+    (b"GIF87a", "a GIF"),
+    (b"GIF89a", "a GIF"),
+    (b"II*\x00", "a TIFF"),
+    (b"MM\x00*", "a TIFF"),
+    (b"BM", "a BMP"),
+    (b"\x1f\x8b", "gzip data"),
+    (b"%PDF", "a PDF"),
+    (b"RIFF", "a RIFF (WebP?) file"),
+)
+_REPR = re.compile(r"<[^<>]{0,200} at 0x[0-9a-fA-F]+>")
 
 
 class ImageRejected(BadInput):
@@ -32,16 +46,21 @@ class ImageRejected(BadInput):
         self.kind = kind
 
 
-def open_png(data: bytes, max_pixels: int) -> Image.Image:
-    """Open and fully decode a PNG, refusing other formats and oversized headers before decoding."""
+def open_png(
+    data: bytes, max_pixels: int, *, min_side: int = 0, max_aspect: float | None = None
+) -> Image.Image:
+    """Open and fully decode a PNG, refusing other formats and oversized or implausible headers before decoding.
+
+    ``min_side`` / ``max_aspect``: the smallest side and the largest long-to-short side ratio a radiograph may
+    have (``0`` / ``None``: no check).
+    """
+    _check_structure(data)
     try:
-        img = Image.open(io.BytesIO(data))
+        img = Image.open(io.BytesIO(data), formats=["PNG"])
     except Image.DecompressionBombError as exc:
-        raise ImageRejected("bomb", f"decompression bomb: {exc}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ImageRejected("not_an_image", f"not a readable image: {exc}") from None
-    if img.format != "PNG":
-        raise ImageRejected("not_png", f"not a PNG (format {img.format})")
+        raise ImageRejected("bomb", f"decompression bomb: {_words(exc)}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
+        raise ImageRejected("corrupt_png", f"corrupt PNG header: {_words(exc)}") from None
     width, height = img.size
     if width * height > max_pixels:
         raise ImageRejected(
@@ -49,12 +68,69 @@ def open_png(data: bytes, max_pixels: int) -> Image.Image:
             f"decompression bomb: header declares {width}x{height} = {width * height} pixels, "
             f"limit {max_pixels}",
         )
+    _check_plausible(width, height, min_side, max_aspect)
     try:
         img.load()
     except (OSError, SyntaxError, ValueError, EOFError, zlib.error) as exc:
         kind = "truncated_png" if "truncated" in str(exc).lower() else "corrupt_png"
-        raise ImageRejected(kind, f"{kind.replace('_png', '')} PNG: {exc}") from None
+        raise ImageRejected(kind, f"{kind.replace('_png', '')} PNG image data: {_words(exc)}") from None
     return img
+
+
+def _check_structure(data: bytes) -> None:
+    """Refuse, in words, what is no PNG at all: empty, another format, or cut short among its chunks."""
+    size = len(data)
+    if size == 0:
+        raise ImageRejected("empty_file", "empty file (0 bytes)")
+    if not data.startswith(PNG_SIGNATURE):
+        if PNG_SIGNATURE.startswith(data):
+            raise ImageRejected("truncated_png", f"truncated at byte {size}, inside the PNG signature")
+        other = next((name for magic, name in _OTHER_FORMATS if data.startswith(magic)), None)
+        if other:
+            raise ImageRejected("not_png", f"not a PNG but {other} ({size} bytes)")
+        raise ImageRejected(
+            "not_an_image", f"not a PNG: no PNG signature, the file starts with {data[:8].hex(' ')}"
+        )
+    offset = len(PNG_SIGNATURE)
+    first = True
+    while True:
+        if offset + 8 > size:
+            where = "before its IEND chunk" if offset == size else "inside a chunk header"
+            raise ImageRejected("truncated_png", f"truncated at byte {size}: the PNG ends {where}")
+        length = int.from_bytes(data[offset : offset + 4], "big")
+        kind = data[offset + 4 : offset + 8]
+        if first and kind != b"IHDR":
+            raise ImageRejected("corrupt_png", f"corrupt PNG: the first chunk is {kind!r}, not IHDR")
+        first = False
+        end = offset + 12 + length
+        if end > size:
+            raise ImageRejected(
+                "truncated_png",
+                f"truncated at byte {size}: the PNG ends inside its {kind.decode('latin-1')!r} chunk "
+                f"(which needs {end - size} more bytes)",
+            )
+        if kind == b"IEND":
+            return
+        offset = end
+
+
+def _check_plausible(width: int, height: int, min_side: int, max_aspect: float | None) -> None:
+    short, long = min(width, height), max(width, height)
+    if short < min_side:
+        raise ImageRejected(
+            "implausible_size", f"implausible size {width}x{height}: a side is below {min_side} px"
+        )
+    if max_aspect is not None and long > short * max_aspect:
+        raise ImageRejected(
+            "implausible_size",
+            f"implausible size {width}x{height}: aspect ratio 1:{long / short:.2f} beyond 1:{max_aspect:g}",
+        )
+
+
+def _words(exc: BaseException) -> str:
+    """An exception's message without any Python object repr in it (``<_io.BytesIO object at 0x...>``)."""
+    text = _REPR.sub("the data", str(exc)).strip()
+    return text[:300] or type(exc).__name__
 
 
 def to_gray8(img: Image.Image) -> Image.Image:
@@ -102,7 +178,9 @@ def prepare(
     png_level: int = 1,
     resample: str = "box",
     max_pixels: int = 40_000_000,
+    min_side: int = 0,
+    max_aspect: float | None = None,
 ) -> bytes:
     """PNG bytes from an archive -> the stored image bytes (``size`` x ``size``, 8-bit gray)."""
-    img = open_png(data, max_pixels)
+    img = open_png(data, max_pixels, min_side=min_side, max_aspect=max_aspect)
     return encode(resize_square(to_gray8(img), size, resample), encoding, png_level)

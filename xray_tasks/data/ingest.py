@@ -27,7 +27,7 @@ from xray_tasks.contracts import (
     SplitCount,
 )
 from xray_tasks.data import shards
-from xray_tasks.data.archives import Member, iter_members
+from xray_tasks.data.archives import Member, iter_members, shorten
 from xray_tasks.data.images import ImageRejected, prepare
 from xray_tasks.data.manifest import manifest_exclusions, read_manifest
 from xray_tasks.errors import BadInput
@@ -36,7 +36,9 @@ from xray_tasks.workspace import Workspace
 logger = logging.getLogger(__name__)
 
 REPORT_LIMIT = 50
-"""Quarantine entries carried in a stage's returned summary; the marker keeps them all."""
+"""Quarantine entries carried in a stage's returned summary (and logged one by one) per archive."""
+QUARANTINE_KEPT = 1000
+"""Quarantine entries kept in an archive's marker; ``members.by_kind`` counts every one."""
 PROGRESS_EVERY = 500
 """Members between two progress lines in the log."""
 
@@ -100,17 +102,21 @@ def ingest_archive(
     started = time.monotonic()
     with _stager(ws, stem, cfg) as stager:
         with storage.open_read(archive_uri) as fh:
-            for member in iter_members(fh, sorter.archive, int(cfg.max_member_mb * 1024 * 1024)):
+            members = iter_members(
+                fh, sorter.archive, int(cfg.max_member_mb * 1024 * 1024), cfg.max_header_kb * 1024
+            )
+            for member in members:
                 sorter.take(member, stager)
         entries = shards.publish(stager.finalize(), ws, stem)
     marker = sorter.marker(archive_uri, fmt, entries, time.monotonic() - started)
     storage.write_json(ws.marker(stem), marker.to_dict())  # the commit: written last
     logger.info(
-        "%s: committed %d images in %d shard(s), %d quarantined, %.1f images/s",
+        "%s: committed %d images in %d shard(s), %d quarantined %s, %.1f images/s",
         marker.archive,
         marker.members.sharded,
         len(entries),
         marker.members.quarantined,
+        marker.members.by_kind,
         marker.images_per_s or 0,
     )
     return _summary(marker, skipped=False)
@@ -150,6 +156,7 @@ class _MemberSorter:
         self.archive, self.cfg, self.excluded = archive, cfg, excluded
         self.lookup = _lookup(table)
         self.quarantine: list[Quarantined] = []
+        self.by_kind: dict[str, int] = {}
         self.counts: dict[str, dict[str, int]] = {}
         self.seen: set[str] = set()
         self.members, self.started = 0, time.monotonic()
@@ -179,6 +186,8 @@ class _MemberSorter:
                 png_level=cfg.png_level,
                 resample=cfg.resample,
                 max_pixels=cfg.max_pixels,
+                min_side=cfg.min_side,
+                max_aspect=cfg.max_aspect,
             )
         except ImageRejected as exc:
             self._reject(member.path, exc.kind, str(exc))
@@ -203,8 +212,17 @@ class _MemberSorter:
         tally["unhealthy" if label else "healthy"] += 1
 
     def _reject(self, path: str, kind: str, reason: str) -> None:
-        self.quarantine.append(Quarantined(archive=self.archive, member=path, kind=kind, reason=reason))
-        logger.warning("%s: quarantined %s: %s", self.archive, path, reason)
+        path, reason = shorten(path), shorten(reason, 500)
+        self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+        if len(self.quarantine) < QUARANTINE_KEPT:
+            self.quarantine.append(Quarantined(archive=self.archive, member=path, kind=kind, reason=reason))
+        rejected = sum(self.by_kind.values())
+        if rejected <= REPORT_LIMIT:
+            logger.warning("%s: quarantined %s: %s", self.archive, path, reason)
+        elif rejected == REPORT_LIMIT + 1:
+            logger.warning(
+                "%s: more than %d members quarantined; counting the rest", self.archive, REPORT_LIMIT
+            )
 
     def marker(self, archive_uri: str, fmt: ShardFormat, entries: list, elapsed: float) -> ShardMarker:
         return ShardMarker(
@@ -214,7 +232,10 @@ class _MemberSorter:
             shards=tuple(entries),
             counts={split: SplitCount(**tally) for split, tally in self.counts.items()},
             members=MemberCounts(
-                total=self.members, sharded=len(self.seen), quarantined=len(self.quarantine)
+                total=self.members,
+                sharded=len(self.seen),
+                quarantined=sum(self.by_kind.values()),
+                by_kind=dict(sorted(self.by_kind.items())),
             ),
             quarantine=tuple(self.quarantine),
             elapsed_s=round(elapsed, 3),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -70,6 +71,12 @@ def record_parts(
 
 def shard_name(stem: str, index: int, count: int) -> str:
     return f"{stem}-{index:05d}-of-{count:05d}.tfrecord"
+
+
+def is_shard_of(name: str, stem: str) -> bool:
+    """Whether ``name`` is one of ``stem``'s shard names exactly (``images_001-x``'s shards are not
+    ``images_001``'s)."""
+    return re.fullmatch(re.escape(stem) + r"-\d{5}-of-\d{5}\.tfrecord", name) is not None
 
 
 @dataclass
@@ -207,7 +214,7 @@ def remove_uncommitted(ws: Workspace, stem: str) -> int:
         name = storage.basename(uri)
         if ws.is_bookkeeping(uri):
             continue
-        if name.startswith(f"{stem}-") and name.endswith(".tfrecord"):
+        if is_shard_of(name, stem):
             storage.delete(uri)
             removed += 1
     return removed

@@ -43,6 +43,9 @@ def validate(workspace: str) -> ValidationSummary:
     _check_patients(where, expected, patient_of, workspace)
     missing = sorted(set(expected) - set(where))
     quarantine = [q for m in markers for q in m.quarantine]
+    by_kind: Counter = Counter()
+    for m in markers:  # markers from before by_kind existed list every quarantined member
+        by_kind.update(m.members.by_kind or Counter(q.kind for q in m.quarantine))
     summary = ValidationSummary(
         archives=len(markers),
         shards=sum(len(m.shards) for m in markers),
@@ -50,8 +53,8 @@ def validate(workspace: str) -> ValidationSummary:
         counts=_counts(markers),
         missing=Examples(count=len(missing), examples=tuple(missing[:REPORT_LIMIT])),
         quarantined=QuarantineReport(
-            count=len(quarantine),
-            by_kind=dict(Counter(q.kind for q in quarantine)),
+            count=sum(by_kind.values()),
+            by_kind=dict(sorted(by_kind.items())),
             examples=tuple(quarantine[:REPORT_LIMIT]),
         ),
         leaking_patients=0,
@@ -64,7 +67,7 @@ def validate(workspace: str) -> ValidationSummary:
         summary.shards,
         summary.archives,
         len(missing),
-        len(quarantine),
+        summary.quarantined.count,
     )
     return summary
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -145,8 +146,10 @@ class LocalBackend(Backend):
 
     def staging_dir(self, base: str, name: str) -> Path:
         root = local_path(base)
-        for stale in root.glob(f"{name}.*"):  # left by a crashed attempt: nothing else writes here
-            shutil.rmtree(stale, ignore_errors=True)
+        own = re.compile(re.escape(name) + r"\.[0-9a-f]{8}")  # this name's folders only, not `name.v2`'s
+        for stale in root.glob("*") if root.is_dir() else ():  # left by a crashed attempt
+            if own.fullmatch(stale.name):
+                shutil.rmtree(stale, ignore_errors=True)
         path = root / f"{name}.{uuid.uuid4().hex[:8]}"
         path.mkdir(parents=True)
         return path

@@ -1,9 +1,13 @@
+import bz2
+import gzip
 import io
+import lzma
 import tarfile
 
 import pytest
+from support.hostile import long_name_archive, pax_archive, plain_tar
 
-from xray_tasks.data.archives import ArchiveError, iter_members
+from xray_tasks.data.archives import NAME_LIMIT, ArchiveError, iter_members, shorten
 from xray_tasks.data.synth import write_archive
 
 
@@ -81,3 +85,85 @@ def test_plain_file_objects_work(tmp_path):
     write_archive(path, [("images/x.png", b"data")])
     members = list(iter_members(io.BytesIO(path.read_bytes()), "mem", 100))
     assert [(m.path, m.data) for m in members] == [("images/x.png", b"data")]
+
+
+# -- hostile headers, other compressions, empty archives (issue 11) ---------------------------------------------
+
+
+def _members(data, name="images_009.tar.gz", **kw):
+    return list(iter_members(io.BytesIO(data), name, 1 << 20, **kw))
+
+
+def test_an_oversized_gnu_long_name_is_quarantined_unread_and_the_rest_goes_on(tmp_path):
+    path = long_name_archive(tmp_path / "images_009.tar.gz", 1 << 20, [("images/ok.png", b"fine")])
+    with open(path, "rb") as fh:
+        members = list(iter_members(fh, path.name, 1 << 20, max_header_bytes=64 * 1024))
+    assert [(m.path, m.data, m.problem and m.problem[0]) for m in members] == [
+        ("images/x.png", None, "oversized_header"),
+        ("images/ok.png", b"fine", None),
+    ]
+    assert members[0].problem[1] == (
+        "GNU long-name header of 1048577 bytes (limit 65536); member skipped unread"
+    )
+
+
+def test_an_oversized_pax_header_is_quarantined_and_the_rest_goes_on(tmp_path):
+    path = pax_archive(tmp_path / "images_009.tar.gz", 200_000, [("images/ok.png", b"fine")])
+    members = _members(path.read_bytes())
+    assert [m.problem[0] if m.problem else m.path for m in members] == ["oversized_header", "images/ok.png"]
+    assert members[0].problem[1].startswith("pax extended header of ")
+
+
+def test_long_names_under_the_limit_are_read_and_shortened_wherever_returned(tmp_path):
+    long = "images/" + "n" * 5000 + ".png"
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w:gz", format=tarfile.GNU_FORMAT) as tar:
+        for name in (long, "../" + "u" * 5000):
+            info = tarfile.TarInfo(name)
+            info.size = 3
+            tar.addfile(info, io.BytesIO(b"abc"))
+    first, second = _members(out.getvalue())
+    assert first.data == b"abc" and len(first.path) <= NAME_LIMIT and "[5011 chars]" in first.path
+    assert second.problem[0] == "unsafe_path" and len(second.problem[1]) < NAME_LIMIT + 100
+    assert shorten("short") == "short"
+
+
+@pytest.mark.parametrize(
+    "compress, what", [(lambda b: b, "uncompressed tar"), (bz2.compress, "bzip2"), (lzma.compress, "xz")]
+)
+def test_an_archive_not_gzip_compressed_is_read_for_what_it_is(compress, what, caplog):
+    data = compress(plain_tar([("images/a.png", b"x" * 10)]))
+    with caplog.at_level("WARNING"):
+        members = _members(data)
+    assert [(m.path, m.data) for m in members] == [("images/a.png", b"x" * 10)]
+    assert f"the name promises gzip but the data is {what}" in caplog.text
+
+
+@pytest.mark.parametrize(
+    "data, words",
+    [
+        (b"", "archive is empty (0 bytes)"),
+        (gzip.compress(b""), "archive is empty (the gzip stream holds no tar data)"),
+        (gzip.compress(plain_tar([])), "archive is empty (no file members; read as gzip)"),
+        (plain_tar([]), "archive is empty (no file members; read as uncompressed tar)"),
+    ],
+)
+def test_an_empty_archive_is_called_empty(data, words):
+    with pytest.raises(ArchiveError) as info:
+        _members(data)
+    assert str(info.value) == f"images_009.tar.gz: {words}"
+    assert "truncated" not in str(info.value)
+
+
+def test_bytes_that_are_no_archive_are_refused_with_that_reason():
+    with pytest.raises(ArchiveError, match="not a tar archive .*its first bytes are 72 61 6e 64"):
+        _members(b"random junk" * 100)
+
+
+def test_a_chain_of_extended_headers_is_refused_not_a_crash():
+    body = b"11 a=bcdef\n"
+    pax = tarfile.TarInfo("././@PaxHeader")
+    pax.size, pax.type = len(body), tarfile.XHDTYPE
+    one = pax.tobuf(format=tarfile.USTAR_FORMAT) + body + b"\0" * (512 - len(body))
+    with pytest.raises(ArchiveError, match="a chain of extended headers too long to follow"):
+        _members(gzip.compress(one * 5000 + plain_tar([("images/z.png", b"z")])))

@@ -69,3 +69,65 @@ def test_other_formats_are_refused():
     Image.fromarray(_gray()).save(out, format="JPEG")
     with pytest.raises(ImageRejected, match="not a PNG"):
         open_png(out.getvalue(), max_pixels=10_000_000)
+
+
+# -- reasons in words, plausible sizes (issue 11) ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data, kind, words",
+    [
+        (b"", "empty_file", "empty file (0 bytes)"),
+        (
+            b"hello, not an image",
+            "not_an_image",
+            "not a PNG: no PNG signature, the file starts with 68 65 6c",
+        ),
+        (b"\x89PNG", "truncated_png", "truncated at byte 4, inside the PNG signature"),
+        (
+            png_bytes(_gray())[:60],
+            "truncated_png",
+            "truncated at byte 60: the PNG ends inside its 'IDAT' chunk",
+        ),
+        (
+            png_bytes(_gray())[:40],
+            "truncated_png",
+            "truncated at byte 40: the PNG ends inside a chunk header",
+        ),
+        (png_bytes(_gray())[:8], "truncated_png", "truncated at byte 8: the PNG ends before its IEND chunk"),
+        (b"GIF89a" + b"\0" * 20, "not_png", "not a PNG but a GIF (26 bytes)"),
+        (
+            b"\x89PNG\r\n\x1a\n\0\0\0\x0dIDAT" + b"\0" * 17,
+            "corrupt_png",
+            "the first chunk is b'IDAT', not IHDR",
+        ),
+    ],
+    ids=lambda v: v if isinstance(v, str) and len(v) < 20 else None,
+)
+def test_every_rejection_says_what_is_wrong_in_words(data, kind, words):
+    with pytest.raises(ImageRejected) as info:
+        open_png(data, max_pixels=10_000_000)
+    assert info.value.kind == kind
+    assert words in str(info.value)
+    assert " at 0x" not in str(info.value) and "object" not in str(info.value)
+
+
+def test_pillow_messages_lose_their_object_reprs():
+    from xray_tasks.data.images import _words
+
+    text = _words(OSError("cannot identify image file <_io.BytesIO object at 0x7f00deadbeef>"))
+    assert text == "cannot identify image file the data"
+
+
+@pytest.mark.parametrize(
+    "shape, ok",
+    [((256, 256), True), ((256, 384), True), ((1024, 1024), True), ((255, 300), False), ((256, 385), False)],
+)
+def test_images_outside_a_plausible_size_are_refused(shape, ok):
+    data = png_bytes(np.zeros(shape, dtype=np.uint8))
+    if ok:
+        assert open_png(data, 10_000_000, min_side=256, max_aspect=1.5).size == shape[::-1]
+        return
+    with pytest.raises(ImageRejected, match="implausible size") as info:
+        open_png(data, 10_000_000, min_side=256, max_aspect=1.5)
+    assert info.value.kind == "implausible_size"
