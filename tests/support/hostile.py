@@ -2,8 +2,7 @@
 
 ``long_name_archive`` writes a small ``.tar.gz`` whose first member carries a GNU long-name header of any size
 (streamed through gzip, never held in memory); ``measure_cli`` runs one ``xray-tasks`` command in a fresh wrapper
-process and returns its peak RSS (``RUSAGE_CHILDREN`` of the wrapper: that command alone) with its stdout and
-stderr sizes.  ``hostile_csv`` writes a metadata CSV made to blow up a per-label-string expansion.
+process and returns its peak RSS (its VmHWM, polled: that command alone) with its stdout and stderr sizes.  ``hostile_csv`` writes a metadata CSV made to blow up a per-label-string expansion.
 """
 
 from __future__ import annotations
@@ -19,11 +18,34 @@ from pathlib import Path
 BLOCK = tarfile.BLOCKSIZE
 
 _WRAPPER = """
-import resource, subprocess, sys
+import subprocess, sys, time
+
+def hwm(pid):
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            return next(int(line.split()[1]) for line in fh if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return 0
+
 with open(sys.argv[1], "wb") as out, open(sys.argv[2], "wb") as err:
-    rc = subprocess.run(sys.argv[3:], stdout=out, stderr=err, check=False).returncode
-print(rc, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    child = subprocess.Popen(sys.argv[3:], stdout=out, stderr=err)
+    peak = 0
+    while child.poll() is None:
+        peak = max(peak, hwm(child.pid))
+        time.sleep(0.02)
+print(child.returncode, peak)
 """
+"""Runs a command and polls its VmHWM (its own address space's peak RSS, in kB) until it exits.  Not
+``ru_maxrss``: on Linux a child started by vfork/exec inherits its parent's high-water mark in it."""
+
+
+FROM_CHECKOUT = """
+import runpy, sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in getattr(f, "__module__", "")]
+sys.path.insert(0, sys.argv.pop(1))
+runpy.run_module("xray_tasks.cli", run_name="__main__", alter_sys=True)
+"""
+"""Runs ``xray_tasks.cli`` from the checkout named by the first argument (the editable install set aside)."""
 
 
 def _header(name: str, size: int, kind: bytes = tarfile.REGTYPE) -> bytes:
@@ -81,18 +103,26 @@ def plain_tar(members: list[tuple[str, bytes]]) -> bytes:
     return out.getvalue()
 
 
-def measure_cli(args: list[str], workdir: Path, env: dict | None = None) -> dict:
-    """Run ``python -m xray_tasks.cli ARGS`` in a fresh wrapper; peak RSS (MB), exit code, output sizes."""
+def measure_cli(
+    args: list[str], workdir: Path, env: dict | None = None, code_from: str | None = None
+) -> dict:
+    """Run ``python -m xray_tasks.cli ARGS`` in a fresh wrapper; peak RSS (MB), exit code, output sizes.
+
+    ``code_from``: a checkout whose ``xray_tasks`` runs instead of the installed one (for before/after figures).
+    """
+    cli = [sys.executable, "-m", "xray_tasks.cli"]
+    if code_from:
+        cli = [sys.executable, "-c", FROM_CHECKOUT, code_from]
     out, err = workdir / "stdout.txt", workdir / "stderr.txt"
     proc = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, str(out), str(err), sys.executable, "-m", "xray_tasks.cli", *args],
+        [sys.executable, "-c", _WRAPPER, str(out), str(err), *cli, *args],
         check=True,
         capture_output=True,
         text=True,
         timeout=600,
         env=env,
     )
-    rc, maxrss_kb = map(int, proc.stdout.split())
+    rc, maxrss_kb = map(int, proc.stdout.split())  # VmHWM polled every 20 ms
     return {
         "rc": rc,
         "peak_rss_mb": round(maxrss_kb / 1024, 1),
