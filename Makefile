@@ -11,6 +11,7 @@ PYTEST_ARGS ?=
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+	@py=$(BIN)/python; test -x $$py || py=$(PYTHON); v=$$($$py -c 'import sys; print("%d.%d" % sys.version_info[:2])'); case "$$v" in 3.9|3.1[012]) echo "Python $$v ($$py): supported (TensorFlow 2.17 needs 3.9-3.12)";; *) echo "Python $$v ($$py) is not supported: TensorFlow 2.17 needs 3.9-3.12; run e.g. make PYTHON=python3.12 (and remove $(VENV) if it was made with $$v)" >&2; exit 1;; esac
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -r requirements.txt -c constraints.txt
