@@ -14,7 +14,7 @@ from support import REPO
 from xray_tasks import contracts
 
 BIN = Path(sys.executable).parent
-SOURCES = ("xray_tasks", "dags", "plugins", "tests", "bench")
+SOURCES = ("xray_tasks", "dags", "plugins", "tests", "bench", "fuzz")
 MAX_MODULE_LINES = 400
 
 
