@@ -94,6 +94,8 @@ def read_metadata(uri: str) -> Metadata:
     def exclude(mask: pd.Series, what: str, column: str | None = None) -> None:
         nonlocal frame
         mask = mask.reindex(frame.index, fill_value=False)
+        if not mask.any():
+            return
         rows = frame.loc[mask, ["image_index"] if column is None else ["image_index", column]]
         for values in rows.itertuples(index=False):
             text = what if column is None else f"{what} in '{shorten(values[1], VALUE_SHOWN)}'"
