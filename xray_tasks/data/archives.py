@@ -39,6 +39,12 @@ _EXTENDED = {
     tarfile.XGLTYPE: "pax global",
     tarfile.SOLARIS_XHDTYPE: "Solaris extended",
 }
+_TYPE_NAMES = {
+    tarfile.CONTTYPE: "a contiguous file",
+    tarfile.GNUTYPE_SPARSE: "a GNU sparse file",
+    b"V": "a volume label",
+    b"M": "a multi-volume continuation",
+}
 _SUFFIX_COMPRESSION = {".tar.gz": "gz", ".tgz": "gz", ".tar.bz2": "bz2", ".tar.xz": "xz", ".tar": "tar"}
 _DESCRIBED = {"gz": "gzip", "bz2": "bzip2", "xz": "xz", "tar": "uncompressed tar"}
 
@@ -117,7 +123,8 @@ def member_problem(info: tarfile.TarInfo, max_bytes: int) -> tuple[str, str] | N
     if info.ischr() or info.isblk() or info.isfifo():
         return "device_member", "device or FIFO member"
     if not info.isfile():
-        return "not_regular_file", f"not a regular file (tar type {info.type!r})"
+        kind = _TYPE_NAMES.get(info.type, f"unknown tar type {info.type.decode('latin-1')!r}")
+        return "not_regular_file", f"not a regular file ({kind})"
     if info.size > max_bytes:
         return "member_too_large", f"member too large ({info.size} bytes, limit {max_bytes})"
     if not info.name.lower().endswith(".png"):

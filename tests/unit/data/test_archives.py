@@ -167,3 +167,21 @@ def test_a_chain_of_extended_headers_is_refused_not_a_crash():
     one = pax.tobuf(format=tarfile.USTAR_FORMAT) + body + b"\0" * (512 - len(body))
     with pytest.raises(ArchiveError, match="a chain of extended headers too long to follow"):
         _members(gzip.compress(one * 5000 + plain_tar([("images/z.png", b"z")])))
+
+
+@pytest.mark.parametrize(
+    "kind, words",
+    [(b"V", "a volume label"), (b"M", "a multi-volume continuation"), (b"Z", "unknown tar type 'Z'")],
+)
+def test_other_member_types_are_named_in_words(kind, words):
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w") as tar:
+        odd = tarfile.TarInfo("images/a.png")
+        odd.type = kind
+        tar.addfile(odd)
+        plain = tarfile.TarInfo("images/b.png")
+        plain.size = 1
+        tar.addfile(plain, io.BytesIO(b"x"))
+    odd_member, plain_member = _members(out.getvalue())
+    assert odd_member.problem == ("not_regular_file", f"not a regular file ({words})")
+    assert plain_member.data == b"x"
