@@ -16,7 +16,7 @@ from support import REPO
 
 pytestmark = pytest.mark.fuzz
 
-SECONDS = {"archive": 14, "image": 12, "metadata": 12, "manifest": 6, "pointer": 6}
+SECONDS = {"archive": 12, "image": 8, "metadata": 12, "manifest": 5, "pointer": 5}
 
 
 def fuzz_stats(output: str) -> dict[str, int]:
