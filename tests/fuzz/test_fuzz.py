@@ -32,7 +32,10 @@ def fuzz_stats(output: str) -> dict[str, int]:
 @pytest.mark.parametrize("target", sorted(SECONDS))
 def test_bounded_fuzz_run_finds_no_crash(target, tmp_path):
     proc = subprocess.run(
-        [sys.executable, str(REPO / "fuzz" / "run.py"), "run", target, "--seconds", str(SECONDS[target])],
+        [
+            *(sys.executable, str(REPO / "fuzz" / "run.py"), "run", target),
+            *("--seconds", str(SECONDS[target]), "--work", str(tmp_path / "found")),
+        ],
         capture_output=True,
         text=True,
         timeout=SECONDS[target] + 120,
