@@ -1,6 +1,7 @@
 """Publishing one evaluated run: gate, claim, upload, verify, manifest, decision, champion swap, in that order.
 
-The order is the safety argument.  Nothing a reader trusts exists until its inputs are complete: a version is
+Before anything is gated, ``recompute.verify_run`` recomputes every judged number from the run's predictions and
+the manifest's labels; a metrics.json that disagrees is refused.  The order is the safety argument.  Nothing a reader trusts exists until its inputs are complete: a version is
 complete only once ``MANIFEST.json`` exists, written after every file was read back from storage and matched its
 sha256; the champion pointer moves last, by compare-and-swap against the state the gate decided on.  A crash or an
 outage at any step leaves the champion untouched and at worst an incomplete version (listed as such, never loaded);
@@ -9,6 +10,7 @@ a re-run claims a fresh id.  A run already published complete is not uploaded ag
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import tempfile
@@ -20,7 +22,7 @@ from xray_tasks import storage
 from xray_tasks.config import GatePolicy, to_dict
 from xray_tasks.contracts import DecisionRecord, Forced, Metrics, PublishSummary
 from xray_tasks.errors import BadInput
-from xray_tasks.registry import gate, integrity, pointers, rescore, signing, versions
+from xray_tasks.registry import gate, integrity, pointers, recompute, rescore, signing, versions
 from xray_tasks.registry.layout import (
     SERVING,
     ChampionConflict,
@@ -37,7 +39,7 @@ logger = logging.getLogger(__name__)
 
 PUBLISHED_FILES = RunDir.PUBLISHED_FILES
 PUBLISHED_DIRS = RunDir.PUBLISHED_DIRS
-REQUIRED = (*PUBLISHED_FILES, f"{RunDir.PREDICTIONS}/test.parquet")
+REQUIRED = (*PUBLISHED_FILES, f"{RunDir.PREDICTIONS}/val.parquet", f"{RunDir.PREDICTIONS}/test.parquet")
 
 
 @dataclass(frozen=True)
@@ -179,6 +181,10 @@ def publish(
     publish_id = new_id()
     with tempfile.TemporaryDirectory(prefix="xray-publish-") as tmp:
         candidate = stage_run(run_dir, Path(tmp) / "run")
+        checked, fields = recompute.verify_run(
+            candidate.staged, candidate.metrics, workspace=workspace, where=run_dir
+        )
+        candidate = dataclasses.replace(candidate, metrics=checked)
         pointer, tag = pointers.read_champion(registry, model_name)
         previous = pointer["version"] if pointer else None
         summary = PublishSummary(
@@ -202,6 +208,11 @@ def publish(
             logger.info("run already published as %s, which is the champion: nothing to do", existing)
             return summary.replace(reused=True, version=existing)
         result = _gate(registry, model_name, candidate, previous, policy, workspace)
+        result = result.replace(
+            context=result.context.replace(
+                test_split_digest=checked.data.test_split_digest, recomputed=fields
+            )
+        )
         if result.passed or force:
             decision = "candidate" if stage else ("forced" if forced else "approved")
         else:

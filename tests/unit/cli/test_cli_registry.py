@@ -136,7 +136,9 @@ def test_predict_prints_probability_and_decision_per_image(published, image_dir,
     for i, p in enumerate(expected):
         row = got[f"study_{i}.png"]
         assert float(row["probability"]) == pytest.approx(float(p), abs=1e-4)
-        assert row["decision"] == ("needs_review" if float(row["probability"]) >= 0.45 else "cleared")
+        assert row["decision"] == (
+            "needs_review" if float(row["probability"]) >= summary["threshold"] else "cleared"
+        )
 
 
 def test_score_writes_a_worklist_ordered_by_risk(published, image_dir, tmp_path, capsys):
