@@ -12,7 +12,7 @@ from typing import Any
 
 from xray_tasks import storage
 from xray_tasks.cli import governance
-from xray_tasks.cli.common import add_config_args, load_config
+from xray_tasks.cli.common import IncompleteResult, add_config_args, load_config
 from xray_tasks.errors import BadInput, MissingInput
 
 logger = logging.getLogger(__name__)
@@ -59,6 +59,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _registry_args(p)
     p.add_argument("--version", help="version id (default: the champion)")
     p.add_argument("images", nargs="+", help="PNG files, folders or s3:// prefixes")
+    p.add_argument(
+        "--allow-errors",
+        action="store_true",
+        help="exit 0 even when some inputs could not be scored (they are still listed, with the reason)",
+    )
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("score", help="score a folder/prefix of images into a worklist ordered by risk")
@@ -175,15 +180,22 @@ def _predict(args: argparse.Namespace) -> dict:
     from xray_tasks import registry
     from xray_tasks.registry import inference
 
-    uris = [u for location in args.images for u in inference.list_images(location)]
-    if not uris:
-        raise MissingInput(f"no PNG images found in {args.images}")
+    inputs = inference.expand_inputs(args.images)
     published = registry.load(args.registry, args.model_name, args.version)
-    rows = published.score(uris)
+    rows = published.score(inputs)
     summary = _counts(rows, published)
     if args.format == "json":
-        return {**summary, "predictions": rows}
-    _print_rows([{k: r[k] for k in ("image", "probability", "decision", "error")} for r in rows], args.format)
+        summary = {**summary, "predictions": rows}
+    else:
+        _print_rows(
+            [{k: r[k] for k in ("image", "probability", "decision", "error")} for r in rows], args.format
+        )
+    if summary["errors"] and not args.allow_errors:
+        raise IncompleteResult(
+            f"{summary['errors']} of {summary['images']} inputs could not be scored (listed with the reason); "
+            f"--allow-errors to accept that",
+            summary,
+        )
     return summary
 
 
@@ -195,11 +207,11 @@ def _score(args: argparse.Namespace) -> dict:
 
     if not args.out.endswith((".csv", ".parquet")):
         raise BadInput(f"--out must end in .csv or .parquet, got {args.out!r}")
-    uris = inference.list_images(args.images)
-    if not uris:
-        raise MissingInput(f"{args.images}: no PNG images")
+    inputs = inference.expand_inputs([args.images])
+    if len(inputs) == 1 and inputs[0][0] == args.images and inputs[0][1]:
+        raise MissingInput(f"{args.images}: {inputs[0][1]}")
     published = registry.load(args.registry, args.model_name, args.version)
-    rows = published.score(uris, batch_size=args.batch_size)
+    rows = published.score(inputs, batch_size=args.batch_size)
     table = pd.DataFrame(
         rows, columns=["image", "probability", "decision", "error", "model_version", "threshold"]
     )

@@ -61,8 +61,11 @@ class PublishedModel:
         batch = inference.prepare_images(blobs, self.stored_image_size, self.input_size)
         return inference.triage_probabilities(self.model, batch)
 
-    def score(self, uris: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
-        """Rows ``image, probability, decision, error`` for image files (local paths or s3:// URIs)."""
+    def score(
+        self, uris: Sequence[str | tuple[str, str | None]], batch_size: int = 32
+    ) -> list[dict[str, Any]]:
+        """Rows ``image, probability, decision, error`` for image files (local paths or s3:// URIs), one per input
+        in input order (``inference.score_uris``)."""
         rows = inference.score_uris(
             self.model,
             list(uris),

@@ -132,14 +132,20 @@ def promote(
     new_pointer = versions.champion_pointer(model_name, verified, record.publish_id, name, current)
     try:
         pointers.swap_champion(registry, model_name, new_pointer, tag)
-    except ChampionConflict as exc:
+    except ChampionConflict:
+        now_at = catalog.champion_version(registry, model_name)
+        conflict = ChampionConflict(
+            f"{model_name}: the champion changed while this promotion ran (it read {current or 'no champion'}, "
+            f"the champion is now {now_at or 'nothing'}); version {version} was not promoted: decide again "
+            f"against the new champion"
+        )
         versions.record_decision(
             registry,
             model_name,
             version,
-            record.replace(decision="conflict", reasons=(str(exc),), decided_at=now()),
+            record.replace(decision="conflict", reasons=(str(conflict),), decided_at=now()),
         )
-        raise
+        raise conflict from None
     logger.info("%s champion %s -> %s (%s by %s)", model_name, current, version, decision, who)
     return PromotionSummary(
         model_name=model_name,

@@ -115,7 +115,14 @@ def test_models_list_and_show(published, capsys):
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "json"])
 def test_predict_prints_probability_and_decision_per_image(published, image_dir, capsys, fmt):
-    status, out, _ = cli(capsys, "predict", "--registry", published, "--format", fmt, str(image_dir))
+    status, out, err = cli(capsys, "predict", "--registry", published, "--format", fmt, str(image_dir))
+    summary = json.loads(out[-1])
+    assert (
+        status == 1 and "1 of 6 inputs could not be scored" in err
+    )  # broken.png: listed, and it fails the run
+    status, out, _ = cli(
+        capsys, "predict", "--registry", published, "--format", fmt, "--allow-errors", str(image_dir)
+    )
     summary = json.loads(out[-1])
     assert (
         status == 0 and summary["version"] == "000001" and summary["images"] == 6 and summary["errors"] == 1
@@ -234,3 +241,23 @@ def test_stage_promote_reject_gc_and_keys_from_the_cli(tmp_path, capsys):
     assert (tmp_path / "keys" / "signing.key").stat().st_mode & 0o777 == 0o600
     assert b"PRIVATE KEY" not in "\n".join(out).encode()  # the key itself is never printed
     assert cli(capsys, "keys", "generate", "--out", str(tmp_path / "keys"))[0] == 1  # never overwritten
+
+
+def test_predict_lists_every_named_input_and_fails_unless_errors_are_allowed(
+    published, image_dir, tmp_path, capsys
+):
+    missing, real = str(tmp_path / "missing.png"), str(image_dir / "study_0.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    named = [missing, real, str(tmp_path / "notes.txt"), str(empty)]
+    status, out, _ = cli(capsys, "predict", "--registry", published, "--format", "json", *named)
+    summary = json.loads(out[-1])
+    assert status == 1 and (summary["images"], summary["errors"]) == (4, 3)
+    rows = {r["image"]: r for r in summary["predictions"]}
+    assert list(rows) == named  # every input, in the order given
+    assert rows[missing]["error"] == "file not found" and rows[missing]["decision"] is None
+    assert "not a PNG" in rows[named[2]]["error"] and "empty folder" in rows[named[3]]["error"]
+    assert rows[real]["error"] is None and rows[real]["decision"] in ("needs_review", "cleared")
+    status, out, _ = cli(capsys, "predict", "--registry", published, "--allow-errors", missing, real)
+    assert status == 0 and json.loads(out[-1])["errors"] == 1
