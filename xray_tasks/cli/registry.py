@@ -33,6 +33,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--reason", default="", help="why a publish is forced (recorded with the decision)")
     p.add_argument("--actor", help="who forces it (default: $XRAY_ACTOR or the login name)")
     p.add_argument(
+        "--deployment-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the deployment's own policy (e.g. gate.min_auroc=0.7 from an admin-only Variable): "
+        "unlike --set gate.*, it does not make the publish a forced one (repeatable)",
+    )
+    p.add_argument(
         "--stage",
         action="store_true",
         help="upload a gated version as a candidate awaiting sign-off (`models promote`); the champion stays",
@@ -93,13 +101,11 @@ def _registry_args(
 def _publish(args: argparse.Namespace) -> dict:
     from xray_tasks.registry import publish
 
-    cfg = load_config(args)
-    # The deployment's policy is the profile and --config; a --set gate.* on this run changes it (a forced publish).
-    deployment = load_config(
-        argparse.Namespace(
-            **{**vars(args), "set": [a for a in args.set if not a.strip().startswith("gate.")]}
-        )
-    )
+    # The deployment's policy: the profile, --config and --deployment-set; a --set gate.* on this run changes it,
+    # which makes the publish a forced one.
+    cfg = load_config(argparse.Namespace(**{**vars(args), "set": [*args.deployment_set, *args.set]}))
+    run_sets = [a for a in args.set if not a.strip().startswith("gate.")]
+    deployment = load_config(argparse.Namespace(**{**vars(args), "set": [*args.deployment_set, *run_sets]}))
     return publish(
         args.run_dir,
         cfg.registry,

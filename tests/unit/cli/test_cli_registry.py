@@ -75,6 +75,19 @@ def test_publish_prints_the_decision_and_a_gate_override_is_a_forced_publish(tmp
     assert summary["changed_keys"] == ["gate.min_auroc"]
     status, _, err = cli(capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--force")
     assert status == 1 and "needs a reason" in err
+    # The deployment's own policy (an admin-only setting) is no override: an ordinary, unforced decision.
+    status, out, _ = cli(
+        capsys,
+        "publish",
+        "--run-dir",
+        run_dir,
+        "--registry",
+        registry,
+        "--deployment-set",
+        "gate.min_auroc=0.9",
+    )
+    summary = json.loads(out[-1])
+    assert status == 0 and (summary["decision"], summary["changed_keys"]) == ("rejected", [])
     status, out, _ = cli(
         capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--force",
         "--reason", "demo", "--actor", "tester", *override,

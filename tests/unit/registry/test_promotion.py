@@ -225,3 +225,15 @@ def test_gc_removes_only_old_incomplete_versions(registry, runs):
     assert gc.collect(registry, NAME, older_than="30m", apply=True)["removed"] == ["000004"]
     with pytest.raises(ValueError, match="--older-than"):
         gc.collect(registry, NAME, older_than="soon")
+
+
+def test_a_version_found_complete_on_retry_is_re_verified_before_promotion(registry, runs):
+    run = runs("a", auroc=0.7)
+    first = publish(run, registry, policy=GatePolicy(min_auroc=0.75))
+    assert first.decision == "rejected"
+    card = storage.join(version_uri(registry, NAME, first.version), "model_card.md")
+    storage.write_bytes(card, b"# edited after publishing\n")
+    with pytest.raises(IntegrityError, match="model_card.md: s"):
+        publish(run, registry)  # passes the gate now, but its stored version no longer matches its manifest
+    assert champion_of(registry) is None
+    assert [d["decision"] for d in read_decisions(registry, NAME, first.version)] == ["rejected"]
