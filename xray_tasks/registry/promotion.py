@@ -6,8 +6,8 @@ one immutable record in the version's decision log naming who, why and the champ
 
 Which versions each decision may move to champion:
 
-- ``approved``: a version whose latest decision is ``candidate`` (gate passed, staged) or one that was approved
-  before; never one the gate or a reviewer rejected;
+- ``approved``: a version whose latest decision is ``candidate`` (gate passed, staged; and the champion is still
+  the one it was gated against) or one that was approved before; never one the gate or a reviewer rejected;
 - ``rolled_back``: a version that was champion before (an ``approved``, ``forced`` or ``rolled_back`` record);
 - ``forced``: any complete, verified version (the reason is recorded as the justification).
 """
@@ -43,8 +43,17 @@ def _latest(history: list[dict[str, Any]]) -> str | None:
     return decisions[-1] if decisions else None
 
 
-def _check_eligible(model_name: str, version: str, decision: str, history: list[dict[str, Any]]) -> None:
+def _check_eligible(
+    model_name: str, version: str, decision: str, history: list[dict[str, Any]], current: str | None
+) -> None:
     latest = _latest(history)
+    staged = [d for d in history if d["decision"] == "candidate"]
+    if decision == "approved" and latest == "candidate" and staged[-1]["champion_before"] != current:
+        raise ChampionConflict(
+            f"{model_name} version {version} was gated against champion {staged[-1]['champion_before'] or 'none'}, "
+            f"but the champion is now {current or 'nothing'}: its comparison no longer holds; publish the run "
+            f"again with --stage to gate it against the current champion"
+        )
     if decision == "approved" and latest not in _APPROVABLE:
         raise BadInput(
             f"{model_name} version {version}: its latest decision is {latest or 'none'}, not a staged candidate; "
@@ -111,7 +120,9 @@ def promote(
             key_id=pointer.get("key_id") if pointer else None,
         )
     verified = versions.verify(registry, model_name, version, trusted_keys)
-    _check_eligible(model_name, version, decision, catalog.read_decisions(registry, model_name, version))
+    _check_eligible(
+        model_name, version, decision, catalog.read_decisions(registry, model_name, version), current
+    )
     record = DecisionRecord(
         decision=decision,
         reasons=(),

@@ -237,3 +237,14 @@ def test_a_version_found_complete_on_retry_is_re_verified_before_promotion(regis
         publish(run, registry)  # passes the gate now, but its stored version no longer matches its manifest
     assert champion_of(registry) is None
     assert [d["decision"] for d in read_decisions(registry, NAME, first.version)] == ["rejected"]
+
+
+def test_a_candidate_gated_against_another_champion_is_not_approved(registry, runs):
+    publish(runs("a", seed=1, auroc=0.8), registry)
+    staged = publish(runs("b", seed=2, auroc=0.85), registry, stage=True)  # gated against 000001
+    publish(runs("c", seed=3, auroc=0.9), registry)  # 000003 becomes champion meanwhile
+    with pytest.raises(
+        ChampionConflict, match="gated against champion 000001, but the champion is now 000003"
+    ):
+        promote(registry, NAME, staged.version, reason="ok", actor="dr")
+    assert champion_of(registry) == "000003"
