@@ -1,11 +1,14 @@
 """Test helpers for the registry: tiny but real evaluated run directories, images, a TCP proxy to cut S3 off.
 
 A run directory here is what the evaluate stage writes (docs/CONTRACTS.md): a real Keras model with the contract's
-interface and a schema-1 metrics.json whose headline numbers the test chooses, so gate outcomes are controlled.
+interface, predictions crafted to the AUROC the test chooses (so gate outcomes are controlled), and the metrics.json
+evaluation computes from them, since publish recomputes every judged number.  ``metrics_json`` is a free-standing,
+fabricated metrics.json for the gate's pure unit tests.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import socket
@@ -13,6 +16,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from PIL import Image
 
 from xray_tasks.config import PipelineConfig, to_dict
@@ -131,31 +135,161 @@ def metrics_json(
     }
 
 
+def crafted_probabilities(labels, auroc: float) -> np.ndarray:
+    """P(unhealthy) per study whose AUROC against ``labels`` is ``auroc`` (to 1 / (positives x negatives)).
+
+    Healthy studies sit evenly in (0.05, 0.95); each unhealthy one sits just above as many healthy ones as its
+    share of the pairs needs, spread so that the operating point still clears healthy studies.
+    """
+    y = np.asarray(labels).astype(int)
+    pos, neg = int(y.sum()), int(len(y) - y.sum())
+    target = round(auroc * pos * neg)
+    mean = target / pos
+    counts = np.round(np.linspace(max(0.0, 2 * mean - neg), min(float(neg), 2 * mean), pos)).astype(int)
+    counts = np.clip(counts, 0, neg)
+    step = 1 if counts.sum() < target else -1
+    i = 0
+    while counts.sum() != target:
+        j = i % pos if step > 0 else pos - 1 - i % pos
+        if 0 <= counts[j] + step <= neg:
+            counts[j] += step
+        i += 1
+    healthy = 0.05 + 0.9 * (np.arange(neg) + 0.5) / neg
+    above = np.where(counts > 0, healthy[np.maximum(counts - 1, 0)] + 0.45 / neg, 0.025)
+    probs = np.empty(len(y), dtype=np.float64)
+    probs[y == 0], probs[y == 1] = healthy, np.sort(above)
+    return probs.astype(np.float32)
+
+
+def split_frame(names, labels, patients, auroc: float) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image_index": list(names),
+            "patient_id": np.asarray(patients, dtype=np.int64),
+            "probability": crafted_probabilities(labels, auroc),
+            "label": np.asarray(labels, dtype=np.int8),
+        }
+    )
+
+
+def write_manifest_only(
+    workspace: Path, frames: dict[str, pd.DataFrame], relabel: tuple[str, ...] = ()
+) -> str:
+    """A workspace holding only ``manifest/manifest.parquet`` for the studies of ``frames`` (what publish checks
+    labels against); ``relabel`` flips the label of the named studies."""
+    from xray_tasks.config import PATHOLOGIES
+    from xray_tasks.data.manifest import write_manifest
+
+    rows = []
+    for split, frame in frames.items():
+        for name, label, patient in zip(
+            frame["image_index"], frame["label"], frame["patient_id"], strict=True
+        ):
+            label = int(label) ^ (name in relabel)
+            rows.append(
+                {
+                    "image_index": name,
+                    "patient_id": int(patient),
+                    "follow_up": 0,
+                    "age": 50.0,
+                    "sex": "F",
+                    "view": "PA",
+                    "finding_labels": "Effusion" if label else "No Finding",
+                    **{p: int(label and p == "Effusion") for p in PATHOLOGIES},
+                    "label": label,
+                    "split": split,
+                }
+            )
+    write_manifest(pd.DataFrame(rows), {"counts": {}, "excluded": {"rows": []}}, str(workspace))
+    return str(workspace)
+
+
+def default_split(split: str, n: int = 100) -> tuple[list[str], list[int], list[int]]:
+    """Names, labels (alternating) and patient ids (two studies each) of a synthetic split."""
+    offset = {"val": 10_000, "test": 20_000}[split]
+    names = [f"{offset + i // 2:08d}_{i % 2:03d}.png" for i in range(n)]
+    return names, [(i // 2) % 2 for i in range(n)], [offset + i // 2 for i in range(n)]
+
+
 def write_run(
-    path: Path, *, seed: int = 0, test_indices: list[str] | None = None, pathologies: bool = False, **metrics
+    path: Path,
+    *,
+    seed: int = 0,
+    auroc: float = 0.8,
+    workspace: str | None = None,
+    test_indices: list[str] | None = None,
+    relabel: tuple[str, ...] = (),
+    pathologies: bool = False,
+    input_size: int = INPUT_SIZE,
+    stored_size: int = STORED_SIZE,
+    bootstrap: int = 200,
 ) -> Path:
-    """An evaluated run directory at ``path`` with a real tiny model; ``metrics`` go to ``metrics_json``."""
-    import pandas as pd
+    """An evaluated run directory at ``path`` with a real tiny model, predictions whose test and val AUROC is
+    ``auroc``, and the metrics.json ``evaluate.score`` computes from them (consistent, as the gate demands).
+
+    Labels come from ``workspace``'s manifest (its val split and its test split, or ``test_indices`` of it);
+    without one, a manifest-only workspace beside the run holds synthetic splits (``relabel`` flips those
+    studies' labels in that manifest only, as a relabelled dataset would).
+    """
+    from xray_tasks.config import EvalConfig
+    from xray_tasks.contracts import DataInfo, ModelInfo
+    from xray_tasks.data.manifest import manifest_sha256, read_manifest
+    from xray_tasks.evaluation import evaluate
 
     path.mkdir(parents=True, exist_ok=True)
-    tiny_model(seed, metrics.get("input_size", INPUT_SIZE), pathologies).save(path / "model.keras")
-    (path / "metrics.json").write_text(json.dumps(metrics_json(**metrics), indent=2))
-    (path / "config.json").write_text(json.dumps(to_dict(PipelineConfig())))
+    tiny_model(seed, input_size, pathologies).save(path / "model.keras")
+    frames = {}
+    if workspace is None:
+        for split in ("val", "test"):
+            names, labels, patients = default_split(split)
+            frames[split] = split_frame(names, labels, patients, auroc)
+        workspace = write_manifest_only(path.with_name(path.name + "-workspace"), frames, relabel)
+        truth = read_manifest(workspace).set_index("image_index")
+        for split, frame in frames.items():  # predictions carry the (possibly relabelled) manifest's labels
+            frame["label"] = truth.loc[frame["image_index"], "label"].to_numpy().astype(np.int8)
+            frames[split] = split_frame(frame["image_index"], frame["label"], frame["patient_id"], auroc)
+    else:
+        table = read_manifest(workspace)
+        for split in ("val", "test"):
+            part = table[table["split"] == split]
+            if split == "test" and test_indices is not None:
+                part = part.set_index("image_index").loc[test_indices].reset_index()
+            frames[split] = split_frame(part["image_index"], part["label"], part["patient_id"], auroc)
+    (path / "predictions").mkdir(exist_ok=True)
+    for split, frame in frames.items():
+        frame.to_parquet(path / "predictions" / f"{split}.parquet", index=False)
+    cfg = PipelineConfig()
+    cfg = dataclasses.replace(cfg, evaluate=EvalConfig(bootstrap=bootstrap))
+    scores = evaluate.score(frames["val"], frames["test"], cfg.evaluate)
+    doc = Metrics(
+        model=ModelInfo(
+            base="tiny",
+            weights="none",
+            input_size=input_size,
+            stored_image_size=stored_size,
+            input_name="image",
+            output="triage",
+            outputs=("pathologies", "triage") if pathologies else ("triage",),
+        ),
+        data=DataInfo(
+            workspace=workspace,
+            manifest_sha256=manifest_sha256(workspace),
+            test_digest=evaluate.digest(frames["test"]),
+            val_digest=evaluate.digest(frames["val"]),
+            counts=None,
+            test_split_digest=evaluate.split_digest(frames["test"]),
+            val_split_digest=evaluate.split_digest(frames["val"]),
+        ),
+        operating_point=scores.operating_point,
+        test=scores.test,
+        val=scores.val,
+    )
+    (path / "metrics.json").write_text(json.dumps(doc.to_dict(), indent=2))
+    (path / "config.json").write_text(json.dumps(to_dict(cfg)))
     (path / "model_card.md").write_text(f"# Tiny test model (seed {seed})\n")
     (path / "plots").mkdir(exist_ok=True)
     for name in ("roc", "pr"):
         (path / "plots" / f"{name}.png").write_bytes(png(np.full((8, 8), 40 * seed % 256, dtype=np.uint8)))
-    indices = test_indices or [f"0000000{i}_000.png" for i in range(4)]
-    (path / "predictions").mkdir(exist_ok=True)
-    for split in ("val", "test"):
-        pd.DataFrame(
-            {
-                "image_index": indices,
-                "patient_id": range(len(indices)),
-                "probability": np.linspace(0.1, 0.9, len(indices)),
-                "label": [i % 2 for i in range(len(indices))],
-            }
-        ).to_parquet(path / "predictions" / f"{split}.parquet", index=False)
     (path / "head").mkdir(exist_ok=True)
     (path / "head" / "history.json").write_text("{}")  # not published: training leftovers stay in the run
     return path

@@ -47,6 +47,11 @@ def run(argv: Sequence[str] | None = None) -> int:
     common.configure_logging(args.log_level)
     try:
         result = args.func(args)
+    except common.IncompleteResult as exc:
+        print(json.dumps(exc.summary, default=str, sort_keys=True))
+        logger.error("%s incomplete: %s", args.command, exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except common.EXPECTED_ERRORS as exc:
         logger.error("%s failed: %s", args.command, exc)
         print(f"error: {exc}", file=sys.stderr)

@@ -14,6 +14,15 @@ EXPECTED_ERRORS: tuple[type[BaseException], ...] = (XrayError, OSError)
 """Errors a stage raises for bad input or a failing dependency: reported as one clear line, exit status 1."""
 
 
+class IncompleteResult(XrayError):
+    """A command did its work but some of it failed (e.g. inputs that could not be scored): its summary is still
+    printed as the last stdout line, the message goes to stderr, and the exit status is 1."""
+
+    def __init__(self, message: str, summary: dict) -> None:
+        super().__init__(message)
+        self.summary = summary
+
+
 def configure_logging(level: str) -> None:
     logging.basicConfig(
         level=getattr(logging, level),

@@ -11,7 +11,8 @@ import sys
 from typing import Any
 
 from xray_tasks import storage
-from xray_tasks.cli.common import add_config_args, load_config
+from xray_tasks.cli import governance
+from xray_tasks.cli.common import IncompleteResult, add_config_args, load_config
 from xray_tasks.errors import BadInput, MissingInput
 
 logger = logging.getLogger(__name__)
@@ -31,10 +32,25 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--reason", default="", help="why a publish is forced (recorded with the decision)")
     p.add_argument("--actor", help="who forces it (default: $XRAY_ACTOR or the login name)")
+    p.add_argument(
+        "--deployment-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a setting of the deployment's own policy (e.g. gate.min_auroc=0.7 from an admin-only Variable): "
+        "unlike --set gate.*, it does not make the publish a forced one (repeatable)",
+    )
+    p.add_argument(
+        "--stage",
+        action="store_true",
+        help="upload a gated version as a candidate awaiting sign-off (`models promote`); the champion stays",
+    )
     p.set_defaults(func=_publish)
 
-    models = sub.add_parser("models", help="list models and versions, show one version")
-    msub = models.add_subparsers(dest="models_command", required=True, metavar="{list,show}")
+    models = sub.add_parser("models", help="list, show, promote, reject and clean up versions")
+    msub = models.add_subparsers(
+        dest="models_command", required=True, metavar="{list,show,promote,reject,gc}"
+    )
     p = msub.add_parser("list", help="models under a registry, or the versions of one model (--model-name)")
     _registry_args(p, model_name=None)
     p.set_defaults(func=_models_list)
@@ -42,6 +58,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _registry_args(p)
     p.add_argument("--version", help="version id, e.g. 7 or 000007 (default: the champion)")
     p.set_defaults(func=_models_show)
+    governance.register_models(msub, _registry_args)
+    governance.register_keys(sub)
 
     p = sub.add_parser(
         "predict", help="P(unhealthy) and the triage decision per image, with a published model"
@@ -49,6 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     _registry_args(p)
     p.add_argument("--version", help="version id (default: the champion)")
     p.add_argument("images", nargs="+", help="PNG files, folders or s3:// prefixes")
+    p.add_argument(
+        "--allow-errors",
+        action="store_true",
+        help="exit 0 even when some inputs could not be scored (they are still listed, with the reason)",
+    )
     p.set_defaults(func=_predict)
 
     p = sub.add_parser("score", help="score a folder/prefix of images into a worklist ordered by risk")
@@ -78,7 +101,11 @@ def _registry_args(
 def _publish(args: argparse.Namespace) -> dict:
     from xray_tasks.registry import publish
 
-    cfg = load_config(args)
+    # The deployment's policy: the profile, --config and --deployment-set; a --set gate.* on this run changes it,
+    # which makes the publish a forced one.
+    cfg = load_config(argparse.Namespace(**{**vars(args), "set": [*args.deployment_set, *args.set]}))
+    run_sets = [a for a in args.set if not a.strip().startswith("gate.")]
+    deployment = load_config(argparse.Namespace(**{**vars(args), "set": [*args.deployment_set, *run_sets]}))
     return publish(
         args.run_dir,
         cfg.registry,
@@ -88,6 +115,8 @@ def _publish(args: argparse.Namespace) -> dict:
         reason=args.reason,
         actor=args.actor,
         workspace=args.workspace,
+        stage=args.stage,
+        deployment_policy=deployment.gate,
     )
 
 
@@ -157,15 +186,22 @@ def _predict(args: argparse.Namespace) -> dict:
     from xray_tasks import registry
     from xray_tasks.registry import inference
 
-    uris = [u for location in args.images for u in inference.list_images(location)]
-    if not uris:
-        raise MissingInput(f"no PNG images found in {args.images}")
+    inputs = inference.expand_inputs(args.images)
     published = registry.load(args.registry, args.model_name, args.version)
-    rows = published.score(uris)
+    rows = published.score(inputs)
     summary = _counts(rows, published)
     if args.format == "json":
-        return {**summary, "predictions": rows}
-    _print_rows([{k: r[k] for k in ("image", "probability", "decision", "error")} for r in rows], args.format)
+        summary = {**summary, "predictions": rows}
+    else:
+        _print_rows(
+            [{k: r[k] for k in ("image", "probability", "decision", "error")} for r in rows], args.format
+        )
+    if summary["errors"] and not args.allow_errors:
+        raise IncompleteResult(
+            f"{summary['errors']} of {summary['images']} inputs could not be scored (listed with the reason); "
+            f"--allow-errors to accept that",
+            summary,
+        )
     return summary
 
 
@@ -177,11 +213,11 @@ def _score(args: argparse.Namespace) -> dict:
 
     if not args.out.endswith((".csv", ".parquet")):
         raise BadInput(f"--out must end in .csv or .parquet, got {args.out!r}")
-    uris = inference.list_images(args.images)
-    if not uris:
-        raise MissingInput(f"{args.images}: no PNG images")
+    inputs = inference.expand_inputs([args.images])
+    if len(inputs) == 1 and inputs[0][0] == args.images and inputs[0][1]:
+        raise MissingInput(f"{args.images}: {inputs[0][1]}")
     published = registry.load(args.registry, args.model_name, args.version)
-    rows = published.score(uris, batch_size=args.batch_size)
+    rows = published.score(inputs, batch_size=args.batch_size)
     table = pd.DataFrame(
         rows, columns=["image", "probability", "decision", "error", "model_version", "threshold"]
     )

@@ -1,8 +1,11 @@
 """Loading a published model: every checksum verified before Keras sees a byte, Keras in safe mode.
 
 The champion pointer records the sha256 of the manifest it promoted, so loading the champion also detects a
-manifest edited together with a file.  (Checksums prove integrity, not authorship: whoever may write the
-registry's storage could rewrite a pointer too; that trust boundary is the bucket's access policy.)
+manifest edited together with a file.  Checksums prove integrity, not authorship: whoever may write the bucket
+could rewrite a pointer too.  With trusted keys configured (``XRAY_TRUSTED_KEYS``, see ``signing``), a version
+is loaded only if its manifest carries a valid Ed25519 signature by one of them: unsigned versions, unknown keys
+and bad signatures (a manifest rewritten with its files) are refused, each named.  Without keys a warning says,
+once, that signatures are not checked.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import numpy as np
 
 from xray_tasks import storage
 from xray_tasks.contracts import Metrics
-from xray_tasks.registry import inference, integrity, pointers
+from xray_tasks.registry import inference, integrity, pointers, signing
 from xray_tasks.registry.gate import validate_metrics
 from xray_tasks.registry.layout import IntegrityError, RegistryError, model_uri, parse_version, version_uri
 from xray_tasks.workspace import RunDir
@@ -58,8 +61,11 @@ class PublishedModel:
         batch = inference.prepare_images(blobs, self.stored_image_size, self.input_size)
         return inference.triage_probabilities(self.model, batch)
 
-    def score(self, uris: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
-        """Rows ``image, probability, decision, error`` for image files (local paths or s3:// URIs)."""
+    def score(
+        self, uris: Sequence[str | tuple[str, str | None]], batch_size: int = 32
+    ) -> list[dict[str, Any]]:
+        """Rows ``image, probability, decision, error`` for image files (local paths or s3:// URIs), one per input
+        in input order (``inference.score_uris``)."""
         rows = inference.score_uris(
             self.model,
             list(uris),
@@ -84,15 +90,22 @@ def resolve(root: str, model_name: str, version: str | int | None) -> tuple[str,
 
 
 def fetch_verified(
-    root: str, model_name: str, version: str, dest: Path, manifest_sha256: str | None = None
+    root: str,
+    model_name: str,
+    version: str,
+    dest: Path,
+    manifest_sha256: str | None = None,
+    trusted_keys: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Verify every file of a version against its manifest and download the ones needed to load it into ``dest``.
 
     Raises:
-        IntegrityError: incomplete version, manifest not the one the pointer promoted, or any file differing.
+        IntegrityError: incomplete version, manifest not the one the pointer promoted, any file differing, or
+            (with trusted keys) an unsigned version, an unknown key or a bad signature.
     """
     uri = version_uri(root, model_name, version)
     manifest, raw = integrity.read_manifest(uri)
+    signing.require(uri, raw, signing.trusted_keys() if trusted_keys is None else trusted_keys)
     if manifest_sha256 is not None and hashlib.sha256(raw).hexdigest() != manifest_sha256:
         raise IntegrityError(
             f"{uri}: MANIFEST.json is not the manifest the champion pointer promoted; refusing it"
@@ -111,8 +124,14 @@ def fetch_verified(
     return manifest
 
 
-def load(root: str, model_name: str = "xray-triage", version: str | int | None = None) -> PublishedModel:
-    """Load the champion (or ``version``) after verifying every file's checksum.
+def load(
+    root: str,
+    model_name: str = "xray-triage",
+    version: str | int | None = None,
+    trusted_keys: dict[str, Any] | None = None,
+) -> PublishedModel:
+    """Load the champion (or ``version``) after verifying every file's checksum and, with trusted keys
+    (default ``signing.trusted_keys()``), its signature.
 
     Raises:
         RegistryError: no champion / no such version.
@@ -125,7 +144,12 @@ def load(root: str, model_name: str = "xray-triage", version: str | int | None =
     with tempfile.TemporaryDirectory(prefix="xray-registry-") as tmp:
         dest = Path(tmp)
         manifest = fetch_verified(
-            root, model_name, version, dest, pointer.get("manifest_sha256") if is_champion else None
+            root,
+            model_name,
+            version,
+            dest,
+            pointer.get("manifest_sha256") if is_champion else None,
+            trusted_keys,
         )
         metrics = validate_metrics(
             json.loads((dest / METRICS_FILE).read_bytes()), f"{version}/{METRICS_FILE}"

@@ -9,6 +9,7 @@ not a shortcut, keeps the consumer's numbers equal to evaluation's.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 
 from xray_tasks import storage
 from xray_tasks.data import images
-from xray_tasks.errors import BadInput
+from xray_tasks.errors import BadInput, XrayError
 from xray_tasks.training import networks
 
 logger = logging.getLogger(__name__)
@@ -66,7 +67,15 @@ def triage_probabilities(model: Any, batch: np.ndarray) -> np.ndarray:
 
 
 def decide(probability: float, threshold: float) -> str:
-    """The triage decision at the operating point (flagged when ``p >= threshold``, as in evaluation)."""
+    """The triage decision at the operating point (flagged when ``p >= threshold``, as in evaluation).
+
+    Fails closed: a probability that is not a finite number in [0, 1], or a threshold outside [0, 1], is never
+    "cleared" (``BadInput``; ``score_uris`` turns it into an error row).
+    """
+    if not (math.isfinite(threshold) and 0.0 <= threshold <= 1.0):
+        raise BadInput(f"the operating threshold {threshold!r} is not in [0, 1]; nothing is triaged with it")
+    if not (math.isfinite(probability) and 0.0 <= probability <= 1.0):
+        raise BadInput(f"the model returned probability {probability!r}, not a number in [0, 1]; not triaged")
     return NEEDS_REVIEW if probability >= threshold else CLEARED
 
 
@@ -77,33 +86,96 @@ def list_images(location: str) -> list[str]:
     return [u for u in storage.list_files(location) if u.lower().endswith(IMAGE_SUFFIXES)]
 
 
+def expand_inputs(locations: Sequence[str]) -> list[tuple[str, str | None]]:
+    """Every input the user named, as ``(uri, problem)``: nothing named or found is dropped.
+
+    A named ``.png`` is kept whether it exists or not (reading it reports a missing one); a folder or prefix
+    expands to every file under it, PNGs to be scored and any other file with the problem "not a PNG"; a named
+    location with nothing under it is one row with that problem.  Duplicates are listed once.
+    """
+    out: dict[str, str | None] = {}
+    for location in locations:
+        if location.lower().endswith(IMAGE_SUFFIXES):
+            out.setdefault(location, None)
+            continue
+        found = storage.list_files(location)
+        if not found:
+            out.setdefault(
+                location,
+                f"not a PNG file ({', '.join(IMAGE_SUFFIXES)}) or an empty folder; not scored"
+                if storage.exists(location)
+                else "no such file, folder or prefix",
+            )
+        for uri in found:
+            ok = uri.lower().endswith(IMAGE_SUFFIXES)
+            out.setdefault(uri, None if ok else f"not a PNG file ({', '.join(IMAGE_SUFFIXES)}); not scored")
+    return list(out.items())
+
+
+def _error_row(uri: str, reason: str) -> dict[str, Any]:
+    logger.warning("%s: not scored: %s", uri, reason)
+    return {"image": uri, "probability": None, "decision": None, "error": reason}
+
+
+def _read_one(uri: str, stored_size: int) -> np.ndarray:
+    try:
+        data = storage.read_bytes(uri)
+    except FileNotFoundError:
+        raise BadInput("file not found") from None
+    except (OSError, XrayError) as exc:
+        raise BadInput(f"cannot be read: {exc}") from None
+    return decode_stored(data, stored_size)
+
+
 def score_uris(
     model: Any,
-    uris: Sequence[str],
+    uris: Sequence[str | tuple[str, str | None]],
     *,
     stored_size: int,
     input_size: int,
     threshold: float,
     batch_size: int = 32,
 ) -> list[dict[str, Any]]:
-    """One row per image: ``image``, ``probability``, ``decision``, ``error`` (unreadable images are reported,
-    not fatal: one bad file must not stop a worklist)."""
+    """One row per input, in input order: ``image``, ``probability``, ``decision``, ``error``.
+
+    Missing, unreadable or non-PNG inputs, and non-finite probabilities, are error rows with the reason (one bad
+    file must not stop a worklist, and none may vanish from it); a threshold outside [0, 1] makes every row an
+    error.  ``uris`` may carry a known problem per input (``expand_inputs``).
+    """
     if batch_size < 1:
         raise BadInput(f"batch_size must be >= 1, got {batch_size}")
+    items = [(u, None) if isinstance(u, str) else u for u in uris]
+    try:
+        decide(0.0, threshold)
+    except BadInput as exc:
+        return [_error_row(u, problem or str(exc)) for u, problem in items]
     rows: list[dict[str, Any]] = []
-    for start in range(0, len(uris), batch_size):
+    for start in range(0, len(items), batch_size):
+        chunk = items[start : start + batch_size]
+        slots: list[dict[str, Any] | None] = []
         good, arrays = [], []
-        for uri in uris[start : start + batch_size]:
+        for uri, problem in chunk:
+            if problem:
+                slots.append(_error_row(uri, problem))
+                continue
             try:
-                arrays.append(decode_stored(storage.read_bytes(uri), stored_size))
-                good.append(uri)
-            except (images.ImageRejected, FileNotFoundError) as exc:
-                logger.warning("%s: not scored: %s", uri, exc)
-                rows.append({"image": uri, "probability": None, "decision": None, "error": str(exc)})
+                arrays.append(_read_one(uri, stored_size))
+            except BadInput as exc:  # images.ImageRejected is one
+                slots.append(_error_row(uri, str(exc)))
+                continue
+            good.append((len(slots), uri))
+            slots.append(None)
         if good:
             probs = triage_probabilities(model, to_model_input(np.stack(arrays), input_size))
-            rows.extend(
-                {"image": u, "probability": float(p), "decision": decide(float(p), threshold), "error": None}
-                for u, p in zip(good, probs, strict=True)
-            )
+            for (slot, uri), p in zip(good, probs, strict=True):
+                try:
+                    slots[slot] = {
+                        "image": uri,
+                        "probability": float(p),
+                        "decision": decide(float(p), threshold),
+                    }
+                    slots[slot]["error"] = None
+                except BadInput as exc:
+                    slots[slot] = _error_row(uri, str(exc))
+        rows.extend(slots)
     return rows

@@ -1,8 +1,11 @@
 """The champion's score on the candidate's test split, so the gate never compares numbers from different images.
 
-``metrics.json`` carries ``data.test_digest``.  Equal digests: the champion's own test AUROC is comparable as is.
-Different digests (new data, a changed split): the champion is loaded (verified) and predicts the candidate's test
-shards; its AUROC there is what the candidate must match.  When those shards cannot be read, or are not the split
+The "same split" test is ``data.test_split_digest``: the studies' names, labels and patient ids (publish recomputes
+it from the candidate's predictions; a champion's comes from its manifest or metrics.json).  Equal digests: the
+champion's own test AUROC is comparable as is.  Different digests (new data, a changed split, relabelled studies),
+or a champion published before split digests existed (its names-only ``test_digest`` cannot tell a relabelled
+split apart): the champion is loaded (verified) and predicts the candidate's test shards; its AUROC there is what
+the candidate must match.  When those shards cannot be read, or are not the split
 the candidate was evaluated on, the publish stops with the reason instead of comparing mismatched numbers.
 """
 
@@ -12,9 +15,9 @@ import json
 import logging
 
 from xray_tasks.contracts import Metrics
-from xray_tasks.registry import catalog
+from xray_tasks.registry import catalog, integrity
 from xray_tasks.registry.gate import ChampionScore, validate_metrics
-from xray_tasks.registry.layout import RegistryError
+from xray_tasks.registry.layout import RegistryError, version_uri
 from xray_tasks.workspace import RunDir
 
 logger = logging.getLogger(__name__)
@@ -32,10 +35,16 @@ def champion_score(
         RegistryError: the champion must be re-scored and the candidate's test shards are unreadable or differ
             from the split the candidate was evaluated on.
     """
-    raw = catalog.read_artifact(root, model_name, champion, RunDir.METRICS)
+    manifest, _ = integrity.read_manifest(version_uri(root, model_name, champion))
+    raw = catalog.read_artifact(root, model_name, champion, RunDir.METRICS, manifest=manifest)
     champion_metrics = validate_metrics(json.loads(raw), f"champion {champion} metrics.json")
-    wanted = candidate_metrics.data.test_digest
-    if champion_metrics.data.test_digest == wanted:
+    wanted = candidate_metrics.data.test_split_digest
+    if wanted is None:
+        raise RegistryError(
+            "the candidate has no test split digest (publish recomputes it; a bug if missing)"
+        )
+    theirs = manifest.get("data", {}).get("test_split_digest") or champion_metrics.data.test_split_digest
+    if theirs == wanted:
         return ChampionScore(champion, float(champion_metrics.test.auroc), "same_split")
 
     from xray_tasks.evaluation import evaluate, metrics
@@ -50,8 +59,8 @@ def champion_score(
     logger.info(
         "champion %s was tested on another split (digest %s vs %s): re-scoring it on %s",
         champion,
-        champion_metrics.data.test_digest[:12],
-        wanted[:12],
+        (theirs or "none (published before split digests)")[:24],
+        wanted[:24],
         workspace,
     )
     published = consumer.load(root, model_name, champion)
@@ -62,11 +71,12 @@ def champion_score(
             f"the champion must be re-scored on the candidate's test split but {workspace} cannot "
             f"be read: {exc}"
         ) from exc
-    if evaluate.digest(frame) != wanted:
+    found = evaluate.split_digest(frame)
+    if found != wanted:
         raise RegistryError(
-            f"the test shards at {workspace} ({len(frame)} images, digest {evaluate.digest(frame)[:12]}) "
-            f"are not the split the candidate was evaluated on (digest "
-            f"{wanted[:12]}); refusing to compare"
+            f"the test shards at {workspace} ({len(frame)} images, split digest {found[:24]}) "
+            f"are not the split the candidate was evaluated on (names, labels and patient ids; digest "
+            f"{wanted[:24]}); refusing to compare"
         )
     auroc = metrics.auroc(frame["label"].to_numpy(), frame["probability"].to_numpy())
     logger.info("champion %s re-scored on the candidate's test split: AUROC %.4f", champion, auroc)

@@ -59,16 +59,23 @@ def image_dir(tmp_path):
     return folder
 
 
-def test_publish_prints_the_decision_and_honours_gate_overrides(tmp_path, capsys):
+def test_publish_prints_the_decision_and_a_gate_override_is_a_forced_publish(tmp_path, capsys):
     registry = str(tmp_path / "registry")
     run_dir = str(write_run(tmp_path / "a", auroc=0.8))
+    override = ("--set", "gate.min_auroc=0.9")
+    status, out, err = cli(capsys, "publish", "--run-dir", run_dir, "--registry", registry, *override)
+    assert status == 1 and "['gate.min_auroc']" in err and "needs a reason" in err
+    assert not storage.exists(f"{registry}/xray-triage")  # refused before anything was uploaded
     status, out, _ = cli(
-        capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--set", "gate.min_auroc=0.9"
-    )
+        capsys, "publish", "--run-dir", run_dir, "--registry", registry, *override,
+        "--reason", "stricter floor", "--actor", "tester",
+    )  # fmt: skip
     summary = json.loads(out[-1])
     assert status == 0 and summary["decision"] == "rejected" and "floor 0.9000" in summary["reasons"][0]
+    assert summary["changed_keys"] == ["gate.min_auroc"]
     status, _, err = cli(capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--force")
     assert status == 1 and "needs a reason" in err
+    # The deployment's own policy (an admin-only setting) is no override: an ordinary, unforced decision.
     status, out, _ = cli(
         capsys,
         "publish",
@@ -76,15 +83,26 @@ def test_publish_prints_the_decision_and_honours_gate_overrides(tmp_path, capsys
         run_dir,
         "--registry",
         registry,
-        "--force",
-        "--reason",
-        "demo",
-        "--actor",
-        "tester",
-        "--set",
+        "--deployment-set",
         "gate.min_auroc=0.9",
     )
-    assert status == 0 and json.loads(out[-1])["decision"] == "forced"
+    summary = json.loads(out[-1])
+    assert status == 0 and (summary["decision"], summary["changed_keys"]) == ("rejected", [])
+    status, out, _ = cli(
+        capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--force",
+        "--reason", "demo", "--actor", "tester", *override,
+    )  # fmt: skip
+    summary = json.loads(out[-1])
+    assert status == 0 and summary["decision"] == "forced" and summary["promoted"]
+    from xray_tasks.registry import read_decisions
+
+    record = read_decisions(registry, "xray-triage", summary["version"])[-1]
+    assert (record["decision"], record["actor"], record["changed_keys"]) == (
+        "forced",
+        "tester",
+        ["gate.min_auroc"],
+    )
+    assert record["forced"] == {"by": "tester", "reason": "demo"} and record["policy"]["min_auroc"] == 0.9
 
 
 def test_models_list_and_show(published, capsys):
@@ -110,7 +128,14 @@ def test_models_list_and_show(published, capsys):
 
 @pytest.mark.parametrize("fmt", ["table", "csv", "json"])
 def test_predict_prints_probability_and_decision_per_image(published, image_dir, capsys, fmt):
-    status, out, _ = cli(capsys, "predict", "--registry", published, "--format", fmt, str(image_dir))
+    status, out, err = cli(capsys, "predict", "--registry", published, "--format", fmt, str(image_dir))
+    summary = json.loads(out[-1])
+    assert (
+        status == 1 and "1 of 6 inputs could not be scored" in err
+    )  # broken.png: listed, and it fails the run
+    status, out, _ = cli(
+        capsys, "predict", "--registry", published, "--format", fmt, "--allow-errors", str(image_dir)
+    )
     summary = json.loads(out[-1])
     assert (
         status == 0 and summary["version"] == "000001" and summary["images"] == 6 and summary["errors"] == 1
@@ -131,7 +156,9 @@ def test_predict_prints_probability_and_decision_per_image(published, image_dir,
     for i, p in enumerate(expected):
         row = got[f"study_{i}.png"]
         assert float(row["probability"]) == pytest.approx(float(p), abs=1e-4)
-        assert row["decision"] == ("needs_review" if float(row["probability"]) >= 0.45 else "cleared")
+        assert row["decision"] == (
+            "needs_review" if float(row["probability"]) >= summary["threshold"] else "cleared"
+        )
 
 
 def test_score_writes_a_worklist_ordered_by_risk(published, image_dir, tmp_path, capsys):
@@ -166,3 +193,84 @@ def test_score_refuses_an_unknown_output_format(published, image_dir, capsys):
         capsys, "score", "--registry", published, "--images", str(image_dir), "--out", "x.xlsx"
     )
     assert status == 1 and ".csv or .parquet" in err
+
+
+def test_stage_promote_reject_gc_and_keys_from_the_cli(tmp_path, capsys):
+    registry = str(tmp_path / "registry")
+    runs = [
+        str(write_run(tmp_path / n, seed=i, auroc=a)) for i, (n, a) in enumerate([("a", 0.8), ("b", 0.85)])
+    ]
+    assert cli(capsys, "publish", "--run-dir", runs[0], "--registry", registry)[0] == 0
+    status, out, _ = cli(capsys, "publish", "--run-dir", runs[1], "--registry", registry, "--stage")
+    staged = json.loads(out[-1])
+    assert status == 0 and (staged["decision"], staged["promoted"], staged["champion"]) == (
+        "candidate",
+        False,
+        "000001",
+    )
+    status, out, _ = cli(
+        capsys, "models", "list", "--registry", registry, "--model-name", "xray-triage", "--format", "json"
+    )
+    assert [r["pending"] for r in json.loads(out[-1])["versions"]] == [False, True]
+    with pytest.raises(SystemExit):  # argparse: the reason is required
+        cli(capsys, "models", "promote", "--registry", registry, "--version", "2")
+    assert "--reason" in capsys.readouterr().err
+    status, out, _ = cli(
+        capsys, "models", "promote", "--registry", registry, "--version", "2", "--reason", "looks right",
+        "--actor", "dr-a", "--expected-champion", "1",
+    )  # fmt: skip
+    summary = json.loads(out[-1])
+    assert status == 0 and summary == {
+        **summary,
+        "version": "000002",
+        "previous_champion": "000001",
+        "promoted": True,
+    }
+    status, out, _ = cli(
+        capsys, "models", "promote", "--registry", registry, "--version", "1", "--reason", "regression",
+        "--decision", "rolled_back", "--actor", "ops",
+    )  # fmt: skip
+    assert status == 0 and json.loads(out[-1])["champion"] == "000001"
+    status, out, _ = cli(
+        capsys,
+        "models",
+        "reject",
+        "--registry",
+        registry,
+        "--version",
+        "2",
+        "--actor",
+        "dr-b",
+        "--comment",
+        "no",
+    )
+    assert status == 0 and json.loads(out[-1])["decision"] == "rejected_by_reviewer"
+    status, out, _ = cli(capsys, "models", "gc", "--registry", registry)
+    assert status == 0 and json.loads(out[-1])["removable"] == [] and json.loads(out[-1])["apply"] is False
+
+    status, out, _ = cli(capsys, "keys", "generate", "--out", str(tmp_path / "keys"))
+    result = json.loads(out[-1])
+    assert status == 0 and len(result["key_id"]) == 16
+    assert (tmp_path / "keys" / "signing.key").stat().st_mode & 0o777 == 0o600
+    assert b"PRIVATE KEY" not in "\n".join(out).encode()  # the key itself is never printed
+    assert cli(capsys, "keys", "generate", "--out", str(tmp_path / "keys"))[0] == 1  # never overwritten
+
+
+def test_predict_lists_every_named_input_and_fails_unless_errors_are_allowed(
+    published, image_dir, tmp_path, capsys
+):
+    missing, real = str(tmp_path / "missing.png"), str(image_dir / "study_0.png")
+    (tmp_path / "notes.txt").write_text("not an image")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    named = [missing, real, str(tmp_path / "notes.txt"), str(empty)]
+    status, out, _ = cli(capsys, "predict", "--registry", published, "--format", "json", *named)
+    summary = json.loads(out[-1])
+    assert status == 1 and (summary["images"], summary["errors"]) == (4, 3)
+    rows = {r["image"]: r for r in summary["predictions"]}
+    assert list(rows) == named  # every input, in the order given
+    assert rows[missing]["error"] == "file not found" and rows[missing]["decision"] is None
+    assert "not a PNG" in rows[named[2]]["error"] and "empty folder" in rows[named[3]]["error"]
+    assert rows[real]["error"] is None and rows[real]["decision"] in ("needs_review", "cleared")
+    status, out, _ = cli(capsys, "predict", "--registry", published, "--allow-errors", missing, real)
+    assert status == 0 and json.loads(out[-1])["errors"] == 1

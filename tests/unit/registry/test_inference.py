@@ -50,6 +50,37 @@ def test_decision_at_the_operating_point_flags_ties():
     assert inference.decide(0.2999, 0.3) == inference.CLEARED
 
 
+@pytest.mark.parametrize(
+    ("probability", "threshold"),
+    [(float("nan"), 0.5), (0.1, float("nan")), (0.1, 1.5), (0.1, -0.1), (1.2, 0.5)],
+)
+def test_a_nan_probability_or_a_threshold_outside_0_1_is_never_cleared(probability, threshold):
+    with pytest.raises(ValueError, match="not (a number )?in \\[0, 1\\]"):
+        inference.decide(probability, threshold)
+
+
+class NanModel:
+    def __call__(self, batch, training=False):
+        import numpy as np
+
+        out = np.tile([[0.5, 0.5]], (len(batch), 1)).astype(np.float32)
+        out[0] = np.nan
+        return out
+
+
+def test_scoring_fails_closed_on_non_finite_outputs_and_a_bad_threshold(tmp_path):
+    paths = []
+    for i, blob in enumerate(xray_pngs(3)):
+        paths.append(str(tmp_path / f"{i}.png"))
+        (tmp_path / f"{i}.png").write_bytes(blob)
+    rows = inference.score_uris(NanModel(), paths, stored_size=STORED_SIZE, input_size=32, threshold=0.5)
+    assert [r["image"] for r in rows] == paths
+    assert rows[0]["decision"] is None and rows[0]["probability"] is None and "nan" in rows[0]["error"]
+    assert [r["decision"] for r in rows[1:]] == [inference.NEEDS_REVIEW] * 2
+    rows = inference.score_uris(NanModel(), paths, stored_size=STORED_SIZE, input_size=32, threshold=1.5)
+    assert all(r["decision"] is None and "threshold 1.5 is not in [0, 1]" in r["error"] for r in rows)
+
+
 def test_list_images_finds_pngs_in_a_folder_or_names_one_file(tmp_path):
     (tmp_path / "sub").mkdir()
     for name in ("a.png", "sub/b.PNG", "notes.txt"):

@@ -3,7 +3,8 @@ stops with the reason; it never compares numbers computed on different images.""
 
 from __future__ import annotations
 
-import pandas as pd
+import shutil
+
 import pytest
 from support.registry import make_workspace, tiny_model, write_run
 
@@ -19,66 +20,53 @@ POLICY = GatePolicy(min_auroc=0.0, min_auroc_ci_low=0.0)
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
     """A workspace, its test split's digest and image names, and the champion model's (seed 1) AUROC there."""
-    _, ws = make_workspace(tmp_path_factory.mktemp("rescore"))
+    _, ws = make_workspace(tmp_path_factory.mktemp("rescore"), patients=120)  # unhealthy studies in val too
     frame = evaluate.predict_split(tiny_model(seed=1), str(ws), "test")
     auroc = metrics.auroc(frame["label"].to_numpy(), frame["probability"].to_numpy())
-    return str(ws), evaluate.digest(frame), list(frame["image_index"]), auroc
+    return str(ws), evaluate.split_digest(frame), list(frame["image_index"]), auroc
 
 
 @pytest.fixture
 def champion_registry(tmp_path):
     """A registry whose champion (seed 1) was evaluated on another test split than the workspace's."""
     registry = str(tmp_path / "registry")
-    publish(str(write_run(tmp_path / "old", seed=1, test_digest="an-older-split")), registry, policy=POLICY)
+    publish(str(write_run(tmp_path / "old", seed=1)), registry, policy=POLICY)  # its own, synthetic split
     return registry
 
 
 def test_a_worse_candidate_on_a_new_split_loses_to_the_rescored_champion(split, champion_registry, tmp_path):
-    ws, digest, indices, champion_auroc = split
-    run = write_run(
-        tmp_path / "new",
-        seed=2,
-        test_digest=digest,
-        workspace=ws,
-        test_indices=indices,
-        auroc=champion_auroc - 0.05,
-    )
+    ws, digest, _indices, champion_auroc = split
+    run = write_run(tmp_path / "new", seed=2, workspace=ws, auroc=champion_auroc - 0.05)
     summary = publish(str(run), champion_registry, policy=POLICY)
     assert summary.decision == "rejected"
+    assert (
+        read_decisions(champion_registry, NAME, "000002")[0]["gate"]["context"]["test_split_digest"] == digest
+    )
     check = read_decisions(champion_registry, NAME, "000002")[0]["gate"]["context"]["champion"]
     assert check["basis"] == "rescored" and check["version"] == "000001"
     assert check["auroc"] == pytest.approx(champion_auroc, abs=1e-9)
-    assert "re-scored on the candidate's test split" in summary.reasons[0]
+    assert any("re-scored on the candidate's test split" in r for r in summary.reasons)
 
 
 def test_a_better_candidate_on_a_new_split_wins(split, champion_registry, tmp_path):
-    ws, digest, indices, champion_auroc = split
-    run = write_run(
-        tmp_path / "new",
-        seed=2,
-        test_digest=digest,
-        workspace=ws,
-        test_indices=indices,
-        auroc=min(1.0, champion_auroc + 0.01),
-    )
+    ws, _digest, _indices, champion_auroc = split
+    run = write_run(tmp_path / "new", seed=2, workspace=ws, auroc=min(1.0, max(0.9, champion_auroc + 0.05)))
     summary = publish(str(run), champion_registry, policy=POLICY)
     assert (summary.decision, summary.champion) == ("approved", "000002")
 
 
 def test_shards_that_are_not_the_candidates_split_stop_the_publish(split, champion_registry, tmp_path):
-    ws, digest, indices, _ = split
-    other = evaluate.digest(pd.DataFrame({"image_index": indices[:-1]}))  # one study fewer
-    assert other != digest
-    run = write_run(tmp_path / "new", seed=2, test_digest=other, workspace=ws, test_indices=indices[:-1])
+    ws, _digest, indices, _ = split
+    run = write_run(tmp_path / "new", seed=2, workspace=ws, test_indices=indices[:-1])  # one study fewer
     with pytest.raises(RegistryError, match="not the split the candidate was evaluated on"):
         publish(str(run), champion_registry, policy=POLICY)
     assert [r["version"] for r in list_versions(champion_registry, NAME)] == ["000001"]  # nothing uploaded
 
 
 def test_an_unreadable_workspace_stops_the_publish(split, champion_registry, tmp_path):
-    _, digest, indices, _ = split
-    run = write_run(
-        tmp_path / "new", seed=2, test_digest=digest, workspace=str(tmp_path / "gone"), test_indices=indices
-    )
+    ws, _, _, _ = split
+    labels_only = tmp_path / "labels-only"  # the manifest (labels) without the shards the champion would need
+    shutil.copytree(f"{ws}/manifest", labels_only / "manifest")
+    run = write_run(tmp_path / "new", seed=2, workspace=str(labels_only))
     with pytest.raises(RegistryError, match="cannot be read"):
         publish(str(run), champion_registry, policy=POLICY)
