@@ -19,7 +19,7 @@ pytestmark = pytest.mark.airflow
 
 HELPERS = ("xray_common.py", "xray_governance.py")
 DAG_FILES = sorted(p for p in DAGS.glob("*.py") if p.name not in HELPERS)
-DAG_IDS = ("xray_ingest", "xray_train", "xray_score")
+DAG_IDS = ("xray_ingest", "xray_train", "xray_score", "xray_promote")
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +100,14 @@ def test_training_stages_a_candidate_then_asks_a_reviewer_before_promoting(bag):
     assert tasks["record_rejection"]["upstream"] == ["plan", "promote"]
     assert tasks["record_rejection"]["trigger_rule"] == "all_done"
     assert "gate_and_publish" not in tasks
+
+
+def test_the_promote_dag_moves_the_champion_and_announces_it(bag):
+    tasks = bag["tasks"]["xray_promote"]
+    assert tasks["announce_champion"]["upstream"] == ["promote"]
+    assert tasks["announce_champion"]["outlets"] == ["xray_model"]
+    params = bag["params"]["xray_promote"]
+    assert params["decision"]["enum"] == ["rolled_back", "approved"]
+    for version, ok in (("7", True), ("000007", True), ("", False), ("7; rm", False)):
+        assert jsonschema.Draft202012Validator(params["version"]).is_valid(version) is ok, version
+    assert not jsonschema.Draft202012Validator(params["reason"]).is_valid("")
