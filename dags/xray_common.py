@@ -166,7 +166,7 @@ def plan_training(
         ValueError: an unknown or invalid config key/value, a model name the registry would refuse, a forced
             publish without a reason or without a user, or a run setting ``approval.*``.
     """
-    from xray_tasks.config import override, profile
+    from xray_tasks.config import override, profile, to_dict
     from xray_tasks.governance import check_run_overrides, govern
     from xray_tasks.registry.layout import check_name
     from xray_tasks.workspace import Workspace
@@ -203,6 +203,9 @@ def plan_training(
         "force_reason": ruling.reason,
         "changed_keys": list(ruling.changed_keys),
         "actor": f"airflow:{actor or 'unknown'}",
+        # The deployment's gate policy: publish gets it as --config, so it can tell a run's --set gate.* changes
+        # from the deployment's own overrides (which the run's --set repeats).
+        "deployment_gate": to_dict(deployment.gate),
         "approval": {
             "policy": deployment.approval.policy,
             "timeout_hours": deployment.approval.timeout_hours,

@@ -48,6 +48,10 @@ Empty locations fall back to Airflow Variable `xray_<name>`, then config `[xray]
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+
 import pendulum
 from airflow.sdk import Param, TriggerRule, chain, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
@@ -160,8 +164,12 @@ def xray_train():
         ]
         if p["forced"]:
             args += ["--force", "--reason", p["force_reason"], "--actor", p["actor"]]
-            args += [arg for key in p["changed_keys"] for arg in ("--changed-key", key)]
-        result = run("publish", args, p, extra_env=signing_env())
+        with tempfile.TemporaryDirectory(prefix="xray-policy-") as tmp:
+            # The deployment's gate policy as --config: publish records the keys the run's --set changed against it.
+            policy = os.path.join(tmp, "deployment.json")
+            with open(policy, "w") as fh:
+                json.dump({"gate": p["deployment_gate"]}, fh)
+            result = run("publish", [*args, "--config", policy], p, extra_env=signing_env())
         summary = PublishSummary.from_dict(result, "publish")
         log.info(
             "gate: %s; version %s; champion %s%s",
