@@ -11,6 +11,7 @@ import sys
 from typing import Any
 
 from xray_tasks import storage
+from xray_tasks.cli import governance
 from xray_tasks.cli.common import add_config_args, load_config
 from xray_tasks.errors import BadInput, MissingInput
 
@@ -31,10 +32,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--reason", default="", help="why a publish is forced (recorded with the decision)")
     p.add_argument("--actor", help="who forces it (default: $XRAY_ACTOR or the login name)")
+    p.add_argument(
+        "--stage",
+        action="store_true",
+        help="upload a gated version as a candidate awaiting sign-off (`models promote`); the champion stays",
+    )
     p.set_defaults(func=_publish)
 
-    models = sub.add_parser("models", help="list models and versions, show one version")
-    msub = models.add_subparsers(dest="models_command", required=True, metavar="{list,show}")
+    models = sub.add_parser("models", help="list, show, promote, reject and clean up versions")
+    msub = models.add_subparsers(
+        dest="models_command", required=True, metavar="{list,show,promote,reject,gc}"
+    )
     p = msub.add_parser("list", help="models under a registry, or the versions of one model (--model-name)")
     _registry_args(p, model_name=None)
     p.set_defaults(func=_models_list)
@@ -42,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     _registry_args(p)
     p.add_argument("--version", help="version id, e.g. 7 or 000007 (default: the champion)")
     p.set_defaults(func=_models_show)
+    governance.register_models(msub, _registry_args)
+    governance.register_keys(sub)
 
     p = sub.add_parser(
         "predict", help="P(unhealthy) and the triage decision per image, with a published model"
@@ -79,6 +89,12 @@ def _publish(args: argparse.Namespace) -> dict:
     from xray_tasks.registry import publish
 
     cfg = load_config(args)
+    # The deployment's policy is the profile and --config; a --set gate.* on this run changes it (a forced publish).
+    deployment = load_config(
+        argparse.Namespace(
+            **{**vars(args), "set": [a for a in args.set if not a.strip().startswith("gate.")]}
+        )
+    )
     return publish(
         args.run_dir,
         cfg.registry,
@@ -88,6 +104,8 @@ def _publish(args: argparse.Namespace) -> dict:
         reason=args.reason,
         actor=args.actor,
         workspace=args.workspace,
+        stage=args.stage,
+        deployment_policy=deployment.gate,
     )
 
 

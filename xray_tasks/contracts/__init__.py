@@ -40,6 +40,7 @@ from xray_tasks.contracts.registry import (
     GateCheck,
     GateContext,
     GateResult,
+    PromotionSummary,
     PublishSummary,
 )
 from xray_tasks.contracts.training import (
@@ -78,6 +79,7 @@ __all__ = [
     "Metrics",
     "ModelInfo",
     "OperatingPoint",
+    "PromotionSummary",
     "PublishSummary",
     "QuarantineReport",
     "Quarantined",

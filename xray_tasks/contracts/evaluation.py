@@ -51,9 +51,15 @@ class ModelInfo(Contract):
 class DataInfo(Contract):
     workspace: str | None = doc("the workspace evaluated on")
     manifest_sha256: str = doc("sha256 of manifest.parquet (labels and splits)")
-    test_digest: str = doc("sha256 of the sorted test image names: equal digests, same test split")
+    test_digest: str = doc("sha256 of the sorted test image names (names only; kept for older readers)")
     val_digest: str = doc("the same for validation")
     counts: dict[str, ManifestCounts] | None = doc("images, patients and classes per split")
+    test_split_digest: str | None = doc(
+        "sha256 over the test studies' names, labels and patient ids: equal digests, same test split "
+        "(null in runs evaluated before it existed: those are never taken as the same split)",
+        default=None,
+    )
+    val_split_digest: str | None = doc("the same for validation", default=None)
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,13 @@ class GateContext(Contract):
     beta: float = doc("the F-beta weight of the run's evaluation")
     f_beta_at_operating_point: float = doc("the candidate's F-beta at its operating point")
     benchmark_f_beta: float = doc("the always-unhealthy benchmark's F-beta on the same studies")
+    test_split_digest: str | None = doc(
+        "digest of the test split's names, labels and patient ids (null in decisions written before it)",
+        default=None,
+    )
+    recomputed: tuple[str, ...] = doc(
+        "the metrics.json fields publish recomputed from the run's predictions and found equal", default=()
+    )
 
 
 @dataclass(frozen=True)
@@ -73,7 +80,10 @@ class DecisionRecord(Contract):
     SCHEMA: ClassVar[int] = 1
     OLDEST_SCHEMA: ClassVar[int] = 0
 
-    decision: str = doc("`approved`, `rejected`, `forced`, `conflict`")
+    decision: str = doc(
+        "`approved`, `rejected`, `forced`, `conflict`, `candidate` (staged, awaiting sign-off), "
+        "`rejected_by_reviewer`, `approval_timed_out`, `rolled_back`"
+    )
     reasons: tuple[str, ...] = doc("why the gate failed (empty when it passed)")
     gate: GateResult | None = doc("the full gate result")
     policy: dict[str, Any] = doc("the gate policy applied (`config.GatePolicy`)")
@@ -83,6 +93,16 @@ class DecisionRecord(Contract):
     version: str = doc("the version the decision is about")
     champion_before: str | None = doc("the champion when the decision was taken")
     forced: Forced | None = doc("who forced it and why, for `forced`")
+    actor: str | None = doc(
+        "who took the decision (reviewer, operator, or the publishing user)", default=None
+    )
+    comment: str | None = doc("the reviewer's comment or the operator's reason, in their words", default=None)
+    changed_keys: tuple[str, ...] = doc(
+        "gate policy keys this run changed against the deployment's policy (a `forced` publish)", default=()
+    )
+    key_id: str | None = doc(
+        "id of the key the version's manifest is signed with (null: unsigned)", default=None
+    )
 
     @classmethod
     def upgrade(cls, data: dict[str, Any], schema: int) -> dict[str, Any]:
@@ -106,10 +126,30 @@ class PublishSummary(Contract):
     publish_id: str = doc("this publish attempt")
     previous_champion: str | None = doc("the champion before")
     reused: bool = doc("the run was already published complete: its version was re-gated, nothing uploaded")
-    decision: str = doc("`approved`, `rejected`, `forced` or `unchanged`")
+    decision: str = doc("`approved`, `rejected`, `forced`, `candidate` (with `--stage`) or `unchanged`")
     promoted: bool = doc("whether the champion pointer moved to this version")
     reasons: tuple[str, ...] = doc("why the gate failed")
     version: str = doc("the version the run is published as")
     champion: str | None = doc("the champion after")
     uploaded_bytes: int = doc("bytes uploaded")
     decision_record: str | None = doc("file name of the decision log entry (null for `unchanged`)")
+    key_id: str | None = doc("id of the key the version is signed with (null: unsigned)", default=None)
+    changed_keys: tuple[str, ...] = doc("gate keys changed against the deployment's policy", default=())
+
+
+@dataclass(frozen=True)
+class PromotionSummary(Contract):
+    """What ``xray-tasks models promote`` and ``models reject`` print."""
+
+    model_name: str = doc("the registry model")
+    version: str = doc("the version decided on")
+    previous_champion: str | None = doc("the champion before")
+    champion: str | None = doc("the champion after")
+    decision: str = doc(
+        "`approved`, `rolled_back`, `forced` (promote), `unchanged` (it already was the champion) or "
+        "`rejected_by_reviewer`, `approval_timed_out` (reject)"
+    )
+    promoted: bool = doc("whether the champion pointer moved to this version")
+    actor: str = doc("who decided")
+    decision_record: str | None = doc("file name of the decision log entry (null for `unchanged`)")
+    key_id: str | None = doc("the key the version is signed with (null: unsigned)", default=None)

@@ -107,8 +107,23 @@ def predict_split(model: Any, workspace: str, split: str, batch_size: int = 64) 
 
 
 def digest(frame: pd.DataFrame) -> str:
-    """sha256 of the sorted image names: tells whether two runs were scored on the same studies."""
+    """sha256 of the sorted image names (``data.test_digest``; names only, see ``split_digest``)."""
     return hashlib.sha256("\n".join(sorted(frame["image_index"])).encode()).hexdigest()
+
+
+SPLIT_DIGEST_PREFIX = "split-v1:"
+
+
+def split_digest(frame: pd.DataFrame) -> str:
+    """``split-v1:`` + sha256 of the sorted ``(image, label, patient)`` triples: whether two runs were scored on
+    the same studies *with the same labels*.  A relabelled or re-assigned split gets another digest."""
+    rows = sorted(
+        f"{name}\t{int(label)}\t{int(patient)}"
+        for name, label, patient in zip(
+            frame["image_index"], frame["label"], frame["patient_id"], strict=True
+        )
+    )
+    return SPLIT_DIGEST_PREFIX + hashlib.sha256("\n".join(rows).encode()).hexdigest()
 
 
 def score(val: pd.DataFrame, test: pd.DataFrame, cfg: EvalConfig) -> Scores:
@@ -272,4 +287,6 @@ def _data_info(workspace: str, frames: dict[str, pd.DataFrame]) -> DataInfo:
         test_digest=digest(frames["test"]),
         val_digest=digest(frames["val"]),
         counts=manifest_counts(workspace),
+        test_split_digest=split_digest(frames["test"]),
+        val_split_digest=split_digest(frames["val"]),
     )

@@ -16,6 +16,7 @@ from xray_tasks.registry.catalog import (
 from xray_tasks.registry.consumer import PublishedModel, load
 from xray_tasks.registry.gate import ChampionScore, GateResult
 from xray_tasks.registry.layout import ChampionConflict, IntegrityError, RegistryError
+from xray_tasks.registry.promotion import promote, reject
 from xray_tasks.registry.publish import publish
 
 __all__ = [
@@ -29,8 +30,10 @@ __all__ = [
     "list_models",
     "list_versions",
     "load",
+    "promote",
     "publish",
     "read_artifact",
     "read_decisions",
+    "reject",
     "version_details",
 ]

@@ -8,7 +8,7 @@ from typing import Any
 
 from xray_tasks import storage
 from xray_tasks.contracts import DecisionRecord
-from xray_tasks.registry import integrity, pointers
+from xray_tasks.registry import integrity, pointers, signing
 from xray_tasks.registry.layout import (
     CLAIM,
     DECISIONS,
@@ -52,8 +52,9 @@ def list_versions(root: str, model_name: str) -> list[dict[str, Any]]:
     """One row per claimed version, oldest first: ``complete`` is true only when it has a valid manifest.
 
     Rows: ``version``, ``complete``, ``champion``, ``created_at``, ``summary`` (test AUROC, threshold, ...),
-    ``decision`` and ``reasons`` of its latest decision.  Incomplete versions (a publish that died) are listed
-    so that they can be seen and cleaned up, never used.
+    ``decision`` and ``reasons`` of its latest decision, ``pending`` (a staged candidate no decision followed
+    yet: it awaits sign-off).  Incomplete versions (a publish that died) are listed so that they can be seen and
+    cleaned up (``models gc``), never used.
     """
     champion = champion_version(root, model_name)
     rows = []
@@ -64,18 +65,26 @@ def list_versions(root: str, model_name: str) -> list[dict[str, Any]]:
             manifest, _ = integrity.read_manifest(uri)
         except IntegrityError as exc:
             row.update(
-                complete=False, created_at=None, summary=None, decision=None, reasons=[], problem=str(exc)
+                complete=False,
+                created_at=None,
+                summary=None,
+                decision=None,
+                reasons=[],
+                pending=False,
+                problem=str(exc),
             )
             rows.append(row)
             continue
         decisions = read_decisions(root, model_name, version)
         latest = decisions[-1] if decisions else {}
+        settled = [d["decision"] for d in decisions if d["decision"] != "conflict"]
         row.update(
             complete=True,
             created_at=manifest.get("created_at"),
             summary=manifest.get("summary"),
             decision=latest.get("decision"),
             reasons=latest.get("reasons", []),
+            pending=bool(settled) and settled[-1] == "candidate" and version != champion,
         )
         rows.append(row)
     return rows
@@ -83,7 +92,8 @@ def list_versions(root: str, model_name: str) -> list[dict[str, Any]]:
 
 def version_details(root: str, model_name: str, version: str | int | None = None) -> dict[str, Any]:
     """Everything about one version (the champion when ``version`` is None): manifest, metrics, decisions,
-    artifact URIs (plots, model card, TF Serving base path), and whether it is the champion.
+    artifact URIs (plots, model card, TF Serving base path), whether it is the champion, and its ``signature``
+    status ``{signed, key_id, verified, reason}`` against the trusted keys (``signing.trusted_keys``).
 
     Raises:
         RegistryError: no such version or no champion yet.
@@ -98,7 +108,7 @@ def version_details(root: str, model_name: str, version: str | int | None = None
     uri = version_uri(root, model_name, version)
     if not storage.exists(storage.join(uri, CLAIM)):
         raise RegistryError(f"{uri}: no such version")
-    manifest, _ = integrity.read_manifest(uri)
+    manifest, raw = integrity.read_manifest(uri)
     metrics = json.loads(read_artifact(root, model_name, version, RunDir.METRICS, manifest=manifest))
     files = manifest["files"]
     return {
@@ -109,6 +119,7 @@ def version_details(root: str, model_name: str, version: str | int | None = None
         "manifest": manifest,
         "metrics": metrics,
         "decisions": read_decisions(root, model_name, version),
+        "signature": signing.check(uri, raw, signing.trusted_keys()),
         "plots": {
             rel.split("/", 1)[1]: storage.join(uri, *rel.split("/"))
             for rel in files

@@ -3,6 +3,7 @@
 ```
 <root>/<model>/versions/<NNNNNN>/CLAIM.json        first object, created only if absent: owns the version id
 <root>/<model>/versions/<NNNNNN>/...                 model.keras, serving/<N>/ (TF Serving), metrics.json, ...
+<root>/<model>/versions/<NNNNNN>/SIGNATURE.json    Ed25519 signature of the manifest's bytes (when a key is set)
 <root>/<model>/versions/<NNNNNN>/MANIFEST.json     written last, after every file was read back and verified
 <root>/<model>/versions/<NNNNNN>/decisions/*.json  append-only log: every gate decision about this version
 <root>/<model>/champion                             JSON pointer, swapped only with compare-and-swap
@@ -24,6 +25,7 @@ from xray_tasks.settings import MODEL_NAME_PATTERN
 VERSIONS = "versions"
 CLAIM = "CLAIM.json"
 MANIFEST = "MANIFEST.json"
+SIGNATURE = "SIGNATURE.json"
 DECISIONS = "decisions"
 CHAMPION = "champion"
 SERVING = "serving"

@@ -9,7 +9,6 @@ a re-run claims a fresh id.  A run already published complete is not uploaded ag
 
 from __future__ import annotations
 
-import getpass
 import logging
 import os
 import tempfile
@@ -21,21 +20,16 @@ from xray_tasks import storage
 from xray_tasks.config import GatePolicy, to_dict
 from xray_tasks.contracts import DecisionRecord, Forced, Metrics, PublishSummary
 from xray_tasks.errors import BadInput
-from xray_tasks.registry import gate, integrity, pointers, rescore
+from xray_tasks.registry import gate, integrity, pointers, rescore, signing, versions
 from xray_tasks.registry.layout import (
-    DECISIONS,
-    MANIFEST,
-    MANIFEST_SCHEMA,
     SERVING,
     ChampionConflict,
-    IntegrityError,
     check_name,
     new_id,
     now,
     pause,
     version_uri,
 )
-from xray_tasks.storage import conditional
 from xray_tasks.training.networks import IMAGE_INPUT, TRIAGE_OUTPUT
 from xray_tasks.workspace import RunDir
 
@@ -103,22 +97,14 @@ def export_serving(candidate: Candidate, out: Path) -> None:
     model.export(str(out), verbose=False)
 
 
-def find_published(root: str, model_name: str, run_sha256: str) -> str | None:
-    """The complete version already holding this exact run, if any (newest first)."""
-    for version in reversed(pointers.version_ids(root, model_name)):
-        try:
-            manifest, _ = integrity.read_manifest(version_uri(root, model_name, version))
-        except IntegrityError:
-            continue
-        if manifest.get("run", {}).get("sha256") == run_sha256:
-            return version
-    return None
+def upload_version(
+    root: str, model_name: str, candidate: Candidate, publish_id: str, key: signing.SigningKey | None = None
+) -> tuple[str, str, int, str | None]:
+    """Claim an id, export for TF Serving, upload, read back, sign, write the manifest.
 
-
-def upload_version(root: str, model_name: str, candidate: Candidate, publish_id: str) -> tuple[str, str, int]:
-    """Claim an id, upload, read back, write the manifest. Returns ``(version, manifest_sha256, bytes)``."""
+    Returns ``(version, manifest_sha256, bytes, key id)``.
+    """
     version = pointers.claim_version(root, model_name, publish_id, {"run_sha256": candidate.run_sha256})
-    vuri = version_uri(root, model_name, version)
     serving = candidate.staged.parent / "serving"
     export_serving(candidate, serving / str(int(version)))
     exported = integrity.tree_digests(serving)
@@ -127,61 +113,26 @@ def upload_version(root: str, model_name: str, candidate: Candidate, publish_id:
         **{rel: candidate.staged / rel for rel in candidate.files},
         **{f"{SERVING}/{rel}": serving / rel for rel in exported},
     }
-    total = 0
-    for rel in sorted(files):
-        storage.put_file(local[rel], storage.join(vuri, *rel.split("/")))
-        total += files[rel]["size"]
-        pause("after_upload")
-    integrity.verify_remote(vuri, files)
-    m = candidate.metrics
-    at_op = m.test.at_operating_point
-    manifest = {
-        "schema": MANIFEST_SCHEMA,
-        "model_name": model_name,
-        "version": version,
-        "publish_id": publish_id,
-        "created_at": now(),
-        "files": files,
-        "code_version": integrity.code_version(),
-        "run": {"uri": candidate.run_dir, "sha256": candidate.run_sha256},
-        "data": {
-            k: getattr(m.data, k) for k in ("manifest_sha256", "test_digest", "val_digest", "workspace")
-        },
-        "serving": {"path": SERVING, "version": int(version)},
-        "summary": {
-            "test_auroc": m.test.auroc,
-            "threshold": m.operating_point.threshold,
-            "sensitivity": at_op.recall,
-            "healthy_cleared": at_op.healthy_cleared,
-            "base": m.model.base,
-            "input_size": m.model.input_size,
-        },
-    }
-    raw = integrity.encode(manifest)
-    conditional.write_bytes_if(storage.join(vuri, MANIFEST), raw, absent=True)
-    logger.info("%s version %s complete: %d files, %d bytes", model_name, version, len(files), total)
-    return version, integrity.digest_bytes(raw)["sha256"], total
-
-
-def record_decision(root: str, model_name: str, version: str, record: DecisionRecord) -> str:
-    """Append one immutable record to a version's decision log; returns its file name."""
-    stamp = record.decided_at.replace(":", "").replace("-", "")
-    name = f"{stamp}-{record.publish_id[:8]}-{record.decision}.json"
-    conditional.write_bytes_if(
-        storage.join(version_uri(root, model_name, version), DECISIONS, name),
-        integrity.encode(record.to_dict()),
-        absent=True,
+    sha, total, key_id = versions.upload(
+        root,
+        model_name,
+        publish_id=publish_id,
+        run={"uri": candidate.run_dir, "sha256": candidate.run_sha256},
+        files=files,
+        local=local,
+        metrics=candidate.metrics,
+        version=version,
+        key=key,
     )
-    return name
+    return version, sha, total, key_id
 
 
-def _actor(actor: str | None) -> str:
-    if actor:
-        return actor
-    try:
-        return os.environ.get("XRAY_ACTOR") or getpass.getuser()
-    except (KeyError, OSError):  # no login name in a bare container
-        return "unknown"
+def changed_gate_keys(policy: GatePolicy, deployment: GatePolicy | None) -> tuple[str, ...]:
+    """``gate.<key>`` names whose value in ``policy`` differs from the deployment's policy."""
+    if deployment is None:
+        return ()
+    mine, theirs = to_dict(policy), to_dict(deployment)
+    return tuple(f"gate.{k}" for k in sorted(mine) if mine[k] != theirs.get(k))
 
 
 def publish(
@@ -194,21 +145,37 @@ def publish(
     reason: str = "",
     actor: str | None = None,
     workspace: str | None = None,
+    stage: bool = False,
+    deployment_policy: GatePolicy | None = None,
+    signing_key: signing.SigningKey | None = None,
 ) -> PublishSummary:
     """Gate an evaluated run against the champion and publish it as a new immutable version.
 
-    Every outcome is recorded in the version's decision log; only ``approved`` (or ``forced``) ones move the
-    champion.  Returns the decision, whether the champion moved, the reasons, the version.
+    Every outcome is recorded in the version's decision log.  Without ``stage`` an ``approved`` (or ``forced``)
+    version becomes champion at once; with ``stage`` it is recorded as ``candidate`` and the champion stays until
+    ``promotion.promote`` (a reviewer's sign-off).  A ``policy`` that differs from ``deployment_policy`` makes
+    the publish a forced one (reason and actor required; the changed keys are recorded).  The signing key comes
+    from ``signing_key`` or the environment (``signing.signing_key_from_env``).
 
     Raises:
         BadInput: bad arguments or an incomplete run directory.
+        IntegrityError: the run's metrics.json disagrees with its predictions, or a reused version fails to verify.
         ChampionConflict: another publish moved the champion meanwhile (recorded as ``conflict``; nothing lost).
         RegistryError / StorageError: the champion cannot be compared, or storage failed (champion untouched).
     """
     check_name(model_name)
-    if force and not reason.strip():
-        raise BadInput("a forced publish needs a reason (--reason TEXT): it is recorded with who forced it")
     policy = policy or GatePolicy()
+    changed = changed_gate_keys(policy, deployment_policy)
+    forced = force or bool(changed)
+    who = versions.actor(actor)
+    if forced and not reason.strip():
+        what = f"changes {list(changed)} against the deployment's gate policy" if changed else "is forced"
+        raise BadInput(
+            f"this publish {what}: it needs a reason (--reason TEXT); it is recorded as forced with who did it"
+        )
+    if forced and who == "unknown":
+        raise BadInput("a forced publish needs an actor (--actor NAME or $XRAY_ACTOR): it is recorded")
+    key = signing_key if signing_key is not None else signing.signing_key_from_env()
     publish_id = new_id()
     with tempfile.TemporaryDirectory(prefix="xray-publish-") as tmp:
         candidate = stage_run(run_dir, Path(tmp) / "run")
@@ -228,15 +195,19 @@ def publish(
             champion=previous,
             uploaded_bytes=0,
             decision_record=None,
+            changed_keys=changed,
         )
-        existing = find_published(registry, model_name, candidate.run_sha256)
+        existing = versions.find_published(registry, model_name, candidate.run_sha256)
         if existing and existing == previous:
             logger.info("run already published as %s, which is the champion: nothing to do", existing)
             return summary.replace(reused=True, version=existing)
         result = _gate(registry, model_name, candidate, previous, policy, workspace)
-        decision = "forced" if force else ("approved" if result.passed else "rejected")
+        if result.passed or force:
+            decision = "candidate" if stage else ("forced" if forced else "approved")
+        else:
+            decision = "rejected"
         logger.info("gate: %s%s", decision, "" if result.passed else f" ({'; '.join(result.reasons)})")
-        version, manifest_sha, uploaded = _version_for(registry, model_name, candidate, publish_id, existing)
+        verified, uploaded = _version_for(registry, model_name, candidate, publish_id, existing, key)
     record = DecisionRecord(
         decision=decision,
         reasons=tuple(result.reasons),
@@ -245,23 +216,28 @@ def publish(
         publish_id=publish_id,
         decided_at=now(),
         run=run_dir,
-        version=version,
+        version=verified.version,
         champion_before=previous,
-        forced=Forced(by=_actor(actor), reason=reason) if force else None,
+        forced=Forced(by=who, reason=reason) if forced else None,
+        actor=who,
+        comment=reason.strip() or None,
+        changed_keys=changed,
+        key_id=verified.key_id,
     )
-    name = record_decision(registry, model_name, version, record)
+    name = versions.record_decision(registry, model_name, verified.version, record)
     summary = summary.replace(
         reused=existing is not None,
         decision=decision,
         reasons=record.reasons,
-        version=version,
+        version=verified.version,
         uploaded_bytes=uploaded,
         decision_record=name,
+        key_id=verified.key_id,
     )
-    if decision == "rejected":
+    if decision in ("rejected", "candidate"):
         return summary
-    _promote(registry, model_name, record, manifest_sha, name, tag)
-    return summary.replace(promoted=True, champion=version)
+    _promote(registry, model_name, record, verified, name, tag)
+    return summary.replace(promoted=True, champion=verified.version)
 
 
 def _gate(
@@ -280,34 +256,41 @@ def _gate(
 
 
 def _version_for(
-    registry: str, model_name: str, candidate: Candidate, publish_id: str, existing: str | None
-) -> tuple[str, str, int]:
-    """``(version, manifest sha256, bytes uploaded)``: the complete version already holding this run, or a new one."""
+    registry: str,
+    model_name: str,
+    candidate: Candidate,
+    publish_id: str,
+    existing: str | None,
+    key: signing.SigningKey | None,
+) -> tuple[versions.Verified, int]:
+    """The complete version already holding this run (re-verified: every file and, under keys, its signature),
+    or a new one; and the bytes uploaded."""
     if existing:
-        raw = integrity.read_manifest(version_uri(registry, model_name, existing))[1]
-        return existing, integrity.digest_bytes(raw)["sha256"], 0
-    return upload_version(registry, model_name, candidate, publish_id)
+        logger.info("run already published complete as %s: re-verifying it instead of uploading", existing)
+        return versions.verify(registry, model_name, existing), 0
+    version, sha, uploaded, key_id = upload_version(registry, model_name, candidate, publish_id, key)
+    manifest = integrity.read_manifest(version_uri(registry, model_name, version))[0]
+    return versions.Verified(version, manifest, sha, key_id), uploaded
 
 
 def _promote(
-    registry: str, model_name: str, record: DecisionRecord, manifest_sha: str, name: str, tag: str | None
+    registry: str,
+    model_name: str,
+    record: DecisionRecord,
+    verified: versions.Verified,
+    name: str,
+    tag: str | None,
 ) -> None:
     """Move the champion pointer to the record's version by compare-and-swap; a lost race is logged as
     ``conflict`` and raised."""
     pause("before_promote")
-    new_pointer = {
-        "model_name": model_name,
-        "version": record.version,
-        "manifest_sha256": manifest_sha,
-        "publish_id": record.publish_id,
-        "decision": name,
-        "promoted_at": now(),
-        "previous": record.champion_before,
-    }
+    new_pointer = versions.champion_pointer(
+        model_name, verified, record.publish_id, name, record.champion_before
+    )
     try:
         pointers.swap_champion(registry, model_name, new_pointer, tag)
     except ChampionConflict as exc:
-        record_decision(
+        versions.record_decision(
             registry,
             model_name,
             record.version,

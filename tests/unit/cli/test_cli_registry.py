@@ -59,32 +59,37 @@ def image_dir(tmp_path):
     return folder
 
 
-def test_publish_prints_the_decision_and_honours_gate_overrides(tmp_path, capsys):
+def test_publish_prints_the_decision_and_a_gate_override_is_a_forced_publish(tmp_path, capsys):
     registry = str(tmp_path / "registry")
     run_dir = str(write_run(tmp_path / "a", auroc=0.8))
+    override = ("--set", "gate.min_auroc=0.9")
+    status, out, err = cli(capsys, "publish", "--run-dir", run_dir, "--registry", registry, *override)
+    assert status == 1 and "['gate.min_auroc']" in err and "needs a reason" in err
+    assert not storage.exists(f"{registry}/xray-triage")  # refused before anything was uploaded
     status, out, _ = cli(
-        capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--set", "gate.min_auroc=0.9"
-    )
+        capsys, "publish", "--run-dir", run_dir, "--registry", registry, *override,
+        "--reason", "stricter floor", "--actor", "tester",
+    )  # fmt: skip
     summary = json.loads(out[-1])
     assert status == 0 and summary["decision"] == "rejected" and "floor 0.9000" in summary["reasons"][0]
+    assert summary["changed_keys"] == ["gate.min_auroc"]
     status, _, err = cli(capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--force")
     assert status == 1 and "needs a reason" in err
     status, out, _ = cli(
-        capsys,
-        "publish",
-        "--run-dir",
-        run_dir,
-        "--registry",
-        registry,
-        "--force",
-        "--reason",
-        "demo",
-        "--actor",
+        capsys, "publish", "--run-dir", run_dir, "--registry", registry, "--force",
+        "--reason", "demo", "--actor", "tester", *override,
+    )  # fmt: skip
+    summary = json.loads(out[-1])
+    assert status == 0 and summary["decision"] == "forced" and summary["promoted"]
+    from xray_tasks.registry import read_decisions
+
+    record = read_decisions(registry, "xray-triage", summary["version"])[-1]
+    assert (record["decision"], record["actor"], record["changed_keys"]) == (
+        "forced",
         "tester",
-        "--set",
-        "gate.min_auroc=0.9",
+        ["gate.min_auroc"],
     )
-    assert status == 0 and json.loads(out[-1])["decision"] == "forced"
+    assert record["forced"] == {"by": "tester", "reason": "demo"} and record["policy"]["min_auroc"] == 0.9
 
 
 def test_models_list_and_show(published, capsys):
@@ -166,3 +171,64 @@ def test_score_refuses_an_unknown_output_format(published, image_dir, capsys):
         capsys, "score", "--registry", published, "--images", str(image_dir), "--out", "x.xlsx"
     )
     assert status == 1 and ".csv or .parquet" in err
+
+
+def test_stage_promote_reject_gc_and_keys_from_the_cli(tmp_path, capsys):
+    registry = str(tmp_path / "registry")
+    runs = [
+        str(write_run(tmp_path / n, seed=i, auroc=a)) for i, (n, a) in enumerate([("a", 0.8), ("b", 0.85)])
+    ]
+    assert cli(capsys, "publish", "--run-dir", runs[0], "--registry", registry)[0] == 0
+    status, out, _ = cli(capsys, "publish", "--run-dir", runs[1], "--registry", registry, "--stage")
+    staged = json.loads(out[-1])
+    assert status == 0 and (staged["decision"], staged["promoted"], staged["champion"]) == (
+        "candidate",
+        False,
+        "000001",
+    )
+    status, out, _ = cli(
+        capsys, "models", "list", "--registry", registry, "--model-name", "xray-triage", "--format", "json"
+    )
+    assert [r["pending"] for r in json.loads(out[-1])["versions"]] == [False, True]
+    with pytest.raises(SystemExit):  # argparse: the reason is required
+        cli(capsys, "models", "promote", "--registry", registry, "--version", "2")
+    assert "--reason" in capsys.readouterr().err
+    status, out, _ = cli(
+        capsys, "models", "promote", "--registry", registry, "--version", "2", "--reason", "looks right",
+        "--actor", "dr-a", "--expected-champion", "1",
+    )  # fmt: skip
+    summary = json.loads(out[-1])
+    assert status == 0 and summary == {
+        **summary,
+        "version": "000002",
+        "previous_champion": "000001",
+        "promoted": True,
+    }
+    status, out, _ = cli(
+        capsys, "models", "promote", "--registry", registry, "--version", "1", "--reason", "regression",
+        "--decision", "rolled_back", "--actor", "ops",
+    )  # fmt: skip
+    assert status == 0 and json.loads(out[-1])["champion"] == "000001"
+    status, out, _ = cli(
+        capsys,
+        "models",
+        "reject",
+        "--registry",
+        registry,
+        "--version",
+        "2",
+        "--actor",
+        "dr-b",
+        "--comment",
+        "no",
+    )
+    assert status == 0 and json.loads(out[-1])["decision"] == "rejected_by_reviewer"
+    status, out, _ = cli(capsys, "models", "gc", "--registry", registry)
+    assert status == 0 and json.loads(out[-1])["removable"] == [] and json.loads(out[-1])["apply"] is False
+
+    status, out, _ = cli(capsys, "keys", "generate", "--out", str(tmp_path / "keys"))
+    result = json.loads(out[-1])
+    assert status == 0 and len(result["key_id"]) == 16
+    assert (tmp_path / "keys" / "signing.key").stat().st_mode & 0o777 == 0o600
+    assert b"PRIVATE KEY" not in "\n".join(out).encode()  # the key itself is never printed
+    assert cli(capsys, "keys", "generate", "--out", str(tmp_path / "keys"))[0] == 1  # never overwritten
