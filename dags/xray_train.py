@@ -206,6 +206,8 @@ def xray_train():
         args = ["promote", "--registry", p["registry"], "--model-name", p["model_name"]]
         args += ["--version", staged["version"], "--reason", reason, "--actor", decided["actor"]]
         args += ["--decision", "forced" if staged.get("forced") else "approved"]
+        # Compare-and-swap against the champion the reviewer compared with: a champion promoted meanwhile refuses.
+        args += ["--expected-champion", staged.get("previous_champion") or "none"]
         result = run("models", args, p)
         log.info("champion %s -> %s (%s)", result.get("previous_champion"), result.get("version"), decided)
         return {**result, "registry": p["registry"], "model_name": p["model_name"], "run_dir": p["run_dir"]}

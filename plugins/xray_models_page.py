@@ -133,7 +133,7 @@ def signature_status(signature: dict[str, Any] | None) -> str:
         return f"<p class=unsigned>signature: <b>unsigned</b>{' – ' + reason if reason else ''}</p>"
     if signature.get("verified"):
         return f"<p class=signed>signature: <b>verified</b>, key <code>{key}</code></p>"
-    if signature.get("verified") is None:
+    if signature.get("verified") is None or "no trusted keys" in str(signature.get("reason") or ""):
         return f"<p class=unsigned>signature: signed by key <code>{key}</code>, not checked – {reason}</p>"
     return f"<p class=rejected>signature: <b>invalid</b>, key <code>{key}</code> – {reason}</p>"
 
