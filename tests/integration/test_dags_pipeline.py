@@ -15,6 +15,7 @@ from support.services import free_port
 
 from xray_tasks import registry, storage
 from xray_tasks.data.synth import generate
+from xray_tasks.registry import signing
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow, pytest.mark.s3]
 
@@ -46,8 +47,16 @@ def pipeline(airflow_home, s3_server, tmp_path_factory):  # noqa: F811
         "password": "pipeline-Secret-4Kd9",
         "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
     }
+    # The publisher's signing key, as a worker gets it: a secret in the Airflow connection xray_signing.
+    keys = tmp_path_factory.mktemp("pipeline-keys")
+    key_id = signing.generate(keys)["key_id"]
+    pem = (keys / signing.PRIVATE_NAME).read_text()
     # The deployment's profile is demo: approval policy auto, so dag.test() needs no reviewer.
-    env = {"AIRFLOW_CONN_XRAY_S3": json.dumps(connection), "XRAY_PROFILE": "demo"}
+    env = {
+        "AIRFLOW_CONN_XRAY_S3": json.dumps(connection),
+        "AIRFLOW_CONN_XRAY_SIGNING": json.dumps({"conn_type": "generic", "password": pem}),
+        "XRAY_PROFILE": "demo",
+    }
     where = {"workspace": f"{bucket}/ws", "registry": f"{bucket}/registry", "profile": "demo"}
     runs = {"ingest": airflow_home.run_dag("xray_ingest", {**where, "source": f"{bucket}/source"}, env=env)}
     assert runs["ingest"].state == "success", runs["ingest"].errors()
@@ -71,7 +80,15 @@ def pipeline(airflow_home, s3_server, tmp_path_factory):  # noqa: F811
         },
         env=env,
     )
-    return {"bucket": bucket, "runs": runs, "secret": connection["password"], **where}
+    return {
+        "bucket": bucket,
+        "runs": runs,
+        "secret": connection["password"],
+        "pem": pem,
+        "key_id": key_id,
+        "public_key": str(keys / signing.PUBLIC_NAME),
+        **where,
+    }
 
 
 def test_training_publishes_on_the_gpu_queue_and_emits_the_model_asset(pipeline, airflow_home):  # noqa: F811
@@ -96,6 +113,18 @@ def test_training_publishes_on_the_gpu_queue_and_emits_the_model_asset(pipeline,
     # The event queued a run of the consumer DAG: the scheduler would start it (test_dags_scheduler runs it).
     assert "xray_model" in airflow_home.queued_for("xray_score")
     assert pipeline["secret"] not in run.output
+
+
+def test_versions_are_signed_with_the_key_from_the_connection_which_is_never_logged(pipeline, monkeypatch):
+    run = pipeline["runs"]["train"]
+    assert run.xcoms["stage_candidate"]["key_id"] == pipeline["key_id"]
+    body = [line for line in pipeline["pem"].splitlines() if "-----" not in line and line.strip()]
+    for text in (run.output, pipeline["runs"]["rejected"].output):
+        assert all(line not in text for line in body)
+    monkeypatch.setenv(signing.TRUSTED_KEYS_ENV, pipeline["public_key"])
+    version = run.xcoms["stage_candidate"]["version"]
+    signature = registry.version_details(pipeline["registry"], "xray-triage", version)["signature"]
+    assert signature["verified"] and signature["key_id"] == pipeline["key_id"], signature
 
 
 def test_a_gate_override_in_the_run_is_recorded_as_forced_with_the_keys_changed(pipeline):
