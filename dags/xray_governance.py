@@ -20,8 +20,6 @@ from airflow.sdk.exceptions import AirflowSkipException
 from xray_common import log, run
 
 SIGNING_CONN_ID = "xray_signing"
-AUTO_ACTOR = "policy:auto"
-TIMEOUT_ACTOR = "airflow:approval-timeout"
 MODELS_ROUTE = "plugin/models"
 
 
@@ -88,23 +86,10 @@ def review(plan: dict[str, Any], staged: dict[str, Any]) -> str:
 
 
 def outcome(response: dict[str, Any] | None) -> dict[str, Any] | None:
-    """What an approval's XCom says: ``{decision, actor, comment}``, ``decision`` one of ``approved``,
-    ``rejected_by_reviewer``, ``approval_timed_out``; None when the approval did not run (no candidate)."""
-    if not response or not response.get("chosen_options"):
-        return None
-    comment = str((response.get("params_input") or {}).get("comment") or "").strip()
-    user = response.get("responded_by_user")
-    if response.get("auto"):
-        actor = AUTO_ACTOR
-    elif user:
-        actor = f"airflow:{user.get('name') or user.get('id')}"
-    else:  # the scheduler applied the default answer when the timeout passed: nobody responded
-        actor = TIMEOUT_ACTOR
-    if response["chosen_options"][0] == ApprovalOperator.APPROVE:
-        decision = "approved"
-    else:
-        decision = "rejected_by_reviewer" if user else "approval_timed_out"
-    return {"decision": decision, "actor": actor, "comment": comment}
+    """What the approval's XCom says (:func:`xray_tasks.governance.approval_outcome`)."""
+    from xray_tasks.governance import approval_outcome
+
+    return approval_outcome(response, approve=ApprovalOperator.APPROVE)
 
 
 class CandidateApproval(ApprovalOperator):
@@ -145,7 +130,11 @@ class CandidateApproval(ApprovalOperator):
             )
         policy = staged["approval"]
         if policy["policy"] == "auto":
-            log.info("approval policy auto: version %s approved without a reviewer", staged["version"])
+            from xray_tasks.governance import AUTO_ACTOR
+
+            log.info(
+                "approval policy auto: %s approved version %s, no reviewer", AUTO_ACTOR, staged["version"]
+            )
             return {
                 "chosen_options": [ApprovalOperator.APPROVE],
                 "params_input": {"comment": "approval policy auto (deployment profile)"},

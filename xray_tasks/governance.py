@@ -82,3 +82,33 @@ def govern(
             "trigger it from the UI or the REST API as a user"
         )
     return Governance(forced, tuple(changed), reason if forced else "", actor)
+
+
+AUTO_ACTOR = "policy:auto"
+"""Who approved a candidate under approval policy ``auto``."""
+TIMEOUT_ACTOR = "airflow:approval-timeout"
+"""Who "answered" when the approval's timeout passed with no response."""
+
+
+def approval_outcome(response: dict[str, Any] | None, approve: str = "Approve") -> dict[str, Any] | None:
+    """What an Airflow approval's result (its XCom) means for the registry: ``{decision, actor, comment}``.
+
+    ``decision`` is ``approved``, ``rejected_by_reviewer`` or ``approval_timed_out`` (the default answer taken by
+    the scheduler when the timeout passed: it has no responding user); ``actor`` is ``airflow:<user>``, or
+    :data:`AUTO_ACTOR` / :data:`TIMEOUT_ACTOR`.  None when the approval did not run (nothing was staged).
+    """
+    if not response or not response.get("chosen_options"):
+        return None
+    comment = str((response.get("params_input") or {}).get("comment") or "").strip()
+    user = response.get("responded_by_user")
+    if response.get("auto"):
+        actor = AUTO_ACTOR
+    elif user:
+        actor = f"airflow:{user.get('name') or user.get('id')}"
+    else:
+        actor = TIMEOUT_ACTOR
+    if response["chosen_options"][0] == approve:
+        decision = "approved"
+    else:
+        decision = "rejected_by_reviewer" if user else "approval_timed_out"
+    return {"decision": decision, "actor": actor, "comment": comment}

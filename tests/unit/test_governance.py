@@ -6,7 +6,7 @@ import pytest
 
 from xray_tasks.config import override, profile
 from xray_tasks.errors import BadInput
-from xray_tasks.governance import changed_keys, check_run_overrides, govern
+from xray_tasks.governance import approval_outcome, changed_keys, check_run_overrides, govern
 
 DEPLOYMENT = override(profile("full"), {"gate.min_auroc": 0.7})  # an admin's deployment-wide override
 
@@ -61,3 +61,27 @@ def test_approval_policy_defaults_follow_the_profile_and_are_checked():
     with pytest.raises(BadInput, match="approval.timeout_hours"):
         override(profile("full"), {"approval.timeout_hours": 0})
     assert changed_keys("approval", profile("demo"), profile("full")) == ["approval.policy"]
+
+
+def test_an_approval_response_becomes_a_registry_decision_with_who_and_the_comment():
+    ana = {"id": "7", "name": "ana"}
+    approved = {"chosen_options": ["Approve"], "params_input": {"comment": " ok "}, "responded_by_user": ana}
+    assert approval_outcome(approved) == {"decision": "approved", "actor": "airflow:ana", "comment": "ok"}
+    rejected = {**approved, "chosen_options": ["Reject"], "params_input": {"comment": "misses effusions"}}
+    assert approval_outcome(rejected) == {
+        "decision": "rejected_by_reviewer",
+        "actor": "airflow:ana",
+        "comment": "misses effusions",
+    }
+    # The scheduler's timeout sweep answers with the default (Reject) and no user.
+    timed_out = {"chosen_options": ["Reject"], "params_input": {"comment": ""}, "responded_by_user": None}
+    assert approval_outcome(timed_out) == {
+        "decision": "approval_timed_out",
+        "actor": "airflow:approval-timeout",
+        "comment": "",
+    }
+    auto = {"chosen_options": ["Approve"], "params_input": {}, "responded_by_user": None, "auto": True}
+    assert (
+        approval_outcome(auto)["actor"] == "policy:auto" and approval_outcome(auto)["decision"] == "approved"
+    )
+    assert approval_outcome(None) is None and approval_outcome({"chosen_options": []}) is None
