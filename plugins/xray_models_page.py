@@ -32,7 +32,7 @@ def _decision(row: dict[str, Any]) -> str:
     decision = row.get("decision") or ("incomplete" if not row.get("complete") else "–")
     reasons = "; ".join(row.get("reasons") or [])
     title = f' title="{escape(reasons)}"' if reasons else ""
-    return f'<span class="{escape(decision)}"{title}>{escape(decision)}</span>'
+    return f'<span class="{escape(decision)}"{title}>{escape(DECISION_LABELS.get(decision, decision))}</span>'
 
 
 def versions_table(model: dict[str, Any]) -> str:
@@ -49,7 +49,7 @@ def versions_table(model: dict[str, Any]) -> str:
             f"<td class=muted>{escape(str(row.get('created_at') or row.get('problem') or ''))}</td></tr>"
         )
     head = (
-        "<tr><th>version</th><th></th><th>gate</th><th>test AUROC</th><th>sensitivity</th>"
+        "<tr><th>version</th><th></th><th>latest decision</th><th>test AUROC</th><th>sensitivity</th>"
         "<th>healthy cleared</th><th>threshold</th><th>base</th><th>created</th></tr>"
     )
     return f"<table>{head}{''.join(rows)}</table>"
