@@ -88,7 +88,7 @@ DECISION_LABELS = {
     "candidate": "staged as candidate",
     "rejected_by_reviewer": "rejected by reviewer",
     "approval_timed_out": "approval timed out",
-    "rolled_back": "rolled back to",
+    "rolled_back": "rolled back to this version",
     "conflict": "conflict",
 }
 """How each decision of a version's log reads on the page."""

@@ -165,7 +165,7 @@ def test_the_decision_history_says_what_who_when_and_why_for_every_kind():
         ("forced", "airflow:ana", "hotfix; auroc below floor; gate keys changed: gate.min_auroc"),
         ("rejected by reviewer", "airflow:rev", "too few &lt;b&gt;healthy&lt;/b&gt; cleared"),
         ("approval timed out", "airflow:approval-timeout", ""),
-        ("rolled back to", "airflow:oncall", "v3 misses effusions; champion before: 000003"),
+        ("rolled back to this version", "airflow:oncall", "v3 misses effusions; champion before: 000003"),
     ]
     for row, (label, who, why) in zip(rows, expected, strict=True):
         assert f">{label}</span>" in row and f"<td>{who}</td>" in row, row
