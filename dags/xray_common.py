@@ -83,16 +83,23 @@ def storage_env(conn_id: str) -> dict[str, str]:
     return child_environment(connection_env(conn.login, conn.password, conn.extra_dejson))
 
 
-def run(stage: str, args: Sequence[str], params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def run(
+    stage: str,
+    args: Sequence[str],
+    params: Mapping[str, Any] | None = None,
+    extra_env: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
     """Run ``xray-tasks STAGE ARGS...`` in a child process; its log streams into the task log.
 
     Returns the stage's JSON summary (what goes to XCom).  A failing stage raises
     :class:`xray_tasks.runner.StageFailed` carrying the stage's own error message, which fails the task.  The
-    task's ``execution_timeout`` interrupts the wait, and the runner then kills the stage.
+    task's ``execution_timeout`` interrupts the wait, and the runner then kills the stage.  ``extra_env`` (a
+    secret such as the signing key) goes into the child's environment only, and is masked in what it logs.
     """
     from xray_tasks.runner import run_stage
 
-    return run_stage(stage, args, env=storage_env(setting("s3_conn_id", params)), log=log.info)
+    env = {**storage_env(setting("s3_conn_id", params)), **(extra_env or {})}
+    return run_stage(stage, args, env=env, log=log.info)
 
 
 def config_args(params: Mapping[str, Any] | None, *paths: str) -> list[str]:
@@ -134,6 +141,14 @@ TRAINING_PARAMS = {
 """Training DAG params -> the config keys they set (``--set KEY=VALUE`` on every stage of the run)."""
 
 
+def deployment_config():
+    """The config this deployment trains under when a run sets nothing: setting ``profile`` (Variable, ``[xray]``
+    or env, never the run's param) with the deployment-wide ``overrides``."""
+    from xray_tasks.config import override, profile
+
+    return override(profile(setting("profile")), deployment_overrides())
+
+
 def plan_training(
     params: Mapping[str, Any], run_id: str, event: Mapping[str, Any] | None, actor: str | None = None
 ) -> dict[str, Any]:
@@ -142,28 +157,40 @@ def plan_training(
     The workspace is the param, else the one the triggering ``xray_shards`` event names, else the setting.  The
     run directory is derived from the DAG run id, so a retried task resumes the same run.
 
+    Governance (:mod:`xray_tasks.governance`): the gate and approval policies are the deployment's
+    (:func:`deployment_config`).  A run whose params leave the gate policy different from the deployment's is a
+    forced publish: it needs ``force_reason`` and a triggering user, and the keys it changed are recorded with the
+    decision.  ``approval.*`` cannot be set by a run.
+
     Raises:
-        ValueError: an unknown or invalid config key/value, a model name the registry would refuse, or
-            ``force_publish`` without a reason.
+        ValueError: an unknown or invalid config key/value, a model name the registry would refuse, a forced
+            publish without a reason or without a user, or a run setting ``approval.*``.
     """
-    from xray_tasks.config import override, profile
+    from xray_tasks.config import override, profile, to_dict
+    from xray_tasks.governance import check_run_overrides, govern
     from xray_tasks.registry.layout import check_name
     from xray_tasks.workspace import Workspace
 
     workspace = params.get("workspace") or (event or {}).get("workspace") or setting("workspace")
+    run_overrides = dict(params.get("overrides") or {})
+    check_run_overrides(run_overrides)
     assignments = deployment_overrides()
     assignments.update(
         {key: params[name] for name, key in TRAINING_PARAMS.items() if params.get(name) not in (None, "")}
     )
-    assignments.update(params.get("overrides") or {})
+    assignments.update(run_overrides)
     name = setting("profile", params)
-    override(profile(name), assignments)  # raises ValueError naming the bad key or value
+    cfg = override(profile(name), assignments)  # raises ValueError naming the bad key or value
+    deployment = deployment_config()
+    ruling = govern(
+        cfg,
+        deployment,
+        force_publish=bool(params.get("force_publish")),
+        reason=str(params.get("force_reason") or ""),
+        actor=actor,
+    )
     # A name from a Variable or the environment skipped the param's schema: refuse it now, not after training.
     model_name = check_name(setting("model_name", params))
-    if params.get("force_publish") and not str(params.get("force_reason") or "").strip():
-        raise ValueError(
-            "force_publish needs a force_reason: it is recorded with the decision in the registry"
-        )
     plan = {
         "workspace": workspace,
         "registry": setting("registry", params),
@@ -172,8 +199,17 @@ def plan_training(
         "s3_conn_id": setting("s3_conn_id", params),
         "sets": [arg for key, value in assignments.items() for arg in ("--set", f"{key}={value}")],
         "run_dir": Workspace(workspace).run(run_id).root,
-        "force_reason": str(params.get("force_reason") or "").strip() if params.get("force_publish") else "",
+        "forced": ruling.forced,
+        "force_reason": ruling.reason,
+        "changed_keys": list(ruling.changed_keys),
         "actor": f"airflow:{actor or 'unknown'}",
+        # The deployment's gate policy: publish gets it as --config, so it can tell a run's --set gate.* changes
+        # from the deployment's own overrides (which the run's --set repeats).
+        "deployment_gate": to_dict(deployment.gate),
+        "approval": {
+            "policy": deployment.approval.policy,
+            "timeout_hours": deployment.approval.timeout_hours,
+        },
     }
     log.info("training plan: %s", plan)
     return plan

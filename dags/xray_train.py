@@ -1,19 +1,36 @@
 """
-### Retrain the chest X-ray triage model, gate it, publish it
+### Retrain the chest X-ray triage model, gate it, stage it, have it signed off, promote it
 
 Runs when ingest emits **`xray_shards`** (the workspace comes from that event) or by hand with the form below:
 `plan` (every setting resolved and validated before heavy work) -> frozen-base `features` -> `train_head` ->
-`finetune` -> `evaluate` -> `gate_and_publish` -> `announce_champion`.  Feature extraction and fine-tuning run on
-queue `gpu` in pool `gpu`.  The gate holds every candidate to absolute floors and, once there is a champion, to
-that champion's AUROC on the candidate's test split.  A version that clears the gate (or is forced, with a reason)
-becomes champion and **`xray_model`** is emitted; a rejected one is recorded in the registry with its reasons and
-`announce_champion` is skipped, so downstream DAGs do not run.  The run folder is `<workspace>/runs/<run id>`,
-so a retried task resumes the same run.
+`finetune` -> `evaluate` -> `stage_candidate` -> `approval` -> `promote` -> `announce_champion`, and
+`record_rejection`.  Feature extraction and fine-tuning run on queue `gpu` in pool `gpu`.
+
+- `stage_candidate`: the gate holds the run to absolute floors and, once there is a champion, to that
+  champion's AUROC on the candidate's test split.  A run that clears it is staged as a **candidate** version
+  (uploaded, verified, signed when the `xray_signing` connection holds a key; the champion does not move).  A
+  rejected run is recorded with its reasons and everything after it is skipped.
+- `approval`: a reviewer approves or rejects on Airflow's **required actions** page; the body shows candidate
+  against champion, their deltas, the gate's checks and a link to the Models page.  The deployment's approval
+  policy (`approval.policy`: `required`, the default of profile `full`, or `auto`, that of profile `demo`)
+  decides whether anyone is asked; after `approval.timeout_hours` the answer is Reject.
+- `promote`: compare-and-swap of the champion pointer, with the approver and the reason; `announce_champion`
+  then emits **`xray_model`**.  `record_rejection`: a Reject (`rejected_by_reviewer`) or a timeout
+  (`approval_timed_out`) goes into the version's decision log with who and the comment.
+
+The run folder is `<workspace>/runs/<run id>`, so a retried task resumes the same run.
 
 #### Assets
 - consumes **`xray_shards`**: its `workspace` is trained on unless the `workspace` param is set.
 - produces **`xray_model`** (from `announce_champion`, only when a version is promoted), with
   `extra = {registry, model_name, version, decision, run_dir}`; it schedules `xray_score`.
+
+#### Governance
+The gate policy and the approval policy belong to the deployment: config, `[xray] overrides` or Variable
+`xray_overrides` (set by admins).  A run whose params change any `gate.*` key (through `overrides`, or a profile
+with another gate) is a **forced** publish: it needs `force_reason` and a triggering user, and the keys it
+changed are recorded.  A run cannot set `approval.*`; the policy follows the deployment's `profile` setting, never
+the run's `profile` param.
 
 #### Params
 Empty locations fall back to Airflow Variable `xray_<name>`, then config `[xray] <name>`, then env
@@ -23,16 +40,20 @@ Empty locations fall back to Airflow Variable `xray_<name>`, then config `[xray]
 - `profile`: `full` (default) or `demo`; `base`, `weights`: the frozen base network and its weights.
 - `head_epochs`, `head_learning_rate`, `finetune_epochs`, `unfreeze_layers`, `finetune_learning_rate`,
   `target_sensitivity`: the training knobs of the form.
-- `overrides`: any other config key, e.g. `{"gate.min_auroc": 0.7, "head.batch_size": 64}`, on top of the
-  deployment-wide setting `overrides` (Variable `xray_overrides`, ...).
-- `force_publish` + `force_reason`: promote even if the gate rejects; the reason and the triggering user are
-  recorded with the decision.
+- `overrides`: any other config key, e.g. `{"head.batch_size": 64}`, on top of the deployment-wide setting
+  `overrides` (Variable `xray_overrides`, ...); a `gate.*` key makes the run a forced publish (above).
+- `force_publish` + `force_reason`: stage the candidate even if the gate rejects it; it still needs approval,
+  and is promoted as `forced`; the reason and the triggering user are recorded with the decision.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import tempfile
+
 import pendulum
-from airflow.sdk import Param, chain, dag, task
+from airflow.sdk import Param, TriggerRule, chain, dag, task
 from airflow.sdk.exceptions import AirflowSkipException
 from xray_common import (
     DEFAULT_ARGS,
@@ -45,9 +66,12 @@ from xray_common import (
     plan_training,
     run,
 )
+from xray_governance import CandidateApproval, outcome, review, signing_env
 
 from xray_tasks.settings import MODEL_NAME_PATTERN
 
+STAGED = ("candidate", "forced")
+"""Decisions of `publish --stage` that leave a candidate for approval (`rejected`: the gate refused it)."""
 OPTIONAL_INT = ["null", "integer"]
 OPTIONAL_NUMBER = ["null", "number"]
 
@@ -76,7 +100,7 @@ OPTIONAL_NUMBER = ["null", "number"]
         "finetune_learning_rate": Param(None, type=OPTIONAL_NUMBER, exclusiveMinimum=0, maximum=1),
         "target_sensitivity": Param(None, type=OPTIONAL_NUMBER, exclusiveMinimum=0, exclusiveMaximum=1),
         "overrides": Param({}, type="object", description="Other config keys, dotted: value"),
-        "force_publish": Param(False, type="boolean", description="Promote even if the gate rejects"),
+        "force_publish": Param(False, type="boolean", description="Stage even if the gate rejects"),
         "force_reason": Param("", type="string", description="Required with force_publish; recorded"),
     },
 )
@@ -120,8 +144,10 @@ def xray_train():
         return summary
 
     @task(execution_timeout=LIGHT_TIMEOUT)
-    def gate_and_publish(p: dict):
-        """Publishes the candidate as a registry version with the gate's decision; promoted if passed or forced."""
+    def stage_candidate(p: dict):
+        """Gates the run and stages it as a candidate version (uploaded, verified, signed); the champion stays."""
+        from xray_tasks.contracts import PublishSummary
+
         args = [
             "--profile",
             p["profile"],
@@ -134,12 +160,16 @@ def xray_train():
             "--run-dir",
             p["run_dir"],
             *p["sets"],
+            "--stage",
         ]
-        if p["force_reason"]:
+        if p["forced"]:
             args += ["--force", "--reason", p["force_reason"], "--actor", p["actor"]]
-        from xray_tasks.contracts import PublishSummary
-
-        result = run("publish", args, p)
+        with tempfile.TemporaryDirectory(prefix="xray-policy-") as tmp:
+            # The deployment's gate policy as --config: publish records the keys the run's --set changed against it.
+            policy = os.path.join(tmp, "deployment.json")
+            with open(policy, "w") as fh:
+                json.dump({"gate": p["deployment_gate"]}, fh)
+            result = run("publish", [*args, "--config", policy], p, extra_env=signing_env())
         summary = PublishSummary.from_dict(result, "publish")
         log.info(
             "gate: %s; version %s; champion %s%s",
@@ -148,33 +178,80 @@ def xray_train():
             summary.champion,
             f"; reasons: {'; '.join(summary.reasons)}" if summary.reasons else "",
         )
-        return result
+        staged = summary.decision in STAGED
+        return {
+            **result,
+            "forced": p["forced"],
+            "approval": p["approval"],
+            "subject": f"Promote {summary.model_name} v{summary.version} to champion?" if staged else "",
+            "review": review(p, result) if staged else "",
+        }
+
+    approval = CandidateApproval(
+        task_id="approval", candidate_task="stage_candidate", execution_timeout=LIGHT_TIMEOUT
+    )
+    approval.doc_md = (
+        "The reviewer's sign-off: candidate against champion, the gate's checks, a link to the Models page. "
+        "Approve promotes it; Reject (or no answer before the approval policy's timeout) records why, and the "
+        "champion stays.  Approved by the policy, with no one asked, under `approval.policy = auto`."
+    )
+
+    @task(execution_timeout=LIGHT_TIMEOUT)
+    def promote(p: dict, staged: dict, response: dict):
+        """Moves the champion to the approved candidate (compare-and-swap), recording who approved it and why."""
+        decided = outcome(response)
+        if decided is None or decided["decision"] != "approved":
+            raise AirflowSkipException("the candidate was not approved")
+        reason = decided["comment"] or f"approved in Airflow ({decided['actor']})"
+        args = ["promote", "--registry", p["registry"], "--model-name", p["model_name"]]
+        args += ["--version", staged["version"], "--reason", reason, "--actor", decided["actor"]]
+        args += ["--decision", "forced" if staged.get("forced") else "approved"]
+        # Compare-and-swap against the champion the reviewer compared with: a champion promoted meanwhile refuses.
+        args += ["--expected-champion", staged.get("previous_champion") or "none"]
+        result = run("models", args, p)
+        log.info("champion %s -> %s (%s)", result.get("previous_champion"), result.get("version"), decided)
+        return {**result, "registry": p["registry"], "model_name": p["model_name"], "run_dir": p["run_dir"]}
+
+    @task(trigger_rule=TriggerRule.ALL_DONE, execution_timeout=LIGHT_TIMEOUT)
+    def record_rejection(p: dict, ti=None):
+        """Records a reviewer's Reject or an approval timeout in the registry, with who and the comment."""
+        staged = ti.xcom_pull(task_ids="stage_candidate") or {}
+        decided = outcome(ti.xcom_pull(task_ids="approval"))
+        if decided is None or decided["decision"] == "approved":
+            raise AirflowSkipException("nothing to record: no candidate was rejected here")
+        args = ["reject", "--registry", p["registry"], "--model-name", p["model_name"]]
+        args += [
+            "--version",
+            staged["version"],
+            "--decision",
+            decided["decision"],
+            "--actor",
+            decided["actor"],
+        ]
+        if decided["comment"]:
+            args += ["--comment", decided["comment"]]
+        log.info("version %s: %s by %s", staged["version"], decided["decision"], decided["actor"])
+        return run("models", args, p)
 
     @task(outlets=[MODEL], execution_timeout=LIGHT_TIMEOUT)
     def announce_champion(result: dict, outlet_events=None):
-        """Emits `xray_model` for a promoted version; skipped when the champion did not change."""
-        from xray_tasks.contracts import PublishSummary
-
-        summary = PublishSummary.from_dict(result, "gate_and_publish XCom")
-        if not summary.promoted:
-            raise AirflowSkipException(
-                f"version {summary.version} not promoted ({summary.decision}): "
-                f"{'; '.join(summary.reasons) or 'champion unchanged'}"
-            )
+        """Emits `xray_model` for the version just promoted, so that scoring runs with it."""
         extra = {
-            "registry": summary.registry,
-            "model_name": summary.model_name,
-            "version": summary.version,
-            "decision": summary.decision,
-            "run_dir": summary.run_dir,
+            "registry": result["registry"],
+            "model_name": result["model_name"],
+            "version": result["version"],
+            "decision": result["decision"],
+            "run_dir": result["run_dir"],
         }
         outlet_events[MODEL].extra = extra
         return extra
 
     p = plan()
-    published = gate_and_publish(p)
-    chain(features(p), train_head(p), finetune(p), evaluate(p), published)
-    announce_champion(published)
+    staged = stage_candidate(p)
+    chain(features(p), train_head(p), finetune(p), evaluate(p), staged, approval)
+    promoted = promote(p, staged, approval.output)
+    announce_champion(promoted)
+    promoted >> record_rejection(p)
 
 
 xray_train()

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 from typing import Annotated, Any, ClassVar
+from urllib.parse import quote
 
 from airflow.configuration import conf
 from airflow.plugins_manager import AirflowPlugin
@@ -72,8 +73,44 @@ def registry_root() -> str:
     return resolve("registry", Sources(variable=_variable, config=_config, environ=os.environ))
 
 
-def collect(root: str) -> list[dict[str, Any]]:
-    """Models, versions and the details of every complete version, as the page and the JSON route show them."""
+SUBJECT = re.compile(r"^Promote (?P<model>[a-z0-9][a-z0-9._-]{0,63}) v(?P<version>[0-9]+) to champion\?$")
+"""The subject the training DAG's ``approval`` task asks with (dags/xray_train.py)."""
+
+
+def approval_links() -> dict[tuple[str, str], str]:
+    """``(model, version) -> required-actions page`` of every approval still waiting for a reviewer.
+
+    Read from Airflow's own human-in-the-loop records (the api-server's metadata database); links are relative to
+    the UI's base URL.  Without a database (a page served outside Airflow) there are none.
+    """
+    from airflow.models.hitl import HITLDetail
+    from airflow.models.taskinstance import TaskInstance
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        with create_session() as session:
+            rows = session.execute(
+                select(HITLDetail.subject, TaskInstance.dag_id, TaskInstance.run_id, TaskInstance.task_id)
+                .join(TaskInstance, TaskInstance.id == HITLDetail.ti_id)
+                .where(HITLDetail.responded_at.is_(None))
+            ).all()
+    except SQLAlchemyError as exc:  # no metadata database here: the page still works, without the links
+        log.info("no approval links: %s", exc)
+        return {}
+    links = {}
+    for subject, dag_id, run_id, task_id in rows:
+        match = SUBJECT.match(subject or "")
+        if match:
+            key = (match["model"], match["version"])
+            links[key] = f"dags/{quote(dag_id)}/runs/{quote(run_id)}/tasks/{quote(task_id)}/required_actions"
+    return links
+
+
+def collect(root: str, approvals: dict[tuple[str, str], str] | None = None) -> list[dict[str, Any]]:
+    """Models, versions and the details of every complete version, as the page and the JSON route show them;
+    ``approvals`` (from :func:`approval_links`) adds each pending candidate's approval link."""
     from xray_tasks import registry
 
     models = []
@@ -95,6 +132,11 @@ def collect(root: str) -> list[dict[str, Any]]:
                 "versions": versions,
                 "details": details,
                 "problems": problems,
+                "approvals": {
+                    row["version"]: (approvals or {}).get((name, row["version"]))
+                    for row in versions
+                    if row.get("pending")
+                },
             }
         )
     return models
@@ -118,7 +160,7 @@ def models_page() -> HTMLResponse:
 
     root = registry_root()
     try:
-        return HTMLResponse(page(root, collect(root)))
+        return HTMLResponse(page(root, collect(root, approval_links())))
     except _storage_errors() as exc:
         log.warning("registry %s unreadable: %s", root, exc)
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"registry {root} unreadable: {exc}") from None
@@ -128,7 +170,7 @@ def models_page() -> HTMLResponse:
 def models_json() -> dict[str, Any]:
     root = registry_root()
     try:
-        models = collect(root)
+        models = collect(root, approval_links())
     except _storage_errors() as exc:
         raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"registry {root} unreadable: {exc}") from None
     for model in models:  # the manifests' per-file digests are long and of no use to a reader of this route

@@ -19,6 +19,8 @@ th { background: #f7fafc; } td.num { text-align: right; font-variant-numeric: ta
 .champion { font-weight: 600; color: #22543d; } .rejected, .conflict { color: #9b2c2c; }
 .forced { color: #975a16; } .muted { color: #718096; } .plots img { width: 320px; margin: .3rem; }
 details { margin: .4rem 0; } code { background: #edf2f7; padding: 0 .2rem; }
+.rejected_by_reviewer, .approval_timed_out, .worse { color: #9b2c2c; } .rolled_back, .candidate { color: #2b6cb0; }
+.approved, .better, .signed { color: #22543d; } .unsigned { color: #975a16; } .pending { color: #2b6cb0; }
 """
 
 
@@ -30,7 +32,7 @@ def _decision(row: dict[str, Any]) -> str:
     decision = row.get("decision") or ("incomplete" if not row.get("complete") else "–")
     reasons = "; ".join(row.get("reasons") or [])
     title = f' title="{escape(reasons)}"' if reasons else ""
-    return f'<span class="{escape(decision)}"{title}>{escape(decision)}</span>'
+    return f'<span class="{escape(decision)}"{title}>{escape(DECISION_LABELS.get(decision, decision))}</span>'
 
 
 def versions_table(model: dict[str, Any]) -> str:
@@ -47,7 +49,7 @@ def versions_table(model: dict[str, Any]) -> str:
             f"<td class=muted>{escape(str(row.get('created_at') or row.get('problem') or ''))}</td></tr>"
         )
     head = (
-        "<tr><th>version</th><th></th><th>gate</th><th>test AUROC</th><th>sensitivity</th>"
+        "<tr><th>version</th><th></th><th>latest decision</th><th>test AUROC</th><th>sensitivity</th>"
         "<th>healthy cleared</th><th>threshold</th><th>base</th><th>created</th></tr>"
     )
     return f"<table>{head}{''.join(rows)}</table>"
@@ -79,17 +81,61 @@ def _metrics_table(metrics: dict[str, Any]) -> str:
     )
 
 
+DECISION_LABELS = {
+    "approved": "approved",
+    "forced": "forced",
+    "rejected": "rejected by the gate",
+    "candidate": "staged as candidate",
+    "rejected_by_reviewer": "rejected by reviewer",
+    "approval_timed_out": "approval timed out",
+    "rolled_back": "rolled back to this version",
+    "conflict": "conflict",
+}
+"""How each decision of a version's log reads on the page."""
+
+
+def _who_and_why(d: dict[str, Any]) -> tuple[str, str]:
+    forced = d.get("forced") or {}
+    who = d.get("actor") or forced.get("by") or ""
+    why = [str(x) for x in (d.get("comment"), forced.get("reason")) if x]
+    why += [str(r) for r in d.get("reasons") or []]
+    if d.get("changed_keys"):
+        why.append("gate keys changed: " + ", ".join(str(k) for k in d["changed_keys"]))
+    if d.get("champion_before") and d.get("decision") in ("approved", "forced", "rolled_back"):
+        why.append(f"champion before: {d['champion_before']}")
+    return str(who), "; ".join(dict.fromkeys(why))
+
+
 def _decisions_list(decisions: list[dict[str, Any]]) -> str:
-    items = []
+    """The version's decision log, oldest first: when, what, who, why."""
+    rows = []
     for d in decisions:
-        forced = d.get("forced") or {}
-        extra = f" by {escape(str(forced.get('by')))}: {escape(str(forced.get('reason')))}" if forced else ""
-        reasons = "; ".join(d.get("reasons") or [])
-        items.append(
-            f"<li>{escape(str(d.get('decided_at', '')))} <b>{escape(str(d.get('decision')))}</b>{extra}"
-            f"{' – ' + escape(reasons) if reasons else ''}</li>"
+        decision = str(d.get("decision"))
+        who, why = _who_and_why(d)
+        rows.append(
+            f"<tr class=decision><td class=muted>{escape(str(d.get('decided_at', '')))}</td>"
+            f'<td><span class="{escape(decision)}">{escape(DECISION_LABELS.get(decision, decision))}</span></td>'
+            f"<td>{escape(who) or '–'}</td><td>{escape(why) or '–'}</td></tr>"
         )
-    return f"<ul>{''.join(items)}</ul>" if items else "<p class=muted>no decision recorded</p>"
+    if not rows:
+        return "<p class=muted>no decision recorded</p>"
+    head = "<tr><th>when</th><th>decision</th><th>who</th><th>why</th></tr>"
+    return f"<table class=decisions>{head}{''.join(rows)}</table>"
+
+
+def signature_status(signature: dict[str, Any] | None) -> str:
+    """Signed and verified, signed by an unknown key or badly, unsigned, or not checked (no keys configured)."""
+    if not signature:
+        return "<p class=muted>signature: not reported</p>"
+    key = escape(str(signature.get("key_id") or "–"))
+    reason = escape(str(signature.get("reason") or ""))
+    if not signature.get("signed"):
+        return f"<p class=unsigned>signature: <b>unsigned</b>{' – ' + reason if reason else ''}</p>"
+    if signature.get("verified"):
+        return f"<p class=signed>signature: <b>verified</b>, key <code>{key}</code></p>"
+    if signature.get("verified") is None or "no trusted keys" in str(signature.get("reason") or ""):
+        return f"<p class=unsigned>signature: signed by key <code>{key}</code>, not checked – {reason}</p>"
+    return f"<p class=rejected>signature: <b>invalid</b>, key <code>{key}</code> – {reason}</p>"
 
 
 def version_section(model_name: str, details: dict[str, Any]) -> str:
@@ -104,8 +150,77 @@ def version_section(model_name: str, details: dict[str, Any]) -> str:
     return (
         f"<details{' open' if details.get('champion') else ''}><summary>version {escape(version)}{champion}"
         f" – <code>{escape(str(details.get('uri', '')))}</code></summary>"
+        f"{signature_status(details.get('signature'))}"
         f"{_metrics_table(details.get('metrics', {}))}{_decisions_list(details.get('decisions', []))}"
         f"<div class=plots>{plots}</div></details>"
+    )
+
+
+def pending_section(model: dict[str, Any]) -> str:
+    """Candidates staged and waiting for a reviewer, each with a link to its approval in Airflow."""
+    items = []
+    for version, link in (model.get("approvals") or {}).items():
+        where = (
+            f'<a target=_top href="../{escape(link, quote=True)}">approve or reject in Airflow</a>'
+            if link
+            else '<a target=_top href="../required_actions?response_received=false">Airflow\'s required actions</a>'
+        )
+        items.append(
+            f"<li class=pending>candidate <b>{escape(str(version))}</b> awaits sign-off: {where}</li>"
+        )
+    return f"<ul>{''.join(items)}</ul>" if items else ""
+
+
+def _challenger(model: dict[str, Any]) -> dict[str, Any] | None:
+    """The version that would replace the champion: the pending candidate, else the newest non-champion."""
+    details = [d for d in model.get("details", []) if not d.get("champion")]
+    pending = [d for d in details if d.get("version") in (model.get("approvals") or {})]
+    return (pending or details or [None])[0]
+
+
+def champion_vs_challenger(model: dict[str, Any]) -> str:
+    """Champion and challenger side by side, with deltas and whether they were measured on the same split."""
+    from xray_tasks.contracts import ContractError, Metrics
+    from xray_tasks.evaluation.compare import compare, same_split
+
+    champion = next((d for d in model.get("details", []) if d.get("champion")), None)
+    challenger = _challenger(model)
+    if champion is None or challenger is None:
+        return ""
+    try:
+        mine = Metrics.from_dict(challenger.get("metrics", {}), where="challenger metrics.json")
+        theirs = Metrics.from_dict(champion.get("metrics", {}), where="champion metrics.json")
+    except ContractError as exc:
+        return f"<p class=rejected>{escape(str(exc))}</p>"
+    scored = {}
+    for d in reversed(challenger.get("decisions") or []):
+        if (d.get("gate") or {}).get("context"):
+            scored = d["gate"]["context"].get("champion") or {}
+            break
+    rescored = scored.get("version") == champion.get("version") and scored.get("auroc") is not None
+    rows = compare(mine, theirs, scored.get("auroc") if rescored else None)
+    if same_split(mine, theirs):
+        note = "both measured on the same test split"
+    elif rescored:
+        note = "AUROC: the champion re-scored on the challenger's test split; the other rows: each on its own split"
+    else:
+        note = "<b>different test splits</b>: compare with care"
+    cells = []
+    for r in rows:
+        delta = r.delta
+        good = None if delta is None or not r.higher_is_better else delta >= 0
+        cls = "" if good is None else (" class=better" if good else " class=worse")
+        cells.append(
+            f"<tr><th>{escape(r.name)}</th><td class=num>{_num(r.champion)}</td><td class=num>{_num(r.candidate)}</td>"
+            f"<td class=num><span{cls}>{'–' if delta is None else f'{delta:+.3f}'}</span></td></tr>"
+        )
+    head = (
+        f"<tr><th></th><th>champion {escape(str(champion['version']))}</th>"
+        f"<th>challenger {escape(str(challenger['version']))}</th><th>delta</th></tr>"
+    )
+    return (
+        f"<h3>Champion against challenger</h3><p class=muted>{note}</p>"
+        f"<table class=side-by-side>{head}{''.join(cells)}</table>"
     )
 
 
@@ -120,7 +235,9 @@ def page(registry: str, models: list[dict[str, Any]]) -> str:
             f"<h2>{escape(model['name'])}</h2><p>champion: "
             f"<span class=champion>{escape(str(champion)) if champion else 'none yet'}</span></p>"
         )
+        body.append(pending_section(model))
         body.append(versions_table(model))
+        body.append(champion_vs_challenger(model))
         body.extend(version_section(model["name"], d) for d in model.get("details", []))
         body.extend(f"<p class=rejected>{escape(p)}</p>" for p in model.get("problems", []))
     return (

@@ -27,6 +27,9 @@ export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN="sqlite:///$AIRFLOW_HOME/airflow.db"
 export AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION=False
 # What the DAGs read when a param is empty (see dags/xray_common.py).
 export XRAY_PROFILE="${XRAY_PROFILE:-demo}"
+# Nobody is there to sign a candidate off: the demo deployment approves by policy (profile demo does already;
+# this keeps XRAY_PROFILE=full from waiting forever in the approval task).  A set XRAY_OVERRIDES is left alone.
+[[ -n "${XRAY_OVERRIDES:-}" ]] || export XRAY_OVERRIDES='{"approval.policy": "auto"}'
 export XRAY_WORKSPACE="$demo/workspace" XRAY_REGISTRY="$demo/registry"
 export XRAY_IMAGES="$demo/incoming" XRAY_WORKLISTS="$demo/worklists"
 export XRAY_TASK_RETRIES=0   # a failing stage fails the same way twice: show it at once

@@ -279,6 +279,25 @@ class GatePolicy:
                 raise BadInput(f"gate.{name} must be in [0, 1], got {value}")
 
 
+APPROVAL_POLICIES = ("required", "auto")
+
+
+@dataclass(frozen=True)
+class ApprovalPolicy:
+    """Who signs a candidate off before it becomes champion (the training DAG's ``approval`` task)."""
+
+    policy: str = "required"
+    """``required``: a reviewer approves or rejects the staged candidate in Airflow (human in the loop); ``auto``:
+    a candidate that cleared the gate is promoted with no one asked (profile ``demo``)."""
+    timeout_hours: float = 72.0
+    """How long a candidate waits for a reviewer; then it is recorded as ``approval_timed_out``, not promoted."""
+
+    def __post_init__(self) -> None:
+        _check_choice("approval.policy", self.policy, APPROVAL_POLICIES)
+        if not 0.0 < self.timeout_hours <= 24 * 90:
+            raise BadInput(f"approval.timeout_hours must be in (0, 2160], got {self.timeout_hours}")
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     workspace: str = "./workspace"
@@ -291,6 +310,7 @@ class PipelineConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     gate: GatePolicy = field(default_factory=GatePolicy)
+    approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -373,5 +393,6 @@ def profile(name: str, **paths: str) -> PipelineConfig:
             head=HeadConfig(epochs=60, patience=10, learning_rate=0.05, momentum=0.9, standardize=True),
             finetune=FinetuneConfig(epochs=1, unfreeze_layers=10, batch_size=16),
             evaluate=EvalConfig(bootstrap=200),
+            approval=ApprovalPolicy(policy="auto"),
         )
     raise BadInput(f"unknown profile {name!r}; allowed: 'demo', 'full'")

@@ -128,8 +128,12 @@ def child_environment(
 
 def secret_values(env: Mapping[str, str]) -> list[str]:
     """The values in ``env`` that must never appear in a log."""
-    names = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID")
-    return sorted({env[n] for n in names if env.get(n) and len(env[n]) >= 4}, key=len, reverse=True)
+    names = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_ACCESS_KEY_ID", "XRAY_SIGNING_KEY")
+    values = {env[n] for n in names if env.get(n) and len(env[n]) >= 4}
+    # A PEM private key spans lines and logs are masked line by line: each line of its body is a secret too.
+    pem = env.get("XRAY_SIGNING_KEY") or ""
+    values |= {line.strip() for line in pem.splitlines() if len(line.strip()) >= 8 and "-----" not in line}
+    return sorted(values, key=len, reverse=True)
 
 
 def mask(text: str, secrets: Sequence[str]) -> str:

@@ -312,6 +312,19 @@ def _dagbag() -> dict[str, Any]:
         # What the UI shows on a DAG's and a task's page, and the JSON schema of each param.
         "docs": {d.dag_id: {"dag": d.doc_md, "tasks": {t.task_id: t.doc_md for t in d.tasks}} for d in dags},
         "params": {d.dag_id: {k: d.params.get_param(k).schema for k in d.params} for d in dags},
+        # The wiring: each task's operator class (and its bases), upstream tasks and trigger rule.
+        "tasks": {
+            d.dag_id: {
+                t.task_id: {
+                    "classes": [c.__name__ for c in type(t).__mro__],
+                    "upstream": sorted(t.upstream_task_ids),
+                    "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
+                    "outlets": [getattr(o, "name", str(o)) for o in t.outlets],
+                }
+                for t in d.tasks
+            }
+            for d in dags
+        },
     }
 
 

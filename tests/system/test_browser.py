@@ -38,9 +38,12 @@ TRAIN_TASKS = (
     "train_head",
     "finetune",
     "evaluate",
-    "gate_and_publish",
+    "stage_candidate",
+    "approval",
+    "promote",
     "announce_champion",
 )
+"""The tasks of a training run that succeed (under the demo profile's auto approval); record_rejection skips."""
 TIMEOUT_MS = 90_000
 
 
@@ -87,7 +90,7 @@ def test_ui_shows_the_successful_training_run_and_the_champion(pipeline, browser
     run_id = pipeline.run_id("xray_train")
     champion = cluster.api_json(
         "GET",
-        f"/api/v2/dags/xray_train/dagRuns/{run_id}/taskInstances/gate_and_publish/xcomEntries/return_value",
+        f"/api/v2/dags/xray_train/dagRuns/{run_id}/taskInstances/promote/xcomEntries/return_value",
     )["value"]
     version = (champion if isinstance(champion, dict) else json.loads(champion))["version"]
 
@@ -116,7 +119,7 @@ def test_ui_shows_the_successful_training_run_and_the_champion(pipeline, browser
 
     # The run's own page: its state and every task instance, Success.
     page.goto(f"{cluster.api}/dags/xray_train/runs/{run_id}")
-    expect(page.get_by_text(f"{len(TRAIN_TASKS)} Task Instances")).to_be_visible()
+    expect(page.get_by_text(f"{len(TRAIN_TASKS) + 1} Task Instances")).to_be_visible()
     for task_id in TRAIN_TASKS:
         row = page.locator("tr").filter(has=page.get_by_role("link", name=task_id, exact=True))
         expect(row).to_contain_text("Success")

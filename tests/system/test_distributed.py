@@ -93,8 +93,12 @@ def test_gpu_tasks_ran_on_the_gpu_worker_and_the_rest_on_the_default_worker(pipe
 
 def test_champion_landed_in_s3_and_scoring_used_it(pipeline):  # noqa: F811
     cluster = pipeline.cluster
-    result = xcom(cluster, "xray_train", pipeline.run_id("xray_train"), "gate_and_publish")
+    staged = xcom(cluster, "xray_train", pipeline.run_id("xray_train"), "stage_candidate")
+    assert staged["decision"] == "candidate" and not staged["promoted"], staged
+    # The cluster's deployment profile is demo: approval policy auto, promoted with no reviewer asked.
+    result = xcom(cluster, "xray_train", pipeline.run_id("xray_train"), "promote")
     assert result["promoted"] and result["decision"] == "approved", result
+    assert result["version"] == staged["version"] and result["actor"] == "policy:auto"
     version = result["version"]
     pointer = json.loads(
         cluster.s3().get_object(Bucket=cluster.bucket, Key=f"registry/{MODEL_NAME}/champion")["Body"].read()
@@ -124,13 +128,13 @@ def test_a_lost_gpu_worker_is_retried_and_nothing_is_published_twice(pipeline): 
     assert lost["state"] == "failed" and lost["hostname"] == HOSTNAMES["worker-gpu"]
     assert retried["state"] == "success" and retried["hostname"] == HOSTNAMES["worker-gpu"]
     # Everything after the lost task ran once.
-    for task_id in ("evaluate", "gate_and_publish", "announce_champion"):
+    for task_id in ("evaluate", "stage_candidate", "approval", "promote", "announce_champion"):
         assert [t["try_number"] for t in tries(cluster, "xray_train", run_id, task_id)] == [1], task_id
-    # One version in the registry, one decision about it, one xray_model event, one scoring run.
+    # One version in the registry, two decisions about it (staged, approved), one xray_model event, one scoring run.
     versions = {k.split("/")[3] for k in cluster.keys(f"registry/{MODEL_NAME}/versions/")}
     assert versions == {"000001"}
     decisions = [k for k in cluster.keys(f"registry/{MODEL_NAME}/versions/000001/decisions/")]
-    assert len(decisions) == 1
+    assert len(decisions) == 2, decisions
     events = cluster.api_json("GET", "/api/v2/assets/events?limit=100")["asset_events"]
     model_events = [e for e in events if e.get("name") == "xray_model" or e.get("uri") == "xray://model"]
     assert len(model_events) == 1 and model_events[0]["source_run_id"] == run_id

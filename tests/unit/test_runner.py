@@ -150,3 +150,11 @@ def test_a_stage_that_exits_0_without_a_summary_fails(tmp_path):
     with pytest.raises(StageFailed, match="nothing on stdout") as info:
         run_stage("anything", python=_fake_python(tmp_path, "echo 'error: not this one' >&2"))
     assert info.value.returncode == 0
+
+
+def test_a_signing_key_in_the_stage_environment_is_a_secret_line_by_line():
+    pem = "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEIPrivateBodyLine1\n-----END PRIVATE KEY-----\n"
+    secrets = runner.secret_values({"XRAY_SIGNING_KEY": pem, "HOME": "/root"})
+    assert pem in secrets and "MC4CAQAwBQYDK2VwBCIEIPrivateBodyLine1" in secrets
+    logged = runner.mask("key line MC4CAQAwBQYDK2VwBCIEIPrivateBodyLine1 seen", secrets)
+    assert "PrivateBodyLine1" not in logged and "/root" not in secrets

@@ -17,8 +17,9 @@ from xray_tasks.settings import MODEL_NAME_PATTERN
 
 pytestmark = pytest.mark.airflow
 
-DAG_FILES = sorted(p for p in DAGS.glob("*.py") if p.name != "xray_common.py")
-DAG_IDS = ("xray_ingest", "xray_train", "xray_score")
+HELPERS = ("xray_common.py", "xray_governance.py")
+DAG_FILES = sorted(p for p in DAGS.glob("*.py") if p.name not in HELPERS)
+DAG_IDS = ("xray_ingest", "xray_train", "xray_score", "xray_promote")
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +31,8 @@ def test_dagbag_imports_every_dag_file_without_errors(bag):
     assert bag["import_errors"] == {}
     assert {p.name for p in DAG_FILES} <= set(bag["files"])
     assert set(DAG_IDS) <= set(bag["dags"])
-    # xray_common.py holds helpers only and is listed in .airflowignore, so the processor never parses it.
-    assert "xray_common.py" not in bag["files"]
+    # The helper modules are listed in .airflowignore, so the processor never parses them as DAG files.
+    assert not set(HELPERS) & set(bag["files"])
 
 
 def test_dag_and_plugin_files_pass_ruff_airflow3_rules():
@@ -45,7 +46,7 @@ def test_dag_and_plugin_files_pass_ruff_airflow3_rules():
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
-@pytest.mark.parametrize("path", DAG_FILES + [DAGS / "xray_common.py"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", DAG_FILES + [DAGS / h for h in HELPERS], ids=lambda p: p.name)
 def test_dag_files_import_nothing_heavy_at_top_level(path):
     tree = ast.parse(path.read_text())
     top_level = set()
@@ -82,3 +83,31 @@ def test_the_model_name_param_and_the_registry_share_one_rule(bag):
         if name:
             assert bool(re.fullmatch(MODEL_NAME_PATTERN, name)) is ok
             assert (layout._NAME.fullmatch(name) is not None) is ok
+
+
+def test_training_stages_a_candidate_then_asks_a_reviewer_before_promoting(bag):
+    tasks = bag["tasks"]["xray_train"]
+    assert tasks["stage_candidate"]["upstream"] == ["evaluate", "plan"]
+    approval = tasks["approval"]
+    # Airflow's own human-in-the-loop approval: the required-actions page answers it.
+    assert "ApprovalOperator" in approval["classes"] and "HITLOperator" in approval["classes"]
+    assert approval["upstream"] == ["stage_candidate"]
+    assert tasks["promote"]["upstream"] == ["approval", "plan", "stage_candidate"]
+    assert tasks["announce_champion"]["upstream"] == ["promote"]
+    assert tasks["announce_champion"]["outlets"] == ["xray_model"]
+    # Only the promoted version is announced; a Reject skips promote, and record_rejection still runs.
+    assert [t for t, info in tasks.items() if info["outlets"]] == ["announce_champion"]
+    assert tasks["record_rejection"]["upstream"] == ["plan", "promote"]
+    assert tasks["record_rejection"]["trigger_rule"] == "all_done"
+    assert "gate_and_publish" not in tasks
+
+
+def test_the_promote_dag_moves_the_champion_and_announces_it(bag):
+    tasks = bag["tasks"]["xray_promote"]
+    assert tasks["announce_champion"]["upstream"] == ["promote"]
+    assert tasks["announce_champion"]["outlets"] == ["xray_model"]
+    params = bag["params"]["xray_promote"]
+    assert params["decision"]["enum"] == ["rolled_back", "approved"]
+    for version, ok in (("7", True), ("000007", True), ("", False), ("7; rm", False)):
+        assert jsonschema.Draft202012Validator(params["version"]).is_valid(version) is ok, version
+    assert not jsonschema.Draft202012Validator(params["reason"]).is_valid("")
