@@ -58,8 +58,9 @@ class PublishedModel:
         batch = inference.prepare_images(blobs, self.stored_image_size, self.input_size)
         return inference.triage_probabilities(self.model, batch)
 
-    def score(self, uris: Sequence[str], batch_size: int = 32) -> list[dict[str, Any]]:
-        """Rows ``image, probability, decision, error`` for image files (local paths or s3:// URIs)."""
+    def score(self, uris: Sequence[str], batch_size: int = 32, observe=None) -> list[dict[str, Any]]:
+        """Rows ``image, probability, decision, error`` for image files (local paths or s3:// URIs);
+        ``observe`` as for ``inference.score_uris``."""
         rows = inference.score_uris(
             self.model,
             list(uris),
@@ -67,6 +68,7 @@ class PublishedModel:
             input_size=self.input_size,
             threshold=self.threshold,
             batch_size=batch_size,
+            observe=observe,
         )
         for row in rows:
             row.update(model_version=self.version, threshold=self.threshold)

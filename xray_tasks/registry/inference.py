@@ -9,7 +9,7 @@ not a shortcut, keeps the consumer's numbers equal to evaluation's.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from xray_tasks import storage
 from xray_tasks.data import images
 from xray_tasks.errors import BadInput
+from xray_tasks.progress import Progress
 from xray_tasks.training import networks
 
 logger = logging.getLogger(__name__)
@@ -85,25 +86,35 @@ def score_uris(
     input_size: int,
     threshold: float,
     batch_size: int = 32,
+    observe: Callable[[np.ndarray, np.ndarray, list[bytes]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per image: ``image``, ``probability``, ``decision``, ``error`` (unreadable images are reported,
-    not fatal: one bad file must not stop a worklist)."""
+    not fatal: one bad file must not stop a worklist).  ``observe(stored, probabilities, files)`` sees each
+    scored batch (the drift profile is built from it)."""
     if batch_size < 1:
         raise BadInput(f"batch_size must be >= 1, got {batch_size}")
     rows: list[dict[str, Any]] = []
+    progress = Progress("score", len(uris))
     for start in range(0, len(uris), batch_size):
-        good, arrays = [], []
+        good, arrays, blobs = [], [], []
         for uri in uris[start : start + batch_size]:
             try:
-                arrays.append(decode_stored(storage.read_bytes(uri), stored_size))
+                data = storage.read_bytes(uri)
+                arrays.append(decode_stored(data, stored_size))
                 good.append(uri)
+                blobs.append(data)
             except (images.ImageRejected, FileNotFoundError) as exc:
                 logger.warning("%s: not scored: %s", uri, exc)
                 rows.append({"image": uri, "probability": None, "decision": None, "error": str(exc)})
         if good:
-            probs = triage_probabilities(model, to_model_input(np.stack(arrays), input_size))
+            stored = np.stack(arrays)
+            probs = triage_probabilities(model, to_model_input(stored, input_size))
             rows.extend(
                 {"image": u, "probability": float(p), "decision": decide(float(p), threshold), "error": None}
                 for u, p in zip(good, probs, strict=True)
             )
+            if observe is not None:
+                observe(stored, probs, blobs)
+        progress.update(len(uris[start : start + batch_size]))
+    progress.done()
     return rows
