@@ -74,6 +74,8 @@ def registry_root() -> str:
 
 def collect(root: str) -> list[dict[str, Any]]:
     """Models, versions and the details of every complete version, as the page and the JSON route show them."""
+    from xray_monitoring_page import monitoring_of
+
     from xray_tasks import registry
 
     models = []
@@ -95,6 +97,7 @@ def collect(root: str) -> list[dict[str, Any]]:
                 "versions": versions,
                 "details": details,
                 "problems": problems,
+                "monitoring": monitoring_of(root, name, champion),
             }
         )
     return models

@@ -376,5 +376,9 @@ def profile(name: str, **paths: str) -> PipelineConfig:
             head=HeadConfig(epochs=60, patience=10, learning_rate=0.05, momentum=0.9, standardize=True),
             finetune=FinetuneConfig(epochs=1, unfreeze_layers=10, batch_size=16),
             evaluate=EvalConfig(bootstrap=200),
+            # The demo's splits are small (about 20 unhealthy validation studies set the threshold, 80 test
+            # ones measure it): test sensitivity scatters by several points around the target, so the demo's
+            # gate allows 0.08 below it rather than the default 0.03.
+            gate=GatePolicy(sensitivity_tolerance=0.08),
         )
     raise BadInput(f"unknown profile {name!r}; allowed: 'demo', 'full'")

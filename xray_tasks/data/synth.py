@@ -40,7 +40,7 @@ INJECTIONS = (
 CLI means every case except those two."""
 RECOVERABLE = tuple(i for i in INJECTIONS if i not in ("missing_column", "truncated_archive"))
 
-REALISTIC = {"signal": 0.6, "subtle": 0.2}
+REALISTIC = {"signal": 1.0, "subtle": 0.15}
 """The demo's calibration (``xray-tasks synth --realistic``): the demo profile's model lands at a test AUROC of
 about 0.85-0.93, so ROC, threshold sweep and confusion plots show a trade-off.  The default (every finding
 visible at full strength) stays what the tests that assert learning use."""
