@@ -123,23 +123,15 @@ def xray_score():
         import json
 
         from xray_tasks.contracts import DriftReport
+        from xray_tasks.registry.monitoring import verdict
 
         uri = summary["drift_json"]
         report = DriftReport.from_dict(json.loads(read_text(uri, setting("s3_conn_id", params))), where=uri)
-        action = setting("drift_action", params)
-        verdict = {
-            "status": report.status,
-            "message": report.message,
-            "drift_json": uri,
-            "drift_plot": summary.get("drift_plot"),
-            "version": report.version,
-            "drifted": [c.statistic for c in report.checks if c.drifted],
-            "announce": report.status == "drift" and action == "asset",
-        }
-        if report.status == "drift" and action != "asset":
-            raise AirflowFailException(f"{report.message} (report: {uri})")
-        (log.warning if report.status == "drift" else log.info)("drift check: %s", report.message)
-        return verdict
+        result, failure = verdict(report, setting("drift_action", params))
+        if failure:
+            raise AirflowFailException(f"{failure} (report: {uri}, plot: {summary.get('drift_plot')})")
+        (log.warning if result["announce"] else log.info)("drift check: %s", report.message)
+        return {**result, "drift_json": uri, "drift_plot": summary.get("drift_plot")}
 
     @task(execution_timeout=LIGHT_TIMEOUT, outlets=[DRIFT])
     def announce_drift(verdict: dict, outlet_events=None):

@@ -18,6 +18,7 @@ from typing import Any
 from xray_tasks import storage
 from xray_tasks.config import DriftConfig
 from xray_tasks.contracts import Contract, DriftReport, Outcome, Profile
+from xray_tasks.errors import BadInput
 from xray_tasks.evaluation import drift
 from xray_tasks.evaluation.profile import ProfileBuilder
 from xray_tasks.registry import integrity
@@ -72,6 +73,27 @@ def score_with_drift(
     report = report.replace(seconds=round(monitor, 4))
     logger.info("drift: %s", report.message)
     return rows, report, {"scoring_s": scoring, "monitor_s": monitor}
+
+
+def verdict(report: DriftReport, action: str) -> tuple[dict[str, Any], str | None]:
+    """What the scoring DAG's ``check_drift`` does with a report: ``(verdict, failure)``; ``failure`` is the
+    message to fail with (drift with ``action`` ``fail``), else None.  ``verdict["announce"]``: emit the drift
+    Asset (drift with ``action`` ``asset``).  Too small, no reference and ok never fail.
+
+    Raises:
+        BadInput: ``action`` is neither ``fail`` nor ``asset``.
+    """
+    if action not in ("fail", "asset"):
+        raise BadInput(f"drift_action must be 'fail' or 'asset', got {action!r}")
+    drifted = report.status == drift.DRIFT
+    out = {
+        "status": report.status,
+        "message": report.message,
+        "version": report.version,
+        "drifted": [c.statistic for c in report.checks if c.drifted],
+        "announce": drifted and action == "asset",
+    }
+    return out, (report.message if drifted and action == "fail" else None)
 
 
 def write_report(report: DriftReport, reference: Profile | None) -> dict[str, str]:

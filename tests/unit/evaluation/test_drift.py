@@ -139,3 +139,21 @@ def test_limits_are_checked():
         DriftConfig(min_batch=0)
     with pytest.raises(BadInput, match="psi_limit"):
         DriftConfig(psi_limit=0)
+
+
+def test_check_drift_fails_or_announces_as_configured_and_never_for_small_batches(reference):
+    from xray_tasks.registry.monitoring import verdict
+
+    shifted = _check(
+        reference, _profile(*_studies(150, seed=99, brightness=45, contrast=0.6), reference=reference)
+    )
+    result, failure = verdict(shifted, "fail")
+    assert failure == shifted.message and "psi:mean_intensity" in failure and not result["announce"]
+    result, failure = verdict(shifted, "asset")
+    assert failure is None and result["announce"] and "psi:mean_intensity" in result["drifted"]
+    small = _check(reference, _profile(*_studies(20, seed=3, brightness=80), reference=reference))
+    for action in ("fail", "asset"):
+        result, failure = verdict(small, action)
+        assert failure is None and not result["announce"] and result["status"] == "too_small"
+    with pytest.raises(BadInput, match="drift_action"):
+        verdict(small, "email")
