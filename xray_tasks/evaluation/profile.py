@@ -183,10 +183,11 @@ def original_sides(workspace: str, names: Sequence[str]) -> list[float | None]:
     width, height = "OriginalImage[Width", "Height]"
     if "Image Index" not in meta.columns or width not in meta.columns or height not in meta.columns:
         return [None] * len(names)
-    sides = pd.Series(
-        np.maximum(pd.to_numeric(meta[width], errors="coerce"), pd.to_numeric(meta[height], errors="coerce")),
-        index=meta["Image Index"].astype(str),
+    longer = np.maximum(
+        pd.to_numeric(meta[width], errors="coerce").to_numpy(dtype=np.float64),
+        pd.to_numeric(meta[height], errors="coerce").to_numpy(dtype=np.float64),
     )
+    sides = pd.Series(longer, index=meta["Image Index"].astype(str).to_numpy())
     sides = sides[~sides.index.duplicated()]
     return [float(sides[n]) if n in sides.index and np.isfinite(sides[n]) else None for n in names]
 
