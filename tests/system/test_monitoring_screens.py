@@ -63,13 +63,19 @@ def _registry(tmp_path) -> str:
         out = tmp_path / "worklists" / f"{name}.csv"
         assert run(["score", "--registry", root, "--images", str(folder), "--out", str(out)]) == 0
         time.sleep(1.1)  # one report per second-stamped name, in order
-    worklist = tmp_path / "worklists" / "monday.csv"
-    names = [line.split(",")[1].rsplit("/", 1)[-1] for line in worklist.read_text().splitlines()[1:]]
-    for share in (0.0, 0.5):  # all caught; then half the cleared studies turn out unhealthy
-        labels = tmp_path / f"labels-{share}.csv"
-        rows = [f"{n},{1 if i < len(names) * (0.5 + share / 2) else 0}" for i, n in enumerate(names)]
-        labels.write_text("image,label\n" + "\n".join(rows) + "\n")
+    # Outcomes for a worklist of 40 studies, 20 flagged at the threshold 0.45: first every flagged one unhealthy
+    # and every cleared one healthy (within target), then 30 unhealthy, 10 of them cleared (below target).
+    worklist = tmp_path / "worklists" / "outcomes.csv"
+    probs = [0.9 - 0.02 * i for i in range(40)]
+    worklist.write_text(
+        "rank,image,probability,decision,error,model_version,threshold\n"
+        + "".join(f"{i + 1},/in/o{i}.png,{p:.2f},,,1,0.45\n" for i, p in enumerate(probs))
+    )
+    for unhealthy in (sum(p >= 0.45 for p in probs), 30):
+        labels = tmp_path / f"labels-{unhealthy}.csv"
+        labels.write_text("image,label\n" + "".join(f"o{i}.png,{int(i < unhealthy)}\n" for i in range(40)))
         run(["outcomes", "--registry", root, "--worklist", str(worklist), "--labels", str(labels)])
+        time.sleep(1.1)
     return root
 
 
