@@ -18,14 +18,28 @@ Each empty param falls back to Airflow Variable `xray_<name>`, then config `[xra
 - `registry`, `model_name`: where the champion is (default model name `xray-triage`).
 - `worklists`: folder or `s3://` prefix the worklists are written to.
 - `top`: how many rows of the worklist to show in the log (0-1000, default 10).
+- `drift_action`: past a drift limit, `fail` (default) fails `check_drift`; `asset` emits **`xray_drift`**
+  instead and the run succeeds.
+
+#### Drift
+`score` profiles the batch and compares it with the champion's reference profile (its test split): PSI of the
+score and image-statistic distributions, the Kolmogorov-Smirnov D of the scores, the share flagged against the
+share expected.  `<worklist>.drift.json` and `.drift.png` land beside the worklist.  `check_drift` fails with a
+message naming the statistic, its value and its limit (a batch too small to judge is reported, not failed); the
+setting `alert` (`smtp:<address>`) tells a person through the SMTP provider.  The limits are the config's
+`drift.*` keys, set for a deployment in the setting `overrides` (e.g. `{"drift.psi_limit": 0.3}`).
 
 Storage credentials come from the `aws` connection named by the setting `s3_conn_id` (default `xray_s3`).
 """
 
 from __future__ import annotations
 
+import logging
+
 import pendulum
-from airflow.sdk import Param, dag, task
+from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+from xray_alerts import notify_person
 from xray_common import (
     DEFAULT_ARGS,
     HEAVY_TIMEOUT,
@@ -33,11 +47,18 @@ from xray_common import (
     MODEL,
     TAGS,
     champion_of,
+    deployment_overrides,
+    read_text,
     run,
+    setting,
     top_of_worklist,
 )
 
+DRIFT = Asset(name="xray_drift", uri="xray://drift", group="xray")
+"""A scored batch past a drift limit (with ``drift_action=asset``); ``extra`` carries the report's summary."""
+
 WORKLIST_TEMPLATE = "{model_name}-v{version}-{run}.csv"
+log = logging.getLogger("xray.dags")
 
 
 @dag(
@@ -53,6 +74,7 @@ WORKLIST_TEMPLATE = "{model_name}-v{version}-{run}.csv"
         "model_name": Param("", type="string"),
         "worklists": Param("", type="string", description="Where worklists are written"),
         "top": Param(10, type="integer", minimum=0, maximum=1000, description="Rows shown in the log"),
+        "drift_action": Param("", type="string", description="fail (default) or asset"),
     },
 )
 def xray_score():
@@ -86,13 +108,49 @@ def xray_score():
                 model["images"],
                 "--out",
                 out,
+                "--profile",
+                setting("profile", params),
+                *drift_limits(),
             ],
             model,
         )
         summary["top"] = top_of_worklist(out, params["top"], model["s3_conn_id"])
         return summary
 
-    score(champion())
+    @task(execution_timeout=LIGHT_TIMEOUT, retries=0, on_failure_callback=notify_person)
+    def check_drift(summary: dict, params=None):
+        """The batch against the champion's reference: fails past a limit, naming statistic, value and limit."""
+        import json
+
+        from xray_tasks.contracts import DriftReport
+        from xray_tasks.registry.monitoring import verdict
+
+        uri = summary["drift_json"]
+        report = DriftReport.from_dict(json.loads(read_text(uri, setting("s3_conn_id", params))), where=uri)
+        result, failure = verdict(report, setting("drift_action", params))
+        if failure:
+            raise AirflowFailException(f"{failure} (report: {uri}, plot: {summary.get('drift_plot')})")
+        (log.warning if result["announce"] else log.info)("drift check: %s", report.message)
+        return {**result, "drift_json": uri, "drift_plot": summary.get("drift_plot")}
+
+    @task(execution_timeout=LIGHT_TIMEOUT, outlets=[DRIFT])
+    def announce_drift(verdict: dict, outlet_events=None):
+        """Emits `xray_drift` when the batch drifted and the deployment asked for an Asset instead of a failure."""
+        if not verdict["announce"]:
+            raise AirflowSkipException(f"nothing to announce: {verdict['status']}")
+        outlet_events[DRIFT].extra = {k: verdict[k] for k in ("message", "drift_json", "version", "drifted")}
+
+    announce_drift(check_drift(score(champion())))
+
+
+def drift_limits() -> list[str]:
+    """``--set drift.<key>=<value>`` for each drift limit the deployment's ``overrides`` setting holds."""
+    return [
+        arg
+        for key, value in deployment_overrides().items()
+        if key.startswith("drift.")
+        for arg in ("--set", f"{key}={value}")
+    ]
 
 
 xray_score()

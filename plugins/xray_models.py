@@ -111,6 +111,8 @@ def approval_links() -> dict[tuple[str, str], str]:
 def collect(root: str, approvals: dict[tuple[str, str], str] | None = None) -> list[dict[str, Any]]:
     """Models, versions and the details of every complete version, as the page and the JSON route show them;
     ``approvals`` (from :func:`approval_links`) adds each pending candidate's approval link."""
+    from xray_monitoring_page import monitoring_of
+
     from xray_tasks import registry
 
     models = []
@@ -137,6 +139,7 @@ def collect(root: str, approvals: dict[tuple[str, str], str] | None = None) -> l
                     for row in versions
                     if row.get("pending")
                 },
+                "monitoring": monitoring_of(root, name, champion),
             }
         )
     return models

@@ -225,7 +225,10 @@ def champion_vs_challenger(model: dict[str, Any]) -> str:
 
 
 def page(registry: str, models: list[dict[str, Any]]) -> str:
-    """The whole page: per model, the versions table and one section per complete version."""
+    """The whole page: per model, the versions table, the champion in the field (drift, outcomes) and one section
+    per complete version."""
+    from xray_monitoring_page import monitoring_section
+
     body = [f"<h1>Models</h1><p class=muted>registry <code>{escape(registry)}</code></p>"]
     if not models:
         body.append("<p>No model has been published yet: run the training DAG.</p>")
@@ -238,6 +241,7 @@ def page(registry: str, models: list[dict[str, Any]]) -> str:
         body.append(pending_section(model))
         body.append(versions_table(model))
         body.append(champion_vs_challenger(model))
+        body.append(monitoring_section(model.get("monitoring") or {}))
         body.extend(version_section(model["name"], d) for d in model.get("details", []))
         body.extend(f"<p class=rejected>{escape(p)}</p>" for p in model.get("problems", []))
     return (

@@ -3,11 +3,13 @@
 # `airflow dags test` on SQLite, workspace and registry in local folders.  Ends by printing where the champion
 # is, its metrics, and the top of the worklist.
 #
-#   scripts/demo.sh                       synthetic NIH-shaped input (the demo profile: minutes on 2 CPU cores)
+#   scripts/demo.sh                       synthetic NIH-shaped input (the demo profile: minutes on 2 CPU cores),
+#                                         calibrated (synth --realistic) to a test AUROC of about 0.85-0.93
 #   NIH_DIR=../shared/nih scripts/demo.sh  real NIH PNGs packed into NIH-style archives instead
 #
-# Environment (optional): DEMO_DIR (demo), XRAY_PROFILE (demo | full), DEMO_PATIENTS (240), DEMO_ARCHIVES (3),
-# NIH_LIMIT (all PNGs in NIH_DIR/images), DEMO_INCOMING (16: new studies the scoring DAG ranks),
+# Environment (optional): DEMO_DIR (demo), XRAY_PROFILE (demo | full), DEMO_PATIENTS (360), DEMO_ARCHIVES (3),
+# NIH_LIMIT (all PNGs in NIH_DIR/images), DEMO_INCOMING (60: new patients in each scored batch; the synthetic
+# demo scores two batches, one like the training data and one from a "new scanner", brighter and flatter),
 # DEMO_FORCE=REASON (publish the candidate even if the gate rejects it; the reason is recorded).
 # Run again: finished steps are reused (ingest skips committed archives, features are cached), training makes a
 # new run and publishing gates it against the champion from the previous demo.
@@ -31,7 +33,7 @@ export XRAY_PROFILE="${XRAY_PROFILE:-demo}"
 # this keeps XRAY_PROFILE=full from waiting forever in the approval task).  A set XRAY_OVERRIDES is left alone.
 [[ -n "${XRAY_OVERRIDES:-}" ]] || export XRAY_OVERRIDES='{"approval.policy": "auto"}'
 export XRAY_WORKSPACE="$demo/workspace" XRAY_REGISTRY="$demo/registry"
-export XRAY_IMAGES="$demo/incoming" XRAY_WORKLISTS="$demo/worklists"
+export XRAY_IMAGES="$demo/incoming/current" XRAY_WORKLISTS="$demo/worklists"
 export XRAY_TASK_RETRIES=0   # a failing stage fails the same way twice: show it at once
 export TF_CPP_MIN_LOG_LEVEL=1
 mkdir -p "$AIRFLOW_HOME"
@@ -47,26 +49,38 @@ if [[ -n "${NIH_DIR:-}" ]]; then
     "$bin/xray-tasks" pack "$NIH_DIR/images" "$NIH_DIR/meta" "$source" --archives "${DEMO_ARCHIVES:-2}" \
       ${NIH_LIMIT:+--limit "$NIH_LIMIT"} >/dev/null && touch "$source/.done"; }
   mkdir -p "$XRAY_IMAGES"
-  find "$NIH_DIR/images" -name '*.png' | sort | tail -n "${DEMO_INCOMING:-16}" | xargs -I{} cp {} "$XRAY_IMAGES/"
+  find "$NIH_DIR/images" -name '*.png' | sort | tail -n "${DEMO_INCOMING:-60}" | xargs -I{} cp {} "$XRAY_IMAGES/"
 else
-  step "input: synthetic NIH-shaped archives (${DEMO_PATIENTS:-240} patients) and ${DEMO_INCOMING:-16} new studies"
+  step "input: synthetic NIH-shaped archives (${DEMO_PATIENTS:-360} patients, --realistic) and two batches of" \
+    "new studies (${DEMO_INCOMING:-60} patients each: one as before, one from a new scanner)"
   [[ -f "$source/.done" ]] || {
-    "$bin/xray-tasks" synth "$source" --patients "${DEMO_PATIENTS:-240}" --archives "${DEMO_ARCHIVES:-3}" \
-      --image-size 256 >/dev/null && touch "$source/.done"; }
-  if [[ ! -d "$XRAY_IMAGES" ]]; then
-    # New studies from other (synthetic) patients: the first archive of a second tree, unpacked.
-    "$bin/xray-tasks" synth "$demo/new-patients" --patients "${DEMO_INCOMING:-16}" --archives 1 --image-size 256 \
-      --seed 7 >/dev/null
-    mkdir -p "$XRAY_IMAGES" && tar -xzf "$demo/new-patients/images_001.tar.gz" -C "$XRAY_IMAGES"
-  fi
+    "$bin/xray-tasks" synth "$source" --patients "${DEMO_PATIENTS:-360}" --archives "${DEMO_ARCHIVES:-3}" \
+      --image-size 256 --realistic >/dev/null && touch "$source/.done"; }
+  # New studies from other (synthetic) patients: a second tree's one archive, unpacked; the new scanner's batch
+  # is brighter with less contrast (synth --scanner new), which the scoring DAG's drift check must notice.
+  for batch in current new-scanner; do
+    if [[ ! -d "$demo/incoming/$batch" ]]; then
+      "$bin/xray-tasks" synth "$demo/new-patients/$batch" --patients "${DEMO_INCOMING:-60}" --archives 1 \
+        --image-size 256 --realistic --seed "$([[ $batch == current ]] && echo 7 || echo 8)" \
+        --scanner "$([[ $batch == current ]] && echo default || echo new)" >/dev/null
+      mkdir -p "$demo/incoming/$batch" && tar -xzf "$demo/new-patients/$batch/images_001.tar.gz" -C "$demo/incoming/$batch"
+    fi
+  done
 fi
 
-run_dag() {  # DAG_ID CONF: one `airflow dags test` run, its log kept; fails the demo when the run fails
-  local dag="$1" conf="$2" out="$log/$1.log"
+run_dag() {  # DAG_ID CONF [LOG_NAME]: one `airflow dags test` run, its log kept; fails the demo when the run fails
+  local dag="$1" conf="$2" out="$log/${3:-$1}.log"
+  touch "$out.started"
   step "airflow dags test $dag $conf   (log: $out)"
   "$bin/airflow" dags test "$dag" -c "$conf" >"$out" 2>&1 || true
   grep -E "\[xray.dags\]" "$out" | grep -vE "^\S+ \[info +\] +[0-9-]+ [0-9:.,]+: [IW] tensorflow" \
-    | sed -E 's/^\S+ \[[a-z]+ *\] //; s/ +\[xray\.dags\].*$//' | cut -c1-160 | grep -E "running:|finished|failed|gate:|shard set:|champion|images/s|  (needs_review|cleared)" || true
+    | sed -E 's/^\S+ \[[a-z]+ *\] //; s/ +\[xray\.dags\].*$//' | cut -c1-160 | grep -E "running:|finished|failed|gate:|shard set:|champion|images/s|  (needs_review|cleared)|drift" || true
+  if [[ "${EXPECT_DRIFT:-}" == 1 ]] && grep -q "DagRun Finished: dag_id=$dag.*state=failed" "$out" \
+      && newest="$(ls -t "$XRAY_WORKLISTS"/*.drift.json 2>/dev/null | head -n 1)" && [[ -n "$newest" ]] \
+      && [[ "$newest" -nt "$out.started" ]] && grep -q '"status": "drift"' "$newest"; then
+    echo "-- check_drift failed, as it must for this batch (the alert callback logged it): the run stops there"
+    return 0
+  fi
   if ! grep -q "DagRun Finished: dag_id=$dag.*state=success" "$out"; then
     echo "!! $dag did not succeed; the end of its log:" >&2
     tail -n 40 "$out" >&2
@@ -91,11 +105,40 @@ if grep -q "gate: rejected" "$log/xray_train.log"; then
     exit 3
   fi
 fi
-run_dag xray_score '{}'
+run_dag xray_score "{\"images\": \"$demo/incoming/current\"}" xray_score-current
+if [[ -d "$demo/incoming/new-scanner" ]]; then
+  EXPECT_DRIFT=1 run_dag xray_score "{\"images\": \"$demo/incoming/new-scanner\"}" xray_score-new-scanner
+fi
+
+step "drift: each scored batch against the champion's test profile (reports and plots beside the worklists)"
+for report in $(ls -tr "$XRAY_WORKLISTS"/*.drift.json | tail -n 2); do
+  "$bin/python" - "$report" <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+print(f"{sys.argv[1].rsplit('/', 1)[-1]}: {doc['status'].upper()}  ({doc['n']} images)")
+print(f"  {doc['message']}")
+for c in doc["checks"]:
+    mark = "PAST LIMIT" if c["drifted"] else "ok"
+    print(f"    {c['statistic']:<26} {c['value']:8.3f}  limit {c['limit']:<5g} {mark:<10} {c['detail'][:90]}")
+print(f"  plot: {sys.argv[1][:-len('.json')]}.png")
+PY
+done
+echo "PSI compares shares per bin of the reference's deciles (0.1-0.25 moderate, > 0.25 a major shift); KS is the"
+echo "largest gap between the two score distributions; a new scanner moves the pixel statistics long before the"
+echo "scores show it, which is why both are watched."
+
+if [[ -z "${NIH_DIR:-}" ]]; then
+  step "outcomes: the radiologists' findings for the first batch come back (the synthetic metadata holds them)"
+  current="$(grep -l "incoming/current" "$XRAY_WORKLISTS"/*.csv | tail -n 1)"
+  "$bin/xray-tasks" outcomes --registry "$XRAY_REGISTRY" --worklist "$current" --profile "$XRAY_PROFILE" \
+    --labels "$demo/new-patients/current/Data_Entry_2017.csv" 2>"$log/outcomes.log" \
+    | tail -n 1 | "$bin/python" -c 'import json, sys; print(json.loads(sys.stdin.read())["message"])' \
+    || { echo "!! outcomes below target (a loud failure, as it should be):"; grep -E "BELOW|Error|error" "$log/outcomes.log" | tail -n 2; }
+fi
 
 step "result"
 "$bin/xray-tasks" models show --registry "$XRAY_REGISTRY" --model-name xray-triage 2>/dev/null | sed '$d'
-worklist="$(ls -t "$XRAY_WORKLISTS"/*.csv | head -n 1)"
+worklist="$(grep -l "incoming/current" "$XRAY_WORKLISTS"/*.csv | tail -n 1)"
 echo
 echo "champion:  $XRAY_REGISTRY/xray-triage (models show above; plots under versions/<version>/plots/)"
 echo "worklist:  $worklist  (highest risk first; top 10 below)"

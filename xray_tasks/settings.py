@@ -34,6 +34,8 @@ NAMES = (
     "profile",
     "s3_conn_id",
     "overrides",
+    "drift_action",
+    "alert",
 )
 """Every setting there is; anything else is a typo and refused."""
 
@@ -77,6 +79,8 @@ def default(name: str, environ: Mapping[str, str] | None = None) -> str:
         "profile": "full",
         "s3_conn_id": "xray_s3",
         "overrides": "{}",
+        "drift_action": "fail",  # past a drift limit: fail check_drift, or "asset": emit xray_drift instead
+        "alert": "",  # who a failed check tells: "smtp:<address>[,<address>...]"; empty: the task log only
     }.get(_check(name), "")
 
 

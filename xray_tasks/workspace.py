@@ -39,9 +39,13 @@ class RunDir:
     FINETUNE = "finetune"
     PREDICTIONS = "predictions"
     PLOTS = "plots"
+    PROFILE = "profile.json"
+    TENSORBOARD = "tensorboard"
     PUBLISHED_FILES = (MODEL, METRICS, CONFIG, MODEL_CARD)
     """Run files a published version carries under the same names."""
-    PUBLISHED_DIRS = (f"{PLOTS}/", f"{PREDICTIONS}/")
+    PUBLISHED_IF_PRESENT = (PROFILE,)
+    """Run files a published version carries when the run has them (runs evaluated before they existed lack them)."""
+    PUBLISHED_DIRS = (f"{PLOTS}/", f"{PREDICTIONS}/", f"{TENSORBOARD}/")
     """Run folders a published version carries whole."""
 
     def _at(self, *parts: str) -> str:
@@ -103,6 +107,28 @@ class RunDir:
     @property
     def model_card(self) -> str:
         return self._at(self.MODEL_CARD)
+
+    @property
+    def profile(self) -> str:
+        """The test split's reference profile (``contracts.Profile``), beside metrics.json."""
+        return self._at(self.PROFILE)
+
+    def tensorboard(self, stage: str) -> str:
+        """TensorBoard event files of a training stage: ``tensorboard/head`` or ``tensorboard/finetune``."""
+        if stage not in (self.HEAD, self.FINETUNE):
+            raise BadInput(f"stage must be {self.HEAD!r} or {self.FINETUNE!r}, got {stage!r}")
+        return self._at(self.TENSORBOARD, stage)
+
+
+def worklist_companion(worklist: str, kind: str) -> str:
+    """A file written beside a worklist: ``<stem>.drift.json`` / ``<stem>.drift.png`` (``kind``: ``drift.json``,
+    ``drift.png``)."""
+    if kind not in ("drift.json", "drift.png"):
+        raise BadInput(f"worklist companion must be 'drift.json' or 'drift.png', got {kind!r}")
+    for suffix in (".csv", ".parquet"):
+        if worklist.endswith(suffix):
+            return f"{worklist[: -len(suffix)]}.{kind}"
+    return f"{worklist}.{kind}"
 
 
 @dataclass(frozen=True)

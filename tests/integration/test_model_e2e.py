@@ -86,6 +86,25 @@ def test_run_directory_is_complete(synthetic_run):
     assert config["finetune"]["epochs"] == 2 and config["features"]["input_size"] == 64
 
 
+def test_fine_tuning_and_head_leave_tensorboard_logs_and_evaluation_a_reference_profile(synthetic_run):
+    from xray_tasks.contracts import Profile
+    from xray_tasks.training.telemetry import read_scalars
+
+    run = synthetic_run["run"]
+    history = json.loads((run / "finetune" / "history.json").read_text())["history"]
+    scalars = read_scalars(run / "tensorboard" / "finetune")
+    # one fit per epoch (resumable), each logging its own epoch number: both epochs' losses, as Keras had them
+    assert [step for step, _ in scalars["train"]["epoch_loss"]] == [0, 1]
+    assert [v for _, v in scalars["train"]["epoch_loss"]] == pytest.approx(history["loss"], rel=1e-5)
+    assert [v for _, v in scalars["validation"]["epoch_loss"]] == pytest.approx(history["val_loss"], rel=1e-5)
+    assert "epoch_learning_rate" in scalars["train"]
+    assert read_scalars(run / "tensorboard" / "head")["train"]["epoch_loss"]
+    profile = Profile.from_dict(json.loads((run / "profile.json").read_text()), where="profile.json")
+    assert profile.n == synthetic_run["metrics"]["test"]["n"] and profile.stored_image_size == 64
+    assert profile.categories and set(profile.categories) == {"view", "sex", "age_band"}
+    assert profile.original_size is not None and profile.original_size.quantiles["p50"] == 64
+
+
 def test_final_model_serves_with_stock_keras_and_reproduces_its_predictions(synthetic_run):
     import keras
 

@@ -11,9 +11,10 @@ from xray_tasks.cli.common import add_config_args, load_config
 from xray_tasks.contracts import ArchiveSummary, ValidationSummary
 from xray_tasks.data.ingest import ingest_archive, list_archives
 from xray_tasks.data.manifest import format_counts, read_manifest, run_manifest
-from xray_tasks.data.synth import INJECTIONS, RECOVERABLE, generate, pack_real
+from xray_tasks.data.synth import INJECTIONS, NEW_SCANNER, REALISTIC, RECOVERABLE, generate, pack_real
+from xray_tasks.data.synth_images import Look
 from xray_tasks.data.validate import validate
-from xray_tasks.errors import MissingInput, StageError, XrayError
+from xray_tasks.errors import BadInput, MissingInput, StageError, XrayError
 
 logger = logging.getLogger(__name__)
 
@@ -26,7 +27,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--image-size", type=int, default=256)
     p.add_argument("--csv-style", choices=["2017", "2020", "both"], default="2017")
     p.add_argument("--no-lists", action="store_true", help="omit train_val_list.txt / test_list.txt")
-    p.add_argument("--signal", type=float, default=1.0, help="strength of the unhealthy visual signal")
+    p.add_argument("--signal", type=float, help="strength of the unhealthy visual signal (default 1.0)")
+    p.add_argument(
+        "--subtle", type=float, help="share of unhealthy studies whose finding does not show (default 0)"
+    )
+    p.add_argument(
+        "--realistic",
+        action="store_true",
+        help=f"the demo's calibration {REALISTIC} (a test AUROC of about 0.85-0.93, not 1.0)",
+    )
+    p.add_argument(
+        "--scanner",
+        choices=["default", "new"],
+        default="default",
+        help="'new': a brighter scanner with less contrast (a shifted batch for the drift check)",
+    )
     p.add_argument(
         "--inject", default="", help=f"comma list of {list(INJECTIONS)}, or 'all' (recoverable ones)"
     )
@@ -81,6 +96,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _synth(args: argparse.Namespace) -> dict:
     inject = tuple(RECOVERABLE) if args.inject == "all" else tuple(i for i in args.inject.split(",") if i)
+    preset = REALISTIC if args.realistic else {"signal": 1.0, "subtle": 0.0}
+    signal = preset["signal"] if args.signal is None else args.signal
+    subtle = preset["subtle"] if args.subtle is None else args.subtle
+    if not 0.0 <= subtle <= 1.0:
+        raise BadInput(f"--subtle must be a share in [0, 1], got {subtle}")
+    scanner = NEW_SCANNER if args.scanner == "new" else Look()
     return generate(
         args.out,
         patients=args.patients,
@@ -89,8 +110,9 @@ def _synth(args: argparse.Namespace) -> dict:
         csv_style=args.csv_style,
         lists=not args.no_lists,
         inject=inject,
-        signal=args.signal,
+        signal=signal,
         seed=args.seed,
+        look=Look(subtle=subtle, contrast=scanner.contrast, brightness=scanner.brightness),
     )
 
 

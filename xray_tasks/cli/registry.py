@@ -80,7 +80,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--images", required=True, help="folder or s3:// prefix of PNG files")
     p.add_argument("--out", required=True, help="worklist file: .csv or .parquet (local path or s3://)")
     p.add_argument("--batch-size", type=int, default=32)
+    add_config_args(p)  # the drift limits: --set drift.psi_limit=0.3, --config deployment.json
     p.set_defaults(func=_score)
+
+    p = sub.add_parser(
+        "outcomes",
+        help="sensitivity and healthy cleared the model achieved on scored studies whose findings came back",
+    )
+    _registry_args(p, formats=False)
+    p.add_argument("--worklist", required=True, help="a worklist `score` wrote (.csv or .parquet)")
+    p.add_argument("--labels", required=True, help="CSV with columns image,label (1/unhealthy, 0/healthy)")
+    p.add_argument("--version", help="version that scored it (default: the worklist's model_version)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="resamples for the interval (0: none)")
+    add_config_args(p)  # the tolerance: gate.sensitivity_tolerance
+    p.set_defaults(func=_outcomes)
 
 
 def _registry_args(
@@ -216,8 +229,13 @@ def _score(args: argparse.Namespace) -> dict:
     inputs = inference.expand_inputs([args.images])
     if len(inputs) == 1 and inputs[0][0] == args.images and inputs[0][1]:
         raise MissingInput(f"{args.images}: {inputs[0][1]}")
+    from xray_tasks.registry import monitoring
+
+    cfg = load_config(args)
     published = registry.load(args.registry, args.model_name, args.version)
-    rows = published.score(inputs, batch_size=args.batch_size)
+    rows, report, timing = monitoring.score_with_drift(
+        published, inputs, args.out, cfg.drift, args.batch_size
+    )
     table = pd.DataFrame(
         rows, columns=["image", "probability", "decision", "error", "model_version", "threshold"]
     )
@@ -230,7 +248,50 @@ def _score(args: argparse.Namespace) -> dict:
         buffer = io.BytesIO()
         table.to_parquet(buffer, index=False)
         storage.write_bytes(args.out, buffer.getvalue())
-    return {**_counts(rows, published), "worklist": args.out}
+    written = monitoring.write_report(report, monitoring.reference_of(published))
+    monitoring.record(args.registry, report)
+    return {
+        **_counts(rows, published),
+        "worklist": args.out,
+        **written,
+        "drift_status": report.status,
+        "drift_message": report.message,
+        "scoring_s": round(timing["scoring_s"], 3),
+        "monitor_s": round(timing["monitor_s"], 3),
+    }
+
+
+def _outcomes(args: argparse.Namespace) -> dict:
+    from xray_tasks import registry
+    from xray_tasks.contracts import Metrics
+    from xray_tasks.errors import StageError
+    from xray_tasks.evaluation import outcomes
+    from xray_tasks.registry import monitoring
+
+    cfg = load_config(args)
+    version = args.version
+    if version is None:
+        seen = outcomes.read_worklist(args.worklist).get("model_version")
+        versions = sorted({str(v) for v in seen.dropna()}) if seen is not None else []
+        if len(versions) > 1:
+            raise BadInput(f"{args.worklist}: scored by several versions {versions}; give --version")
+        version = versions[0] if versions else None
+    details = registry.version_details(args.registry, args.model_name, version)
+    doc = Metrics.from_dict(details["metrics"], where=f"version {details['version']} metrics.json")
+    result = outcomes.outcome(
+        args.worklist,
+        args.labels,
+        doc,
+        model_name=args.model_name,
+        version=details["version"],
+        tolerance=cfg.gate.sensitivity_tolerance,
+        bootstrap=args.bootstrap,
+    )
+    stored = monitoring.record(args.registry, result)
+    logger.info("outcomes: %s (kept in %s)", result.message, stored)
+    if result.below_target:
+        raise StageError(f"{result.message} (kept in {stored})")
+    return {**result.to_dict(), "stored": stored}
 
 
 def _counts(rows: list[dict[str, Any]], published: Any) -> dict[str, Any]:

@@ -33,6 +33,14 @@ from xray_tasks.contracts.evaluation import (
     TestMetrics,
     ValMetrics,
 )
+from xray_tasks.contracts.monitoring import (
+    Distribution,
+    DriftCheck,
+    DriftReport,
+    Histogram,
+    Outcome,
+    Profile,
+)
 from xray_tasks.contracts.registry import (
     ChampionScore,
     DecisionRecord,
@@ -63,6 +71,9 @@ __all__ = [
     "DataInfo",
     "DecisionRecord",
     "DeviceSettings",
+    "Distribution",
+    "DriftCheck",
+    "DriftReport",
     "EvaluateSummary",
     "Examples",
     "FeatureProvenance",
@@ -73,12 +84,15 @@ __all__ = [
     "GateContext",
     "GateResult",
     "HeadSummary",
+    "Histogram",
     "ManifestCounts",
     "ManifestSummary",
     "MemberCounts",
     "Metrics",
     "ModelInfo",
     "OperatingPoint",
+    "Outcome",
+    "Profile",
     "PromotionSummary",
     "PublishSummary",
     "QuarantineReport",
@@ -100,12 +114,12 @@ __all__ = [
 
 
 def documented() -> list[type[Contract]]:
-    """Every contract by phase (data, training, evaluation, registry), each module's in definition order."""
-    from xray_tasks.contracts import data, evaluation, registry, training
+    """Every contract by phase (data, training, evaluation, registry, monitoring), each module's in definition order."""
+    from xray_tasks.contracts import data, evaluation, monitoring, registry, training
 
     return [
         obj
-        for module in (data, training, evaluation, registry)
+        for module in (data, training, evaluation, registry, monitoring)
         for obj in vars(module).values()
         if inspect.isclass(obj) and issubclass(obj, Contract) and obj.__module__ == module.__name__
     ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from xray_tasks.config import NO_FINDING, PATHOLOGIES
-from xray_tasks.data.synth_images import MODES, bomb_png, png_bytes, render
+from xray_tasks.data.synth_images import MODES, PLAIN, Look, bomb_png, png_bytes, render
 from xray_tasks.data.synth_images import rng as seeded
 from xray_tasks.errors import BadInput
 
@@ -39,6 +39,13 @@ INJECTIONS = (
 """``missing_column`` makes the whole metadata unusable, and ``truncated_archive`` a whole archive: ``all`` in the
 CLI means every case except those two."""
 RECOVERABLE = tuple(i for i in INJECTIONS if i not in ("missing_column", "truncated_archive"))
+
+REALISTIC = {"signal": 1.0, "subtle": 0.15}
+"""The demo's calibration (``xray-tasks synth --realistic``): the demo profile's model lands at a test AUROC of
+about 0.85-0.93, so ROC, threshold sweep and confusion plots show a trade-off.  The default (every finding
+visible at full strength) stays what the tests that assert learning use."""
+NEW_SCANNER = Look(contrast=0.6, brightness=45.0)
+"""The demo's shifted sub-batch: a brighter scanner with less contrast (``--scanner new``)."""
 
 
 @dataclass(frozen=True)
@@ -128,9 +135,10 @@ _HEADER = (
 )
 
 
-def _csv(studies: list[Study], style: str) -> bytes:
+def _csv(studies: list[Study], style: str, image_size: int = 2500) -> bytes:
     """Metadata as NIH published it: the 2017 file has CRLF endings, a trailing comma on the header, zero-padded
-    follow-up and patient ids and ages like ``058Y``; the 2020 file has LF endings and plain integers."""
+    follow-up and patient ids and ages like ``058Y``; the 2020 file has LF endings and plain integers.  The
+    original size column holds the size the images are rendered at (square)."""
     old = style == "2017"
     rows = [_HEADER + ("," if old else "")] + [
         f"{s.image_index},{'|'.join(s.findings) or NO_FINDING},"
@@ -139,18 +147,20 @@ def _csv(studies: list[Study], style: str) -> bytes:
             if old
             else f"{s.follow_up},{s.patient_id},{s.age},"
         )
-        + f"{s.sex},{s.view},2500,2048,0.143,0.143"
+        + f"{s.sex},{s.view},{image_size},{image_size},0.143,0.143"
         for s in studies
     ]
     newline = "\r\n" if old else "\n"
     return (newline.join(rows) + newline).encode()
 
 
-def write_metadata(out: Path, studies: list[Study], style: str, drop_column: str | None = None) -> Path:
+def write_metadata(
+    out: Path, studies: list[Study], style: str, drop_column: str | None = None, image_size: int = 2500
+) -> Path:
     """Write ``Data_Entry_2017.csv`` (2017 style) or ``Data_Entry_2017_v2020.csv`` (2020 style)."""
     if style not in ("2017", "2020"):
         raise BadInput(f"csv style must be '2017' or '2020', got {style!r}")
-    data = _csv(studies, style)
+    data = _csv(studies, style, image_size)
     if drop_column:
         lines = data.decode().splitlines()
         cols = lines[0].split(",")
@@ -185,8 +195,11 @@ def generate(
     inject: tuple[str, ...] = (),
     signal: float = 1.0,
     seed: int = 0,
+    look: Look = PLAIN,
 ) -> dict:
-    """Write the synthetic NIH tree under ``out``; returns counts and what was injected where."""
+    """Write the synthetic NIH tree under ``out``; returns counts and what was injected where.
+
+    ``look``: invisible findings and the scanner's contrast and brightness (``synth_images.Look``)."""
     unknown = sorted(set(inject) - set(INJECTIONS))
     if unknown:
         raise BadInput(f"unknown injection(s) {unknown}; allowed: {list(INJECTIONS)}")
@@ -201,13 +214,15 @@ def generate(
     meta_studies = _metadata_studies(studies, inject, injected)
     drop = "Patient ID" if "missing_column" in inject else None
     for style in ("2017", "2020") if csv_style == "both" else (csv_style,):
-        write_metadata(out, meta_studies, style, drop)
+        write_metadata(out, meta_studies, style, drop, image_size)
     if lists:
         write_lists(out, meta_studies, seed=seed)
     chunks = np.array_split(np.arange(len(studies)), archives)
     for number, chunk in enumerate(chunks, start=1):
         members = [
-            _member(studies[pos], pos, image_size, signal, seed, inject if number == 1 else (), injected)
+            _member(
+                studies[pos], pos, image_size, signal, seed, inject if number == 1 else (), injected, look
+            )
             for pos in chunk
         ]
         specials: list[tuple[str, bytes, str]] = []
@@ -236,6 +251,8 @@ def generate(
         "image_size": image_size,
         "csv_style": csv_style,
         "lists": lists,
+        "signal": signal,
+        "look": {"subtle": look.subtle, "contrast": look.contrast, "brightness": look.brightness},
         "injected": injected,
     }
 
@@ -275,9 +292,10 @@ def _member(
     seed: int,
     inject: tuple[str, ...],
     injected: dict[str, str],
+    look: Look = PLAIN,
 ) -> tuple[str, bytes]:
     """One study's archive member, damaged when its position is one ``inject`` asks to break."""
-    data = png_bytes(render(study, image_size, signal, seed), MODES[pos % len(MODES)])
+    data = png_bytes(render(study, image_size, signal, seed, look), MODES[pos % len(MODES)])
     kind = _BROKEN_AT.get(int(pos))
     if kind in inject:
         if kind == "corrupt_png":

@@ -2,13 +2,16 @@
 
 A synthetic radiograph is a bright mediastinum between two darker lung fields, soft ribs and noise.  Unhealthy
 studies carry a learnable signal whose strength is a parameter: bright nodular opacities in the lung fields and,
-for some, a basal effusion-like haze.
+for some, a basal effusion-like haze.  ``Look`` adds what makes the demo realistic: a share of unhealthy studies
+whose finding does not show (``subtle``: no model can rank those above healthy ones, so test AUROC stays below 1),
+and a scanner's response (``contrast`` about mid-grey, then ``brightness``), which the drift check must notice.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,9 +30,26 @@ def rng(*key: object) -> np.random.Generator:
     return np.random.default_rng(int.from_bytes(digest, "big"))
 
 
-def render(study: Study, size: int, signal: float = 1.0, seed: int = 0) -> np.ndarray:
+@dataclass(frozen=True)
+class Look:
+    """How a synthetic dataset looks beyond its signal strength (the defaults: every finding shows, one scanner)."""
+
+    subtle: float = 0.0
+    """Share of unhealthy studies whose finding is invisible (drawn per study, deterministically)."""
+    contrast: float = 1.0
+    """Scanner contrast: pixel values are scaled by this about mid-grey (128)."""
+    brightness: float = 0.0
+    """Scanner brightness: added to every pixel after the contrast."""
+
+
+PLAIN = Look()
+
+
+def render(study: Study, size: int, signal: float = 1.0, seed: int = 0, look: Look = PLAIN) -> np.ndarray:
     """A synthetic radiograph (uint8, ``size`` x ``size``); unhealthy studies carry opacities."""
     gen = rng("render", seed, study.image_index)
+    if look.subtle > 0 and rng("subtle", seed, study.image_index).random() < look.subtle:
+        signal = 0.0  # the finding is there (the label says so) but does not show
     y, x = np.mgrid[0:size, 0:size].astype(np.float32) / size
     img = 150 + 40 * y + gen.normal(0, 3, 1)[0]
     for cx in (0.3, 0.7):  # lung fields: darker ellipses
@@ -46,6 +66,8 @@ def render(study: Study, size: int, signal: float = 1.0, seed: int = 0) -> np.nd
         if gen.random() < 0.5:
             img += signal * 45 * np.clip((y - 0.62) / 0.2, 0, 1) * (np.abs(x - 0.5) > 0.1)
     img += gen.normal(0, 6, size=(size, size))
+    if look.contrast != 1.0 or look.brightness:
+        img = 128 + look.contrast * (img - 128) + look.brightness
     return np.clip(img, 0, 255).astype(np.uint8)
 
 

@@ -231,6 +231,7 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> EvaluateS
         val=scores.val,
     )
     storage.write_json(run.metrics, doc.to_dict())
+    _write_profile(workspace, run, frames["test"], doc.operating_point.threshold, cfg.evaluate.batch_size)
     plots = report.write_plots(run_dir, frames["val"], frames["test"], doc)
     card = report.write_model_card(run_dir, doc, cfg)
     test, op = doc.test, doc.test.at_operating_point
@@ -259,6 +260,16 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> EvaluateS
         operating_point=doc.operating_point,
         test_at_operating_point=op,
     )
+
+
+def _write_profile(
+    workspace: str, run: RunDir, test: pd.DataFrame, threshold: float, batch_size: int
+) -> None:
+    """The test split's reference profile beside metrics.json (published with the version; drift compares
+    every scored batch with it)."""
+    from xray_tasks.evaluation.profile import reference_profile
+
+    storage.write_json(run.profile, reference_profile(workspace, test, threshold, batch_size).to_dict())
 
 
 def _model_info(model: Any, workspace: str, run: RunDir, cfg: PipelineConfig) -> ModelInfo:

@@ -62,10 +62,10 @@ class PublishedModel:
         return inference.triage_probabilities(self.model, batch)
 
     def score(
-        self, uris: Sequence[str | tuple[str, str | None]], batch_size: int = 32
+        self, uris: Sequence[str | tuple[str, str | None]], batch_size: int = 32, observe=None
     ) -> list[dict[str, Any]]:
         """Rows ``image, probability, decision, error`` for image files (local paths or s3:// URIs), one per input
-        in input order (``inference.score_uris``)."""
+        in input order; ``observe`` as for ``inference.score_uris``."""
         rows = inference.score_uris(
             self.model,
             list(uris),
@@ -73,6 +73,7 @@ class PublishedModel:
             input_size=self.input_size,
             threshold=self.threshold,
             batch_size=batch_size,
+            observe=observe,
         )
         for row in rows:
             row.update(model_version=self.version, threshold=self.threshold)

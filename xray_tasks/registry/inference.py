@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -18,6 +18,7 @@ import numpy as np
 from xray_tasks import storage
 from xray_tasks.data import images
 from xray_tasks.errors import BadInput, XrayError
+from xray_tasks.progress import Progress
 from xray_tasks.training import networks
 
 logger = logging.getLogger(__name__)
@@ -117,14 +118,13 @@ def _error_row(uri: str, reason: str) -> dict[str, Any]:
     return {"image": uri, "probability": None, "decision": None, "error": reason}
 
 
-def _read_one(uri: str, stored_size: int) -> np.ndarray:
+def _read_bytes(uri: str) -> bytes:
     try:
-        data = storage.read_bytes(uri)
+        return storage.read_bytes(uri)
     except FileNotFoundError:
         raise BadInput("file not found") from None
     except (OSError, XrayError) as exc:
         raise BadInput(f"cannot be read: {exc}") from None
-    return decode_stored(data, stored_size)
 
 
 def score_uris(
@@ -135,12 +135,14 @@ def score_uris(
     input_size: int,
     threshold: float,
     batch_size: int = 32,
+    observe: Callable[[np.ndarray, np.ndarray, list[bytes]], None] | None = None,
 ) -> list[dict[str, Any]]:
     """One row per input, in input order: ``image``, ``probability``, ``decision``, ``error``.
 
     Missing, unreadable or non-PNG inputs, and non-finite probabilities, are error rows with the reason (one bad
     file must not stop a worklist, and none may vanish from it); a threshold outside [0, 1] makes every row an
-    error.  ``uris`` may carry a known problem per input (``expand_inputs``).
+    error.  ``uris`` may carry a known problem per input (``expand_inputs``).  ``observe(stored, probabilities,
+    files)`` sees each scored batch (the drift profile is built from it).
     """
     if batch_size < 1:
         raise BadInput(f"batch_size must be >= 1, got {batch_size}")
@@ -150,23 +152,27 @@ def score_uris(
     except BadInput as exc:
         return [_error_row(u, problem or str(exc)) for u, problem in items]
     rows: list[dict[str, Any]] = []
+    progress = Progress("score", len(items))
     for start in range(0, len(items), batch_size):
         chunk = items[start : start + batch_size]
         slots: list[dict[str, Any] | None] = []
-        good, arrays = [], []
+        good, arrays, blobs = [], [], []
         for uri, problem in chunk:
             if problem:
                 slots.append(_error_row(uri, problem))
                 continue
             try:
-                arrays.append(_read_one(uri, stored_size))
+                data = _read_bytes(uri)
+                arrays.append(decode_stored(data, stored_size))
             except BadInput as exc:  # images.ImageRejected is one
                 slots.append(_error_row(uri, str(exc)))
                 continue
+            blobs.append(data)
             good.append((len(slots), uri))
             slots.append(None)
         if good:
-            probs = triage_probabilities(model, to_model_input(np.stack(arrays), input_size))
+            stored = np.stack(arrays)
+            probs = triage_probabilities(model, to_model_input(stored, input_size))
             for (slot, uri), p in zip(good, probs, strict=True):
                 try:
                     slots[slot] = {
@@ -177,5 +183,9 @@ def score_uris(
                     slots[slot]["error"] = None
                 except BadInput as exc:
                     slots[slot] = _error_row(uri, str(exc))
+            if observe is not None:
+                observe(stored, probs, blobs)
         rows.extend(slots)
+        progress.update(len(chunk))
+    progress.done()
     return rows

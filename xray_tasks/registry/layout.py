@@ -7,6 +7,8 @@
 <root>/<model>/versions/<NNNNNN>/MANIFEST.json     written last, after every file was read back and verified
 <root>/<model>/versions/<NNNNNN>/decisions/*.json  append-only log: every gate decision about this version
 <root>/<model>/champion                             JSON pointer, swapped only with compare-and-swap
+<root>/<model>/monitoring/<NNNNNN>/drift/*.json     drift report of each scoring run by that version
+<root>/<model>/monitoring/<NNNNNN>/outcomes/*.json  outcomes recorded for studies it scored
 ```
 """
 
@@ -29,6 +31,8 @@ SIGNATURE = "SIGNATURE.json"
 DECISIONS = "decisions"
 CHAMPION = "champion"
 SERVING = "serving"
+MONITORING = "monitoring"
+MONITOR_KINDS = ("drift", "outcomes")
 VERSION_DIGITS = 6
 MANIFEST_SCHEMA = 1
 
@@ -85,6 +89,13 @@ def version_uri(root: str, model_name: str, version: str) -> str:
 
 def champion_uri(root: str, model_name: str) -> str:
     return storage.join(model_uri(root, model_name), CHAMPION)
+
+
+def monitoring_uri(root: str, model_name: str, version: str, kind: str) -> str:
+    """Where a version's drift reports or outcomes accumulate (outside the version: it stays immutable)."""
+    if kind not in MONITOR_KINDS:
+        raise BadInput(f"monitoring kind must be one of {list(MONITOR_KINDS)}, got {kind!r}")
+    return storage.join(model_uri(root, model_name), MONITORING, parse_version(version), kind)
 
 
 def now() -> str:

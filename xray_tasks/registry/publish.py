@@ -64,7 +64,7 @@ def stage_run(run_dir: str, dest: Path) -> Candidate:
     present = {}
     for uri in storage.list_files(prefix):
         rel = uri[len(prefix) :].lstrip("/\\").replace(os.sep, "/")
-        if rel in PUBLISHED_FILES or rel.startswith(PUBLISHED_DIRS):
+        if rel in PUBLISHED_FILES or rel in RunDir.PUBLISHED_IF_PRESENT or rel.startswith(PUBLISHED_DIRS):
             present[rel] = uri
     missing = [rel for rel in REQUIRED if rel not in present]
     if missing:

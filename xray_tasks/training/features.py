@@ -250,7 +250,10 @@ def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pendi
             warm_at, warm_done, warm_cpu = time.perf_counter(), done, time.process_time()
         if time.perf_counter() - last_log > PROGRESS_EVERY_S:
             last_log = time.perf_counter()
-            logger.info("features: %d/%d images, %.1f images/s", done, total, done / (last_log - started))
+            rate = done / (last_log - started)
+            logger.info(
+                "features: %d/%d images, %.1f images/s, ETA %.0f s", done, total, rate, (total - done) / rate
+            )
     if queue or sum(len(x) for x in buffer["label"]):
         raise StageError(
             f"features: shard records ran out of step with the markers ({len(queue)} shard(s) left)"

@@ -214,6 +214,7 @@ def _train_epoch(
     from xray_tasks.data import dataset
     from xray_tasks.training import networks
     from xray_tasks.training.head import epoch_logger, normalise_history
+    from xray_tasks.training.telemetry import step_progress, tensorboard
 
     tcfg = cfg.finetune
     train, val = _datasets(workspace, cfg, epoch, class_weights)
@@ -222,17 +223,18 @@ def _train_epoch(
     val_steps = math.ceil(dataset.split_size(workspace, "val") / tcfg.batch_size)
     samples = steps * tcfg.batch_size if tcfg.steps_per_epoch else dataset.split_size(workspace, "train")
     started = time.perf_counter()
-    fit = model.fit(
-        train,
-        initial_epoch=epoch,
-        epochs=epoch + 1,
-        steps_per_epoch=steps,
-        validation_data=val,
-        validation_steps=val_steps,
-        shuffle=False,
-        verbose=0,
-        callbacks=[epoch_logger("finetune", samples)],
-    )
+    with tensorboard(run, RunDir.FINETUNE) as board:
+        fit = model.fit(
+            train,
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            steps_per_epoch=steps,
+            validation_data=val,
+            validation_steps=val_steps,
+            shuffle=False,
+            verbose=0,
+            callbacks=[epoch_logger("finetune", samples), step_progress(epoch, tcfg.epochs, steps), board],
+        )
     seconds = time.perf_counter() - started
     history = dict(state["history"])
     for key, values in normalise_history(fit.history).items():

@@ -128,7 +128,7 @@ def train_head(workspace: str, run_dir: str, cfg: PipelineConfig) -> HeadSummary
         hcfg.learning_rate,
     )
     started = time.perf_counter()
-    history = _fit(head, train, val, hcfg)
+    history = _fit(head, train, val, hcfg, run)
     seconds = time.perf_counter() - started
     best = int(np.argmin(history["val_loss"])) if hcfg.patience else len(history["val_loss"]) - 1
     networks.save_model(head, run.head_model)
@@ -191,9 +191,12 @@ def _val_auroc(head: Any, val: Any) -> float:
     )
 
 
-def _fit(head: Any, train: Any, val: Any, hcfg: HeadConfig) -> dict[str, list[float]]:
-    """Keras ``fit`` with per-epoch logging (validation AUROC included) and early stopping; the history."""
+def _fit(head: Any, train: Any, val: Any, hcfg: HeadConfig, run: RunDir) -> dict[str, list[float]]:
+    """Keras ``fit`` with per-epoch logging (validation AUROC included), TensorBoard logs and early stopping;
+    the history."""
     import keras
+
+    from xray_tasks.training.telemetry import tensorboard
 
     def val_auroc(epoch, logs):
         logs["val_auroc"] = _val_auroc(head, val)
@@ -205,15 +208,17 @@ def _fit(head: Any, train: Any, val: Any, hcfg: HeadConfig) -> dict[str, list[fl
                 monitor="val_loss", patience=hcfg.patience, restore_best_weights=True
             )
         )
-    fit = head.fit(
-        train.features,
-        targets(train.label, train.labels, hcfg.multilabel),
-        batch_size=hcfg.batch_size,
-        epochs=hcfg.epochs,
-        shuffle=True,
-        verbose=0,
-        callbacks=callbacks,
-        validation_data=(val.features, targets(val.label, val.labels, hcfg.multilabel)),
-        sample_weight=class_sample_weights(train.label) if hcfg.class_weight else None,
-    )
+    with tensorboard(run, RunDir.HEAD) as board:
+        callbacks.append(board)  # after the epoch logger: it sees val_auroc too
+        fit = head.fit(
+            train.features,
+            targets(train.label, train.labels, hcfg.multilabel),
+            batch_size=hcfg.batch_size,
+            epochs=hcfg.epochs,
+            shuffle=True,
+            verbose=0,
+            callbacks=callbacks,
+            validation_data=(val.features, targets(val.label, val.labels, hcfg.multilabel)),
+            sample_weight=class_sample_weights(train.label) if hcfg.class_weight else None,
+        )
     return normalise_history(fit.history)

@@ -92,6 +92,22 @@ def test_head_learns_and_keeps_the_best_epoch(workspace, tmp_path):
     assert saved["head"]["hidden_units"] == 32 and saved["features"]["base"] == "mobilenetv3small"
 
 
+def test_head_training_writes_tensorboard_scalars_per_epoch(workspace, tmp_path):
+    from xray_tasks.training.telemetry import read_scalars
+
+    cfg = tiny_config(workspace, head__epochs="6", head__patience="0", head__hidden_units="16")
+    head.train_head(workspace, str(tmp_path / "run"), cfg)
+    history = json.loads((tmp_path / "run" / "head" / "history.json").read_text())["history"]
+    scalars = read_scalars(tmp_path / "run" / "tensorboard" / "head")
+    train, val = scalars["train"], scalars["validation"]
+    # the event files hold each epoch's loss, the same numbers Keras' history has
+    assert [step for step, _ in train["epoch_loss"]] == list(range(6))
+    np.testing.assert_allclose([v for _, v in train["epoch_loss"]], history["loss"], rtol=1e-5)
+    np.testing.assert_allclose([v for _, v in val["epoch_loss"]], history["val_loss"], rtol=1e-5)
+    np.testing.assert_allclose([v for _, v in val["epoch_auroc"]], history["val_auroc"], rtol=1e-5)
+    assert [v for _, v in train["epoch_learning_rate"]] == pytest.approx([cfg.head.learning_rate] * 6)
+
+
 def test_multilabel_head_and_class_weighting(workspace, tmp_path):
     cfg = tiny_config(
         workspace,
