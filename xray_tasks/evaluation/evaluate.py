@@ -174,10 +174,14 @@ def _per_pathology(test: pd.DataFrame) -> dict[str, float | None] | None:
     )
 
 
-def _write_parquet(frame: pd.DataFrame, uri: str) -> None:
+def write_parquet(frame: pd.DataFrame, uri: str) -> None:
+    """A predictions table as zstd Parquet, written atomically."""
     out = io.BytesIO()
     frame.to_parquet(out, index=False, compression="zstd")
     storage.write_bytes(uri, out.getvalue())
+
+
+_write_parquet = write_parquet
 
 
 def read_predictions(run_dir: str, split: str) -> pd.DataFrame:
