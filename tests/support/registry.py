@@ -132,9 +132,18 @@ def metrics_json(
 
 
 def write_run(
-    path: Path, *, seed: int = 0, test_indices: list[str] | None = None, pathologies: bool = False, **metrics
+    path: Path,
+    *,
+    seed: int = 0,
+    test_indices: list[str] | None = None,
+    pathologies: bool = False,
+    baseline: bool = True,
+    **metrics,
 ) -> Path:
-    """An evaluated run directory at ``path`` with a real tiny model; ``metrics`` go to ``metrics_json``."""
+    """An evaluated run directory at ``path`` with a real tiny model; ``metrics`` go to ``metrics_json``.
+
+    ``baseline``: also the metadata baseline's test predictions (a weak one), as evaluate writes them.
+    """
     import pandas as pd
 
     path.mkdir(parents=True, exist_ok=True)
@@ -156,6 +165,15 @@ def write_run(
                 "label": [i % 2 for i in range(len(indices))],
             }
         ).to_parquet(path / "predictions" / f"{split}.parquet", index=False)
+    if baseline:  # a metadata baseline that ranks the studies backwards: every candidate here beats it
+        pd.DataFrame(
+            {
+                "image_index": indices,
+                "patient_id": range(len(indices)),
+                "probability": np.linspace(0.9, 0.1, len(indices)),
+                "label": [i % 2 for i in range(len(indices))],
+            }
+        ).to_parquet(path / "predictions" / "baseline-test.parquet", index=False)
     (path / "head").mkdir(exist_ok=True)
     (path / "head" / "history.json").write_text("{}")  # not published: training leftovers stay in the run
     return path

@@ -21,7 +21,8 @@ class GateCheck(Contract):
     passed: bool = doc("whether it cleared the limit")
     detail: str = doc("the check in words")
     verdict: str | None = doc(
-        "comparisons only: `better`, `no_worse` (passes, not shown better) or `worse` against the champion; "
+        "comparisons only: `better`, `no_worse` (passes, not shown better) or `may_be_worse` (fails) against "
+        "the champion; "
         "`better` or `not_better` against the metadata baseline",
         default=None,
     )

@@ -272,11 +272,15 @@ def _gate(
     policy: GatePolicy,
     workspace: str | None,
 ):
-    """The gate's result for a candidate, against the champion on the candidate's test split when there is one."""
+    """The gate's result for a candidate, against the champion on the candidate's test split when there is one
+    and the metadata baseline; both paired comparisons are computed from the staged predictions."""
     score = None
     if champion:
-        score = rescore.champion_score(registry, model_name, champion, candidate.metrics, workspace)
-    return gate.evaluate(candidate.metrics, policy, score)
+        score = rescore.champion_score(
+            registry, model_name, champion, candidate.metrics, workspace, candidate.staged
+        )
+    baseline = rescore.baseline_comparison(candidate.staged, candidate.metrics)
+    return gate.evaluate(candidate.metrics, policy, score, baseline)
 
 
 def _version_for(
