@@ -3,9 +3,10 @@
 
 Runs when ingest emits **`xray_shards`** (the workspace comes from that event) or by hand with the form below:
 `plan` (every setting resolved and validated before heavy work) -> frozen-base `features` -> `train_head` ->
-`finetune` -> `evaluate` -> `gate_and_publish` -> `announce_champion`.  Feature extraction and fine-tuning run on
-queue `gpu` in pool `gpu`.  The gate holds every candidate to absolute floors and, once there is a champion, to
-that champion's AUROC on the candidate's test split.  A version that clears the gate (or is forced, with a reason)
+`finetune` -> `evaluate` -> `gate_and_publish` -> `announce_champion`, with `baseline` (the metadata-only model,
+seconds, once per manifest) beside them before `evaluate`.  Feature extraction and fine-tuning run on
+queue `gpu` in pool `gpu`.  The gate holds every candidate to absolute floors, to the metadata baseline (profile
+`full`) and, once there is a champion, to a paired comparison with it on the candidate's test split.  A version that clears the gate (or is forced, with a reason)
 becomes champion and **`xray_model`** is emitted; a rejected one is recorded in the registry with its reasons and
 `announce_champion` is skipped, so downstream DAGs do not run.  The run folder is `<workspace>/runs/<run id>`,
 so a retried task resumes the same run.
@@ -112,6 +113,12 @@ def xray_train():
         # No --profile: the stage reuses the config train_head saved in the run, and resumes from checkpoints.
         return run("finetune", ["--workspace", p["workspace"], "--run-dir", p["run_dir"]], p)
 
+    @task(execution_timeout=LIGHT_TIMEOUT)
+    def baseline(p: dict):
+        """Fits the metadata-only baseline of the workspace's manifest, once per manifest (seconds); evaluate
+        ranks the model against it and the gate's `gate.require_baseline` floor (on in profile `full`) needs it."""
+        return run("baseline", ["--profile", p["profile"], "--workspace", p["workspace"], *p["sets"]], p)
+
     @task(execution_timeout=HEAVY_TIMEOUT)
     def evaluate(p: dict):
         """Test metrics, the operating point chosen on validation, and the plots."""
@@ -173,7 +180,9 @@ def xray_train():
 
     p = plan()
     published = gate_and_publish(p)
-    chain(features(p), train_head(p), finetune(p), evaluate(p), published)
+    evaluated = evaluate(p)
+    chain(features(p), train_head(p), finetune(p), evaluated, published)
+    baseline(p) >> evaluated
     announce_champion(published)
 
 
