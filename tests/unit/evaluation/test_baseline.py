@@ -90,3 +90,12 @@ def test_a_manifest_without_the_metadata_fields_is_refused(tmp_path):
     ws = write_workspace(tmp_path / "ws", one_class)
     with pytest.raises(ValueError, match="needs both classes in the train split"):
         baseline.run_baseline(ws, profile("demo", workspace=ws))
+
+
+@pytest.mark.s3
+def test_the_stage_runs_on_an_s3_workspace(s3_bucket):
+    ws = write_workspace(f"{s3_bucket}/ws", metadata_table(600))
+    summary = baseline.run_baseline(ws, profile("demo", workspace=ws))
+    assert summary.dir.startswith(f"{s3_bucket}/ws/baseline/") and summary.metrics.startswith("s3://")
+    assert evaluate.read_predictions(summary.dir, "test")["image_index"].is_unique
+    assert baseline.run_baseline(ws, profile("demo", workspace=ws)).reused
