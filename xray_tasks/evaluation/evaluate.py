@@ -215,7 +215,9 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> EvaluateS
     scores = score(frames["val"], frames["test"], cfg.evaluate)
     from xray_tasks.evaluation import ladder
 
-    climbed, baseline_test = ladder.for_run(workspace, run, frames, scores.operating_point.threshold, cfg)
+    climbed, baseline_test = ladder.for_run(
+        workspace, run, frames, scores.operating_point.threshold, cfg, scores.test.auroc_ci
+    )
     doc = Metrics(
         model=_model_info(model, workspace, run, cfg),
         data=_data_info(workspace, frames),

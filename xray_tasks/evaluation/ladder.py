@@ -74,10 +74,12 @@ def compare(test: pd.DataFrame, reference: pd.DataFrame, name: str, cfg: EvalCon
     )
 
 
-def _rung(name: str, test: pd.DataFrame, threshold: float, cfg: EvalConfig) -> LadderRung:
+def _rung(
+    name: str, test: pd.DataFrame, threshold: float, cfg: EvalConfig, ci: tuple[float, ...] | None = None
+) -> LadderRung:
+    """One rung; ``ci``: its AUROC interval when already drawn (the model's, by ``evaluate.score``)."""
     y, p = test["label"].to_numpy(), test["probability"].to_numpy()
-    ci = None
-    if cfg.bootstrap:
+    if ci is None and cfg.bootstrap:
         found = metrics.bootstrap_intervals(
             y, p, threshold, groups=test["patient_id"].to_numpy(), n=cfg.bootstrap, seed=cfg.seed
         )
@@ -99,8 +101,10 @@ def build(
     baseline_test: pd.DataFrame | None = None,
     baseline_uri: str | None = None,
     features: tuple[str, ...] = (),
+    model_ci: tuple[float, ...] | None = None,
 ) -> Ladder:
-    """The ladder from the model's test predictions and (when given) the baseline's val and test predictions."""
+    """The ladder from the model's test predictions and (when given) the baseline's val and test predictions;
+    ``model_ci``: the model's AUROC interval when already drawn with the same resamples and seed."""
     y = test["label"].to_numpy()
     rungs = [
         LadderRung(
@@ -119,14 +123,19 @@ def build(
         )
         rungs.append(_rung(BASELINE, aligned, threshold, cfg))
         versus = compare(test, aligned, "metadata baseline", cfg)
-    rungs.append(_rung(MODEL, test, model_threshold, cfg))
+    rungs.append(_rung(MODEL, test, model_threshold, cfg, model_ci))
     return Ladder(
         rungs=tuple(rungs), model_vs_baseline=versus, baseline=baseline_uri, baseline_features=features
     )
 
 
 def for_run(
-    workspace: str, run: RunDir, frames: dict[str, pd.DataFrame], threshold: float, cfg: PipelineConfig
+    workspace: str,
+    run: RunDir,
+    frames: dict[str, pd.DataFrame],
+    threshold: float,
+    cfg: PipelineConfig,
+    model_ci: tuple[float, ...] | None = None,
 ) -> tuple[Ladder, pd.DataFrame | None]:
     """The ladder of an evaluated run, fitting the workspace's baseline first when it is not there yet (seconds);
     the baseline's predictions are copied into the run, so a published version carries them.
@@ -147,11 +156,11 @@ def for_run(
         if cfg.gate.require_baseline:
             raise BadInput(f"the gate requires the metadata baseline and it cannot be fitted: {exc}") from exc
         logger.warning("ladder without the metadata baseline: %s", exc)
-        return build(frames["test"], threshold, cfg.evaluate), None
+        return build(frames["test"], threshold, cfg.evaluate, model_ci=model_ci), None
     evaluate.write_parquet(base_val, run.baseline_predictions("val"))
     evaluate.write_parquet(base_test, run.baseline_predictions("test"))
     climbed = build(
-        frames["test"], threshold, cfg.evaluate, base_val, base_test, summary.dir, summary.features
+        frames["test"], threshold, cfg.evaluate, base_val, base_test, summary.dir, summary.features, model_ci
     )
     logger.info("ladder: %s", in_words(climbed))
     return climbed, base_test
