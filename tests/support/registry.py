@@ -142,7 +142,8 @@ def write_run(
 ) -> Path:
     """An evaluated run directory at ``path`` with a real tiny model; ``metrics`` go to ``metrics_json``.
 
-    ``baseline``: also the metadata baseline's test predictions (a weak one), as evaluate writes them.
+    ``baseline``: also the metadata baseline's test predictions (a constant score: AUROC 0.5), as evaluate
+    copies them into a run, so the ``full`` profile's baseline floor sees one.
     """
     import pandas as pd
 
@@ -165,15 +166,9 @@ def write_run(
                 "label": [i % 2 for i in range(len(indices))],
             }
         ).to_parquet(path / "predictions" / f"{split}.parquet", index=False)
-    if baseline:  # a metadata baseline that ranks the studies backwards: every candidate here beats it
-        pd.DataFrame(
-            {
-                "image_index": indices,
-                "patient_id": range(len(indices)),
-                "probability": np.linspace(0.9, 0.1, len(indices)),
-                "label": [i % 2 for i in range(len(indices))],
-            }
-        ).to_parquet(path / "predictions" / "baseline-test.parquet", index=False)
+    if baseline:  # the metadata baseline as evaluate copies it in; here one that knows nothing (AUROC 0.5)
+        test = pd.read_parquet(path / "predictions" / "test.parquet")
+        test.assign(probability=0.5).to_parquet(path / "predictions" / "baseline-test.parquet", index=False)
     (path / "head").mkdir(exist_ok=True)
     (path / "head" / "history.json").write_text("{}")  # not published: training leftovers stay in the run
     return path
