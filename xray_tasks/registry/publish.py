@@ -21,7 +21,7 @@ from xray_tasks import storage
 from xray_tasks.config import GatePolicy, to_dict
 from xray_tasks.contracts import DecisionRecord, Forced, Metrics, PublishSummary
 from xray_tasks.errors import BadInput
-from xray_tasks.registry import gate, integrity, pointers, rescore
+from xray_tasks.registry import comparisons, gate, integrity, pointers, rescore
 from xray_tasks.registry.layout import (
     DECISIONS,
     MANIFEST,
@@ -279,7 +279,7 @@ def _gate(
         score = rescore.champion_score(
             registry, model_name, champion, candidate.metrics, workspace, candidate.staged
         )
-    baseline = rescore.baseline_comparison(candidate.staged, candidate.metrics)
+    baseline = comparisons.with_baseline(candidate.staged, candidate.metrics)
     return gate.evaluate(candidate.metrics, policy, score, baseline)
 
 
