@@ -4,12 +4,14 @@
 Runs when ingest emits **`xray_shards`** (the workspace comes from that event) or by hand with the form below:
 `plan` (every setting resolved and validated before heavy work) -> frozen-base `features` -> `train_head` ->
 `finetune` -> `evaluate` -> `stage_candidate` -> `approval` -> `promote` -> `announce_champion`, and
-`record_rejection`.  Feature extraction and fine-tuning run on queue `gpu` in pool `gpu`.
+`record_rejection`, with `baseline` (the metadata-only model, seconds, once per manifest) beside them before
+`evaluate`.  Feature extraction and fine-tuning run on queue `gpu` in pool `gpu`.
 
-- `stage_candidate`: the gate holds the run to absolute floors and, once there is a champion, to that
-  champion's AUROC on the candidate's test split.  A run that clears it is staged as a **candidate** version
-  (uploaded, verified, signed when the `xray_signing` connection holds a key; the champion does not move).  A
-  rejected run is recorded with its reasons and everything after it is skipped.
+- `stage_candidate`: the gate holds the run to absolute floors, to the metadata baseline (profile `full`) and,
+  once there is a champion, to a paired comparison with it on the candidate's test split.  A run that clears it
+  is staged as a **candidate** version (uploaded, verified, signed when the `xray_signing` connection holds a
+  key; the champion does not move).  A rejected run is recorded with its reasons and everything after it is
+  skipped.
 - `approval`: a reviewer approves or rejects on Airflow's **required actions** page; the body shows candidate
   against champion, their deltas, the gate's checks and a link to the Models page.  The deployment's approval
   policy (`approval.policy`: `required`, the default of profile `full`, or `auto`, that of profile `demo`)
@@ -136,6 +138,12 @@ def xray_train():
         # No --profile: the stage reuses the config train_head saved in the run, and resumes from checkpoints.
         return run("finetune", ["--workspace", p["workspace"], "--run-dir", p["run_dir"]], p)
 
+    @task(execution_timeout=LIGHT_TIMEOUT)
+    def baseline(p: dict):
+        """Fits the metadata-only baseline of the workspace's manifest, once per manifest (seconds); evaluate
+        ranks the model against it and the gate's `gate.require_baseline` floor (on in profile `full`) needs it."""
+        return run("baseline", ["--profile", p["profile"], "--workspace", p["workspace"], *p["sets"]], p)
+
     @task(execution_timeout=HEAVY_TIMEOUT)
     def evaluate(p: dict):
         """Test metrics, the operating point chosen on validation, and the plots."""
@@ -248,7 +256,9 @@ def xray_train():
 
     p = plan()
     staged = stage_candidate(p)
-    chain(features(p), train_head(p), finetune(p), evaluate(p), staged, approval)
+    evaluated = evaluate(p)
+    chain(features(p), train_head(p), finetune(p), evaluated, staged, approval)
+    baseline(p) >> evaluated
     promoted = promote(p, staged, approval.output)
     announce_champion(promoted)
     promoted >> record_rejection(p)

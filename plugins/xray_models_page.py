@@ -106,6 +106,49 @@ def _who_and_why(d: dict[str, Any]) -> tuple[str, str]:
     return str(who), "; ".join(dict.fromkeys(why))
 
 
+LADDER_NAMES = {
+    "always_unhealthy": "always unhealthy",
+    "metadata_baseline": "metadata baseline",
+    "model": "this model",
+}
+
+
+def _ladder_table(metrics: dict[str, Any]) -> str:
+    """The ladder on the version's test split: always-unhealthy, the metadata baseline, the model, and the
+    model's paired margin over the baseline (nothing for versions evaluated before the ladder existed)."""
+    from xray_tasks.contracts import ContractError, Metrics
+
+    try:
+        ladder = Metrics.from_dict(metrics, where="metrics.json").ladder
+    except ContractError:
+        return ""  # _metrics_table already says why
+    if ladder is None:
+        return "<p class=muted>no ladder: evaluated before the metadata baseline existed</p>"
+    rows = []
+    for r in ladder.rungs:
+        ci = r.auroc_ci or (None, None)
+        op = r.at_operating_point
+        rows.append(
+            f"<tr><td>{escape(LADDER_NAMES.get(r.name, r.name))}</td>"
+            f"<td class=num>{_num(r.auroc)} [{_num(ci[0])}, {_num(ci[-1])}]</td>"
+            f"<td class=num>{_num(op.recall)}</td><td class=num>{_num(op.healthy_cleared)}</td>"
+            f"<td class=num>{_num(op.f_beta)}</td></tr>"
+        )
+    versus = ladder.model_vs_baseline
+    margin = ""
+    if versus is not None:
+        ci = versus.delta_ci or (None, None)
+        margin = (
+            f"<p>margin over the metadata baseline: {_num(versus.delta, 4)} "
+            f"[{_num(ci[0], 4)}, {_num(ci[-1], 4)}] (paired, {versus.n} test studies)</p>"
+        )
+    head = (
+        "<tr><th>ladder (test)</th><th>AUROC [95% CI]</th><th>sensitivity</th><th>healthy cleared</th>"
+        "<th>F-beta</th></tr>"
+    )
+    return f"<table class=ladder>{head}{''.join(rows)}</table>{margin}"
+
+
 def _decisions_list(decisions: list[dict[str, Any]]) -> str:
     """The version's decision log, oldest first: when, what, who, why."""
     rows = []
@@ -151,7 +194,8 @@ def version_section(model_name: str, details: dict[str, Any]) -> str:
         f"<details{' open' if details.get('champion') else ''}><summary>version {escape(version)}{champion}"
         f" – <code>{escape(str(details.get('uri', '')))}</code></summary>"
         f"{signature_status(details.get('signature'))}"
-        f"{_metrics_table(details.get('metrics', {}))}{_decisions_list(details.get('decisions', []))}"
+        f"{_metrics_table(details.get('metrics', {}))}{_ladder_table(details.get('metrics', {}))}"
+        f"{_decisions_list(details.get('decisions', []))}"
         f"<div class=plots>{plots}</div></details>"
     )
 

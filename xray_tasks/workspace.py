@@ -8,6 +8,7 @@
 <workspace>/shards/validation.json                                   the dataset-wide validation summary
 <workspace>/features/<base>-<input_size>/<split>/<shard-stem>.parquet  pooled bottleneck features
 <workspace>/runs/<run_id>/                                           one training run (``RunDir``)
+<workspace>/baseline/<manifest_sha256>/                              the metadata-only baseline of one manifest
 ```
 
 A run folder holds what the head, fine-tuning and evaluation write; a published registry version keeps the
@@ -93,6 +94,15 @@ class RunDir:
     def predictions(self, split: str) -> str:
         return self._at(self.PREDICTIONS, f"{split}.parquet")
 
+    def baseline_predictions(self, split: str) -> str:
+        """The metadata baseline's predictions on this run's studies (published with the run's own)."""
+        return self._at(self.PREDICTIONS, f"baseline-{split}.parquet")
+
+    @property
+    def baseline_model(self) -> str:
+        """In a baseline folder: the fitted metadata model (features, standardisation, weights) as JSON."""
+        return self._at("baseline_model.json")
+
     @property
     def metrics(self) -> str:
         return self._at(self.METRICS)
@@ -141,6 +151,7 @@ class Workspace:
     MARKERS = "_manifests"
     STAGING = "_staging"
     RUNS = "runs"
+    BASELINE = "baseline"
 
     def _at(self, *parts: str) -> str:
         return storage.join(self.root, *parts)
@@ -195,6 +206,15 @@ class Workspace:
     @property
     def runs(self) -> str:
         return self._at(self.RUNS)
+
+    def baseline(self, manifest_sha256: str) -> RunDir:
+        """The metadata-only baseline fitted on one manifest: ``baseline/<manifest_sha256>/`` (a folder of the run
+        layout: metrics.json, predictions/, baseline_model.json)."""
+        if not re.fullmatch(r"[0-9a-f]{64}", manifest_sha256):
+            raise BadInput(
+                f"a baseline is keyed by a manifest's sha256 (64 hex digits), got {manifest_sha256!r}"
+            )
+        return RunDir(self._at(self.BASELINE, manifest_sha256))
 
     def run(self, run_id: str) -> RunDir:
         """The run folder for ``run_id``; characters outside ``A-Za-z0-9_.-`` become ``-`` (Airflow run ids hold

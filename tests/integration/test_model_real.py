@@ -1,7 +1,8 @@
 """Every model stage on the real NIH slice (320 PNGs, official lists decide the test split), through the CLI.
 
 The base is random (nothing may be downloaded here), so the numbers say nothing about the method; the test
-checks that real data flows through every stage and that every artifact of the run directory appears."""
+checks that real data flows through every stage and that every artifact of the run directory appears, and that
+the gate refuses the model for not beating the metadata-only baseline, saying so."""
 
 from __future__ import annotations
 
@@ -65,3 +66,24 @@ def test_real_slice_runs_every_stage_and_draws_every_plot(nih_dir, tmp_path):
             assert img.format == "PNG"
     card = (run / "model_card.md").read_text()
     assert "not a diagnostic device" in card and f"{test['auroc']:.4f}" in card
+
+    # The ladder on the same test studies, and the gate against the metadata baseline: without pretrained
+    # weights the demo's model does not beat what the chart says, and the refusal names that reason.
+    ladder = doc["ladder"]
+    assert [r["name"] for r in ladder["rungs"]] == ["always_unhealthy", "metadata_baseline", "model"]
+    versus = ladder["model_vs_baseline"]
+    assert versus["n"] == test["n"] and "## The ladder" in card and f"{versus['delta']:+.4f}" in card
+    published, _ = cli(
+        "publish",
+        "--profile",
+        "demo",
+        "--set",
+        "gate.require_baseline=true",
+        "--run-dir",
+        str(run),
+        "--registry",
+        str(tmp_path / "registry"),
+    )
+    assert published["decision"] == "rejected" and not published["promoted"]
+    why = [r for r in published["reasons"] if "does not beat the metadata baseline" in r]
+    assert len(why) == 1 and f"{versus['delta']:+.4f}" in why[0], published["reasons"]

@@ -223,13 +223,16 @@ def write_run(
     input_size: int = INPUT_SIZE,
     stored_size: int = STORED_SIZE,
     bootstrap: int = 200,
+    baseline: bool = True,
 ) -> Path:
     """An evaluated run directory at ``path`` with a real tiny model, predictions whose test and val AUROC is
     ``auroc``, and the metrics.json ``evaluate.score`` computes from them (consistent, as the gate demands).
 
     Labels come from ``workspace``'s manifest (its val split and its test split, or ``test_indices`` of it);
     without one, a manifest-only workspace beside the run holds synthetic splits (``relabel`` flips those
-    studies' labels in that manifest only, as a relabelled dataset would).
+    studies' labels in that manifest only, as a relabelled dataset would).  ``baseline``: also the metadata
+    baseline's test predictions (a constant score: AUROC 0.5), as evaluate copies them into a run, so the
+    ``full`` profile's baseline floor sees one.
     """
     from xray_tasks.config import EvalConfig
     from xray_tasks.contracts import DataInfo, ModelInfo
@@ -290,6 +293,10 @@ def write_run(
     (path / "plots").mkdir(exist_ok=True)
     for name in ("roc", "pr"):
         (path / "plots" / f"{name}.png").write_bytes(png(np.full((8, 8), 40 * seed % 256, dtype=np.uint8)))
+    if baseline:  # the metadata baseline as evaluate copies it in; here one that knows nothing (AUROC 0.5)
+        frames["test"].assign(probability=0.5).to_parquet(
+            path / "predictions" / "baseline-test.parquet", index=False
+        )
     (path / "head").mkdir(exist_ok=True)
     (path / "head" / "history.json").write_text("{}")  # not published: training leftovers stay in the run
     return path

@@ -1,4 +1,4 @@
-"""Subcommands of the model side: features, train (the head), finetune, evaluate.
+"""Subcommands of the model side: features, train (the head), finetune, evaluate, and the metadata baseline.
 
 A run lives in ``--run-dir`` (default ``<workspace>/runs/<run_id>``; ``train`` makes a new id when neither
 ``--run-dir`` nor ``--run-id`` is given).  ``train`` saves the resolved config in the run directory; the later
@@ -29,6 +29,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--splits", default=",".join(SPLITS), help="comma list of splits (default: all)")
     p.set_defaults(func=_features)
 
+    p = sub.add_parser(
+        "baseline",
+        help="metadata-only baseline (follow-up, age, sex, view) of the workspace's manifest: fit on train, "
+        "threshold on val, metrics on test; once per manifest",
+    )
+    add_config_args(p, "workspace")
+    p.add_argument("--force", action="store_true", help="refit even if this manifest's baseline exists")
+    p.set_defaults(func=_baseline)
+
     for name, func, text in (
         ("train", _train, "train the report's head on the pooled features (starts a run)"),
         (
@@ -52,6 +61,13 @@ def _features(args: argparse.Namespace):
     cfg = load_config(args)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     return extract_features(cfg.workspace, cfg.features, splits)
+
+
+def _baseline(args: argparse.Namespace):
+    from xray_tasks.evaluation.baseline import run_baseline
+
+    cfg = load_config(args)
+    return run_baseline(cfg.workspace, cfg, force=args.force)
 
 
 def run_dir_of(args: argparse.Namespace, workspace: str, create: bool) -> str:

@@ -22,12 +22,16 @@ from xray_tasks.contracts.data import (
     ValidationSummary,
 )
 from xray_tasks.contracts.evaluation import (
+    BaselineSummary,
     Bootstrap,
     DataInfo,
     EvaluateSummary,
+    Ladder,
+    LadderRung,
     Metrics,
     ModelInfo,
     OperatingPoint,
+    PairedComparison,
     Rates,
     Sweep,
     TestMetrics,
@@ -63,6 +67,7 @@ from xray_tasks.contracts.training import (
 
 __all__ = [
     "ArchiveSummary",
+    "BaselineSummary",
     "BestEpoch",
     "Bootstrap",
     "ChampionScore",
@@ -85,6 +90,8 @@ __all__ = [
     "GateResult",
     "HeadSummary",
     "Histogram",
+    "Ladder",
+    "LadderRung",
     "ManifestCounts",
     "ManifestSummary",
     "MemberCounts",
@@ -92,6 +99,7 @@ __all__ = [
     "ModelInfo",
     "OperatingPoint",
     "Outcome",
+    "PairedComparison",
     "Profile",
     "PromotionSummary",
     "PublishSummary",

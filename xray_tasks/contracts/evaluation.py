@@ -115,6 +115,48 @@ class ValMetrics(Contract):
     at_operating_point: Rates = doc("rates at the chosen threshold")
 
 
+@dataclass(frozen=True)
+class PairedComparison(Contract):
+    """Candidate minus reference AUROC on the same test studies, with a paired patient-bootstrap interval (both
+    models scored on the same resample each time: ``metrics.paired_bootstrap_auroc``)."""
+
+    reference: str = doc("what the candidate was compared with (`metadata baseline`, `champion 000003`)")
+    candidate_auroc: float = doc("the candidate's test AUROC on these studies")
+    reference_auroc: float = doc("the reference's test AUROC on the same studies")
+    delta: float = doc("candidate minus reference")
+    delta_ci: tuple[float, ...] | None = doc(
+        "95% paired interval of the difference [lo, hi] (null: no bootstrap)"
+    )
+    resamples: int = doc("patient resamples drawn (0: no interval)")
+    n: int = doc("test studies compared")
+
+
+@dataclass(frozen=True)
+class LadderRung(Contract):
+    """One benchmark (or the model) on the run's test studies, at its own validation-chosen operating point."""
+
+    name: str = doc("`always_unhealthy`, `metadata_baseline` or `model`")
+    auroc: float = doc("test AUROC (0.5 for always-unhealthy: one score for every study)")
+    auroc_ci: tuple[float, ...] | None = doc("95% patient-bootstrap interval [lo, hi]")
+    threshold: float | None = doc("its operating point, chosen on validation (null: flags every study)")
+    at_operating_point: Rates = doc("test rates there: recall = sensitivity, healthy_cleared, f_beta (F3)")
+
+
+@dataclass(frozen=True)
+class Ladder(Contract):
+    """The run's test split, climbed: always-unhealthy, the metadata-only baseline, the model."""
+
+    rungs: tuple[LadderRung, ...] = doc(
+        "lowest first; the baseline's rung is absent when it could not be fitted"
+    )
+    model_vs_baseline: PairedComparison | None = doc("the model's AUROC margin over the baseline, paired")
+    baseline: str | None = doc("the baseline folder (`<workspace>/baseline/<manifest_sha256>`)")
+    baseline_features: tuple[str, ...] = doc("the metadata fields the baseline uses", default=())
+
+    def rung(self, name: str) -> LadderRung | None:
+        return next((r for r in self.rungs if r.name == name), None)
+
+
 _F_KEY = re.compile(r"^f(\d+(?:\.\d+)?)$")
 
 
@@ -134,6 +176,10 @@ class Metrics(Contract):
     operating_point: OperatingPoint = doc("the threshold, chosen on validation")
     test: TestMetrics = doc("results on the patient-wise test split")
     val: ValMetrics = doc("results on validation")
+    ladder: Ladder | None = doc(
+        "always-unhealthy, the metadata baseline and the model on the test split (null: written before)",
+        default=None,
+    )
 
     @classmethod
     def upgrade(cls, data: dict[str, Any], schema: int) -> dict[str, Any]:
@@ -179,3 +225,25 @@ class EvaluateSummary(Contract):
     test_auprc: float = doc("test average precision")
     operating_point: OperatingPoint = doc("the validation-chosen threshold")
     test_at_operating_point: Rates = doc("test rates at that threshold")
+
+
+@dataclass(frozen=True)
+class BaselineSummary(Contract):
+    """What ``xray-tasks baseline`` prints: the metadata-only model of one manifest, fitted once."""
+
+    dir: str = doc("`<workspace>/baseline/<manifest_sha256>`")
+    metrics: str = doc("URI of its metrics.json (the `Metrics` contract)")
+    predictions: dict[str, str] = doc("split -> URI of its predictions Parquet")
+    manifest_sha256: str = doc("the manifest it was fitted on")
+    features: tuple[str, ...] = doc("the metadata fields it uses")
+    coefficients: dict[str, float] = doc(
+        "logistic-regression weights per standardised feature, and `intercept`"
+    )
+    train_n: int = doc("training studies")
+    test_auroc: float = doc("test AUROC")
+    test_auroc_ci: tuple[float, ...] | None = doc("its 95% patient-bootstrap interval")
+    operating_point: OperatingPoint = doc("the threshold, chosen on validation")
+    test_at_operating_point: Rates = doc("test rates at that threshold")
+    reused: bool = doc("already fitted for this manifest: read back, nothing recomputed")
+    fit_seconds: float = doc("seconds to fit (0 when reused)")
+    seconds: float = doc("seconds for the whole stage")

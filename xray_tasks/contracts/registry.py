@@ -6,17 +6,26 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from xray_tasks.contracts.base import Contract, doc
+from xray_tasks.contracts.evaluation import PairedComparison
 
 
 @dataclass(frozen=True)
 class GateCheck(Contract):
     """One gate criterion: the value seen, the limit it was held to, whether it passed, and why in words."""
 
-    name: str = doc("`min_auroc`, `min_auroc_ci_low`, `sensitivity`, `healthy_cleared` or `champion_auroc`")
+    name: str = doc(
+        "`min_auroc`, `min_auroc_ci_low`, `sensitivity`, `healthy_cleared`, `champion_auroc` or `baseline_margin`"
+    )
     value: float | None = doc("the candidate's value")
     limit: float | None = doc("what it was held to")
     passed: bool = doc("whether it cleared the limit")
     detail: str = doc("the check in words")
+    verdict: str | None = doc(
+        "comparisons only: `better`, `no_worse` (passes, not shown better) or `may_be_worse` (fails) against "
+        "the champion; "
+        "`better` or `not_better` against the metadata baseline",
+        default=None,
+    )
 
 
 @dataclass(frozen=True)
@@ -27,6 +36,10 @@ class ChampionScore(Contract):
     auroc: float = doc("its test AUROC on the candidate's test split")
     basis: str = doc(
         "`same_split` (read from its metrics.json) or `rescored` (predicted on the candidate's split)"
+    )
+    paired: PairedComparison | None = doc(
+        "candidate minus champion on the candidate's test studies, paired (null: no intervals, point rule)",
+        default=None,
     )
 
 
@@ -44,6 +57,9 @@ class GateContext(Contract):
     )
     recomputed: tuple[str, ...] = doc(
         "the metrics.json fields publish recomputed from the run's predictions and found equal", default=()
+    )
+    baseline: PairedComparison | None = doc(
+        "candidate minus the metadata baseline, paired, recomputed from the run's predictions", default=None
     )
 
 

@@ -3,7 +3,8 @@
 Honest by construction, where the report was not: the test split is patient-wise (from the official lists), and
 the operating point is chosen on *validation* (the most healthy studies cleared at the target sensitivity, see
 ``metrics.choose_threshold``), then applied unchanged to test.  Every test figure sits beside the always-unhealthy
-benchmark on the same studies.  ``score`` needs only the two prediction tables (no TensorFlow), so the registry's
+benchmark on the same studies, and the ladder (``evaluation.ladder``: always-unhealthy, the metadata-only
+baseline, the model) goes into metrics.json.  ``score`` needs only the two prediction tables (no TensorFlow), so the registry's
 gate can re-score a champion's predictions with the same code.  What it writes is ``contracts.Metrics``.
 """
 
@@ -189,10 +190,14 @@ def _per_pathology(test: pd.DataFrame) -> dict[str, float | None] | None:
     )
 
 
-def _write_parquet(frame: pd.DataFrame, uri: str) -> None:
+def write_parquet(frame: pd.DataFrame, uri: str) -> None:
+    """A predictions table as zstd Parquet, written atomically."""
     out = io.BytesIO()
     frame.to_parquet(out, index=False, compression="zstd")
     storage.write_bytes(uri, out.getvalue())
+
+
+_write_parquet = write_parquet
 
 
 def read_predictions(run_dir: str, split: str) -> pd.DataFrame:
@@ -223,16 +228,22 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> EvaluateS
         frames[split] = predict_split(model, workspace, split, cfg.evaluate.batch_size)
         _write_parquet(frames[split], run.predictions(split))
     scores = score(frames["val"], frames["test"], cfg.evaluate)
+    from xray_tasks.evaluation import ladder
+
+    climbed, baseline_test = ladder.for_run(
+        workspace, run, frames, scores.operating_point.threshold, cfg, scores.test.auroc_ci
+    )
     doc = Metrics(
         model=_model_info(model, workspace, run, cfg),
         data=_data_info(workspace, frames),
         operating_point=scores.operating_point,
         test=scores.test,
         val=scores.val,
+        ladder=climbed,
     )
     storage.write_json(run.metrics, doc.to_dict())
     _write_profile(workspace, run, frames["test"], doc.operating_point.threshold, cfg.evaluate.batch_size)
-    plots = report.write_plots(run_dir, frames["val"], frames["test"], doc)
+    plots = report.write_plots(run_dir, frames["val"], frames["test"], doc, baseline_test)
     card = report.write_model_card(run_dir, doc, cfg)
     test, op = doc.test, doc.test.at_operating_point
     logger.info(

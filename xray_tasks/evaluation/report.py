@@ -2,7 +2,8 @@
 
 ``plots/roc.png``, ``pr.png``, ``threshold_sweep.png`` (the report's Figure 10), ``confusion_matrix.png`` (laid
 out as the report's Figure 8, at 0.5 and at the operating point), ``training_head.png`` and
-``training_finetune.png`` (loss and accuracy per epoch, train and val).
+``training_finetune.png`` (loss and accuracy per epoch, train and val).  The ROC and the threshold sweep also
+draw the metadata-only baseline on the same test studies when the run has one.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from xray_tasks.workspace import RunDir
 logger = logging.getLogger(__name__)
 
 HEALTHY_COLOUR, UNHEALTHY_COLOUR, MODEL_COLOUR = "#1f77b4", "#d62728", "#2ca02c"
+BASELINE_COLOUR = "#9467bd"
 
 
 def _pyplot():
@@ -35,14 +37,19 @@ def _pyplot():
     return plt
 
 
-def write_plots(run_dir: str, val: pd.DataFrame, test: pd.DataFrame, doc: Metrics) -> dict[str, str]:
-    """Draw every plot from the predictions and metrics; returns name -> URI."""
+def write_plots(
+    run_dir: str, val: pd.DataFrame, test: pd.DataFrame, doc: Metrics, baseline: pd.DataFrame | None = None
+) -> dict[str, str]:
+    """Draw every plot from the predictions and metrics; returns name -> URI.
+
+    ``baseline``: the metadata baseline's predictions on the same test studies, drawn beside the model's.
+    """
     plt, run = _pyplot(), RunDir(run_dir)
     threshold = doc.operating_point.threshold
     figures = {
-        "roc": _roc(plt, val, test, doc, threshold),
+        "roc": _roc(plt, val, test, doc, threshold, baseline),
         "pr": _pr(plt, test, doc),
-        "threshold_sweep": _sweep(plt, test, threshold),
+        "threshold_sweep": _sweep(plt, test, threshold, baseline),
         "confusion_matrix": _confusion(plt, doc, threshold),
     }
     for stage in ("head", "finetune"):
@@ -61,7 +68,7 @@ def write_plots(run_dir: str, val: pd.DataFrame, test: pd.DataFrame, doc: Metric
     return out
 
 
-def _roc(plt, val: pd.DataFrame, test: pd.DataFrame, doc: Metrics, threshold: float):
+def _roc(plt, val: pd.DataFrame, test: pd.DataFrame, doc: Metrics, threshold: float, baseline=None):
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ci = doc.test.auroc_ci
     ci_text = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
@@ -75,6 +82,16 @@ def _roc(plt, val: pd.DataFrame, test: pd.DataFrame, doc: Metrics, threshold: fl
             style,
             color=MODEL_COLOUR if name == "test" else "grey",
             label=f"{name} (n={len(frame)}): AUROC {metrics.auroc(y, p):.3f}{extra}",
+        )
+    if baseline is not None:
+        y, p = baseline["label"].to_numpy(), baseline["probability"].to_numpy()
+        fpr, tpr, _ = metrics.roc_curve(y, p)
+        ax.plot(
+            fpr,
+            tpr,
+            "-.",
+            color=BASELINE_COLOUR,
+            label=f"metadata baseline, test: AUROC {metrics.auroc(y, p):.3f}",
         )
     op = doc.test.at_operating_point
     ax.plot(
@@ -124,7 +141,7 @@ def _pr(plt, test: pd.DataFrame, doc: Metrics):
     return fig
 
 
-def _sweep(plt, test: pd.DataFrame, threshold: float):
+def _sweep(plt, test: pd.DataFrame, threshold: float, baseline=None):
     sweep = metrics.threshold_sweep(test["label"].to_numpy(), test["probability"].to_numpy())
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
     ax.plot(
@@ -139,6 +156,13 @@ def _sweep(plt, test: pd.DataFrame, threshold: float):
         color=UNHEALTHY_COLOUR,
         label=f"unhealthy studies missed (of {sweep['unhealthy']})",
     )
+    if baseline is not None:
+        base = metrics.threshold_sweep(baseline["label"].to_numpy(), baseline["probability"].to_numpy())
+        for key, colour in (("healthy_cleared", HEALTHY_COLOUR), ("unhealthy_missed", UNHEALTHY_COLOUR)):
+            what = key.replace("_", " ")
+            ax.plot(
+                base["threshold"], base[key], "-.", color=colour, lw=1, label=f"metadata baseline: {what}"
+            )
     ax.axvline(0.5, ls=":", color="grey", lw=0.8, label="0.5")
     ax.axvline(threshold, ls="--", color="black", lw=0.8, label=f"operating point {threshold:.3f} (val)")
     ax.set(
@@ -227,6 +251,7 @@ def model_card(doc: Metrics, cfg: PipelineConfig) -> str:
         _card_model(doc, cfg),
         _card_data(doc),
         _card_results(doc),
+        _card_ladder(doc),
         _card_limits(doc),
         f"## Configuration\n```json\n{_json(to_dict(cfg))}\n```\n",
     )
@@ -302,6 +327,12 @@ healthy studies cleared** (a doctor no longer needs to read them first).
 The always-unhealthy benchmark scores a high F{op.beta:g} because recall is weighted heavily; it clears no
 healthy study, which is what a triage model has to beat.
 """
+
+
+def _card_ladder(doc: Metrics) -> str:
+    from xray_tasks.evaluation import ladder
+
+    return "" if doc.ladder is None else ladder.card_section(doc.ladder)
 
 
 def _card_limits(doc: Metrics) -> str:

@@ -1,8 +1,10 @@
-"""The publishing gate: absolute floors for every candidate, a change threshold against the champion.
+"""The publishing gate: absolute floors for every candidate, a floor over the metadata baseline, a change
+threshold against the champion.
 
-Pure functions over ``contracts.Metrics`` (metrics.json), so a decision can be recomputed and tested without a
-model.  The champion comparison takes the champion's AUROC *on the candidate's test split*: ``registry.rescore``
-provides it when the two were evaluated on different splits.
+Pure functions over ``contracts.Metrics`` (metrics.json) and paired comparisons, so a decision can be recomputed
+and tested without a model.  Both comparisons are paired, on the candidate's own test studies: ``registry.rescore``
+scores the champion there (re-scoring it when it was evaluated on another split) and recomputes the baseline's
+margin from the run's predictions; the gate holds the low end of each paired interval to its limit.
 """
 
 from __future__ import annotations
@@ -11,7 +13,14 @@ import math
 from typing import Any
 
 from xray_tasks.config import GatePolicy
-from xray_tasks.contracts import ChampionScore, GateCheck, GateContext, GateResult, Metrics
+from xray_tasks.contracts import (
+    ChampionScore,
+    GateCheck,
+    GateContext,
+    GateResult,
+    Metrics,
+    PairedComparison,
+)
 
 Check = GateCheck
 
@@ -100,28 +109,111 @@ def _cleared_floor(metrics: Metrics, policy: GatePolicy) -> Check:
 
 
 def champion_check(metrics: Metrics, champion: ChampionScore, policy: GatePolicy) -> Check:
-    """The change threshold: the candidate may lose at most ``max_auroc_drop`` AUROC on the same test images."""
-    auroc = _num(metrics.test.auroc)
-    delta = auroc - champion.auroc
-    ok = delta >= -policy.max_auroc_drop - 1e-12
+    """The change threshold: the low end of the paired interval of (candidate - champion) AUROC on the same test
+    studies must not fall below ``-max_auroc_drop``; the verdict says whether the candidate is better beyond noise
+    (``better``), passes without being shown better (``no_worse``), or may lose more than allowed
+    (``may_be_worse``).  Without a paired
+    interval (no bootstrap) the point difference is held to the same limit."""
+    drop = policy.max_auroc_drop
     where = (
         "on the same test split"
         if champion.basis == "same_split"
         else "re-scored on the candidate's test split"
     )
+    paired = champion.paired
+    if paired is None or not paired.delta_ci:
+        auroc = _num(metrics.test.auroc)
+        delta = auroc - champion.auroc
+        ok = delta >= -drop - 1e-12
+        return Check(
+            "champion_auroc",
+            auroc,
+            champion.auroc - drop,
+            ok,
+            f"test AUROC {auroc:.4f} vs champion {champion.version}'s {champion.auroc:.4f} {where} "
+            f"(change {delta:+.4f}, allowed drop {drop:.4f}; point difference: no paired interval)",
+            ("better" if delta > 0 else "no_worse") if ok else "may_be_worse",
+        )
+    low, high = paired.delta_ci[0], paired.delta_ci[-1]
+    ok = low >= -drop - 1e-12
+    verdict = ("better" if low > 0 else "no_worse") if ok else "may_be_worse"
+    said = {
+        "better": "better than the champion beyond sampling noise (the interval's low end is above 0)",
+        "no_worse": f"no worse than the champion, not shown better: the low end {low:+.4f} clears the allowed "
+        f"drop -{drop:.4f} but the interval includes 0",
+        "may_be_worse": f"not shown to be within the allowed drop of the champion: the low end {low:+.4f} "
+        f"falls below -{drop:.4f}, so it may be worse by more than allowed",
+    }[verdict]
     return Check(
         "champion_auroc",
-        auroc,
-        champion.auroc - policy.max_auroc_drop,
+        low,
+        -drop,
         ok,
-        f"test AUROC {auroc:.4f} vs champion {champion.version}'s {champion.auroc:.4f} {where} "
-        f"(change {delta:+.4f}, allowed drop {policy.max_auroc_drop:.4f})",
+        f"test AUROC {paired.candidate_auroc:.4f} vs champion {champion.version}'s {paired.reference_auroc:.4f} "
+        f"{where}: paired difference {paired.delta:+.4f} (95% interval {low:+.4f} to {high:+.4f}, "
+        f"{paired.resamples} patient resamples, {paired.n} studies); {said}",
+        verdict,
     )
 
 
-def evaluate(metrics: Metrics, policy: GatePolicy, champion: ChampionScore | None) -> GateResult:
-    """Run every check; the first model (no champion) is held to the floors only."""
+def baseline_check(baseline: PairedComparison | None, policy: GatePolicy) -> Check | None:
+    """The floor over the metadata-only baseline: the paired interval's low end must be above
+    ``min_margin_over_baseline``.  Only reported (never failing) when ``require_baseline`` is off."""
+    margin = policy.min_margin_over_baseline
+    if baseline is None:
+        if not policy.require_baseline:
+            return None
+        return Check(
+            "baseline_margin",
+            None,
+            margin,
+            False,
+            "the gate requires the metadata baseline (gate.require_baseline) but the run carries no baseline "
+            "predictions: run `xray-tasks baseline` on the workspace, then evaluate again",
+            "not_better",
+        )
+    ci = baseline.delta_ci
+    low = ci[0] if ci else baseline.delta
+    better = low > margin
+    shown = (
+        f"paired difference {baseline.delta:+.4f} (95% interval {ci[0]:+.4f} to {ci[-1]:+.4f}, "
+        f"{baseline.resamples} patient resamples)"
+        if ci
+        else f"point difference {baseline.delta:+.4f} (no interval: evaluate.bootstrap was 0)"
+    )
+    words = (
+        f"beats the metadata baseline: its low end {low:+.4f} is above the margin {margin:.4f}"
+        if better
+        else f"does not beat the metadata baseline (follow-up, age, sex, view): the low end {low:+.4f} is not "
+        f"above the margin {margin:.4f}, so the model has not been shown to learn more from the pixels than "
+        "the chart already says"
+    )
+    return Check(
+        "baseline_margin",
+        low,
+        margin,
+        better or not policy.require_baseline,
+        f"test AUROC {baseline.candidate_auroc:.4f} vs the metadata baseline's {baseline.reference_auroc:.4f} "
+        f"on the same {baseline.n} studies: {shown}; {words}"
+        + ("" if policy.require_baseline else " (reported only: gate.require_baseline is off)"),
+        "better" if better else "not_better",
+    )
+
+
+def evaluate(
+    metrics: Metrics,
+    policy: GatePolicy,
+    champion: ChampionScore | None,
+    baseline: PairedComparison | None = None,
+) -> GateResult:
+    """Run every check; the first model (no champion) is held to the floors (and the baseline) only.
+
+    ``baseline``: the candidate against the metadata baseline on its test studies (``rescore.baseline_comparison``).
+    """
     checks = floor_checks(metrics, policy)
+    floor = baseline_check(baseline, policy)
+    if floor is not None:
+        checks.append(floor)
     if champion is not None:
         checks.append(champion_check(metrics, champion, policy))
     test = metrics.test
@@ -132,5 +224,6 @@ def evaluate(metrics: Metrics, policy: GatePolicy, champion: ChampionScore | Non
         beta=metrics.beta,
         f_beta_at_operating_point=test.at_operating_point.f_beta,
         benchmark_f_beta=test.benchmark_always_unhealthy.f_beta,
+        baseline=baseline,
     )
     return GateResult(all(c.passed for c in checks), tuple(checks), context)

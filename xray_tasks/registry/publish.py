@@ -22,7 +22,7 @@ from xray_tasks import storage
 from xray_tasks.config import GatePolicy, to_dict
 from xray_tasks.contracts import DecisionRecord, Forced, Metrics, PublishSummary
 from xray_tasks.errors import BadInput
-from xray_tasks.registry import gate, integrity, pointers, recompute, rescore, signing, versions
+from xray_tasks.registry import comparisons, gate, integrity, pointers, recompute, rescore, signing, versions
 from xray_tasks.registry.layout import (
     SERVING,
     ChampionConflict,
@@ -259,11 +259,15 @@ def _gate(
     policy: GatePolicy,
     workspace: str | None,
 ):
-    """The gate's result for a candidate, against the champion on the candidate's test split when there is one."""
+    """The gate's result for a candidate, against the champion on the candidate's test split when there is one
+    and the metadata baseline; both paired comparisons are computed from the staged predictions."""
     score = None
     if champion:
-        score = rescore.champion_score(registry, model_name, champion, candidate.metrics, workspace)
-    return gate.evaluate(candidate.metrics, policy, score)
+        score = rescore.champion_score(
+            registry, model_name, champion, candidate.metrics, workspace, candidate.staged
+        )
+    baseline = comparisons.with_baseline(candidate.staged, candidate.metrics)
+    return gate.evaluate(candidate.metrics, policy, score, baseline)
 
 
 def _version_for(

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 from xray_tasks.contracts import Metrics
-from xray_tasks.registry import catalog, integrity
+from xray_tasks.registry import catalog, comparisons, integrity
 from xray_tasks.registry.gate import ChampionScore, validate_metrics
 from xray_tasks.registry.layout import RegistryError, version_uri
 from xray_tasks.workspace import RunDir
@@ -24,12 +25,19 @@ logger = logging.getLogger(__name__)
 
 
 def champion_score(
-    root: str, model_name: str, champion: str, candidate_metrics: Metrics, workspace: str | None = None
+    root: str,
+    model_name: str,
+    champion: str,
+    candidate_metrics: Metrics,
+    workspace: str | None = None,
+    staged: Path | None = None,
 ) -> ChampionScore:
-    """The champion's test AUROC on the candidate's test split (read or re-scored).
+    """The champion's test AUROC on the candidate's test split (read or re-scored), and the paired comparison of
+    the two on those studies (``comparisons.with_champion``).
 
     Args:
         workspace: where the candidate's test shards are; default ``metrics.data.workspace``.
+        staged: the staged candidate run, whose ``predictions/test.parquet`` is paired with the champion's.
 
     Raises:
         RegistryError: the champion must be re-scored and the candidate's test shards are unreadable or differ
@@ -45,7 +53,12 @@ def champion_score(
         )
     theirs = manifest.get("data", {}).get("test_split_digest") or champion_metrics.data.test_split_digest
     if theirs == wanted:
-        return ChampionScore(champion, float(champion_metrics.test.auroc), "same_split")
+        candidate_test = comparisons.staged_test(staged)
+        paired = None
+        if candidate_test is not None and comparisons.resamples(candidate_metrics):
+            theirs_test = comparisons.published_test(root, model_name, champion)
+            paired = comparisons.with_champion(candidate_test, theirs_test, champion, candidate_metrics)
+        return ChampionScore(champion, float(champion_metrics.test.auroc), "same_split", paired)
 
     from xray_tasks.evaluation import evaluate, metrics
     from xray_tasks.registry import consumer
@@ -80,4 +93,5 @@ def champion_score(
         )
     auroc = metrics.auroc(frame["label"].to_numpy(), frame["probability"].to_numpy())
     logger.info("champion %s re-scored on the candidate's test split: AUROC %.4f", champion, auroc)
-    return ChampionScore(champion, auroc, "rescored")
+    paired = comparisons.with_champion(comparisons.staged_test(staged), frame, champion, candidate_metrics)
+    return ChampionScore(champion, auroc, "rescored", paired)

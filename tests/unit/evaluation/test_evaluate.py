@@ -136,7 +136,24 @@ def test_run_evaluate_writes_the_contracted_run_directory(tiny_run):
         assert len(preds) == doc[split]["n"] and evaluate.digest(preds) == doc["data"][f"{split}_digest"]
     assert set(summary.plots) == {"roc", "pr", "threshold_sweep", "confusion_matrix"}
     with open(summary.model_card) as fh:
-        assert "not a diagnostic device" in fh.read()
+        card = fh.read()
+    assert "not a diagnostic device" in card
+    # the ladder: always-unhealthy, the metadata baseline, the model, on the same test studies
+    ladder = doc["ladder"]
+    assert [r["name"] for r in ladder["rungs"]] == ["always_unhealthy", "metadata_baseline", "model"]
+    model_rung = ladder["rungs"][2]
+    assert model_rung["auroc"] == test["auroc"] and model_rung["auroc_ci"] == test["auroc_ci"]
+    assert model_rung["at_operating_point"] == test["at_operating_point"]
+    versus = ladder["model_vs_baseline"]
+    baseline_test = pd.read_parquet(f"{run}/predictions/baseline-test.parquet")
+    assert list(baseline_test["image_index"]) == list(
+        pd.read_parquet(summary.predictions["test"])["image_index"]
+    )
+    assert versus["reference_auroc"] == pytest.approx(
+        metrics.auroc(baseline_test["label"], baseline_test["probability"])
+    )
+    assert versus["n"] == test["n"] and len(versus["delta_ci"]) == 2
+    assert "## The ladder" in card and "metadata baseline" in card and f"{versus['delta']:+.4f}" in card
 
 
 def test_run_evaluate_needs_a_final_model(tmp_path):

@@ -184,3 +184,56 @@ def test_per_label_auroc_skips_nan_and_one_class_columns():
     assert out == {"A": 1.0, "B": None, "C": 1.0}
     with pytest.raises(ValueError, match=r"must both be \[N, 3\]"):
         metrics.per_label_auroc(labels[:, :2], probs[:, :2], names)
+
+
+def brute_paired_deltas(labels, cand, ref, patients, n, seed):
+    """The paired bootstrap spelled out: draw patients, copy each drawn patient's studies, score both models."""
+    ids = np.unique(patients)
+    rng = np.random.default_rng(seed)
+    draws = rng.multinomial(len(ids), np.full(len(ids), 1.0 / len(ids)), size=n)
+    deltas = []
+    for counts in draws:
+        rows = np.concatenate([np.flatnonzero(patients == pid).repeat(c) for pid, c in zip(ids, counts)])
+        y = labels[rows]
+        if 0 < y.sum() < len(y):
+            deltas.append(brute_auroc(y, cand[rows]) - brute_auroc(y, ref[rows]))
+    return np.array(deltas)
+
+
+@pytest.mark.parametrize("seed", [0, 3])
+def test_paired_bootstrap_matches_resampling_patients_by_hand(seed):
+    rng = np.random.default_rng(seed)
+    patients = np.repeat(np.arange(9), rng.integers(1, 4, 9))  # 9 patients, 1-3 studies each
+    rng.shuffle(patients)
+    labels = rng.integers(0, 2, len(patients))
+    cand = np.round(np.clip(rng.normal(0.4 + 0.3 * labels, 0.25), 0, 1), 1)  # rounded: ties
+    ref = np.round(rng.uniform(size=len(patients)), 1)
+    got = metrics.paired_bootstrap_auroc(labels, cand, ref, groups=patients, n=200, seed=seed, chunk=200)
+    deltas = brute_paired_deltas(labels, cand, ref, patients, 200, seed)
+    assert got["delta_ci"] == pytest.approx(np.percentile(deltas, [2.5, 97.5]).tolist(), abs=1e-12)
+    assert got["delta"] == pytest.approx(brute_auroc(labels, cand) - brute_auroc(labels, ref), abs=1e-12)
+    assert got["n"] == len(labels) and got["resamples"] == 200
+
+
+def test_paired_bootstrap_known_answers():
+    labels = np.array([0, 0, 0, 1, 1, 1, 0, 1])
+    perfect = labels * 0.5 + 0.25
+    reversed_ = 1.0 - perfect
+    flip = metrics.paired_bootstrap_auroc(labels, perfect, reversed_, n=300)
+    assert flip["delta"] == 1.0 and flip["delta_ci"] == [1.0, 1.0]  # every resample: 1 - 0
+    same = metrics.paired_bootstrap_auroc(labels, perfect, perfect.copy(), groups=np.arange(8) // 2, n=300)
+    assert same["delta"] == 0.0 and same["delta_ci"] == [0.0, 0.0]  # paired: the noise cancels exactly
+
+
+def test_paired_interval_is_narrower_than_either_models_own():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 2000)
+    shared = rng.normal(size=2000)  # what both models see: the paired draws cancel it
+    ref = shared + 0.8 * labels + rng.normal(0, 0.3, 2000)
+    cand = ref + 0.05 * labels + rng.normal(0, 0.1, 2000)
+    paired = metrics.paired_bootstrap_auroc(labels, cand, ref, n=300, seed=2)
+    own = metrics.bootstrap_intervals(labels, cand, 0.5, n=300, seed=2)["auroc_ci"]
+    assert paired["delta_ci"][0] < paired["delta"] < paired["delta_ci"][1]
+    assert paired["delta_ci"][1] - paired["delta_ci"][0] < (own[1] - own[0]) / 2
+    with pytest.raises(ValueError, match="groups must be one per study"):
+        metrics.paired_bootstrap_auroc(labels, cand, ref, groups=[1, 2])

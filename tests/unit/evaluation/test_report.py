@@ -84,3 +84,17 @@ def test_model_card_states_use_limits_and_numbers():
     assert f"{doc.test.auroc:.4f}" in card and "always unhealthy (benchmark)" in card
     assert "| F3 |" in card and f"{doc.test.at_operating_point.f_beta:.4f}" in card
     assert '"base": "resnet50"' in card
+
+
+def test_the_roc_and_the_sweep_draw_the_baseline_beside_the_model():
+    val, test = predictions(80, 1), predictions(120, 2)
+    baseline = test.assign(probability=np.random.default_rng(3).uniform(size=len(test)))
+    doc = document(val, test)
+    plt = report._pyplot()
+    roc = report._roc(plt, val, test, doc, doc.operating_point.threshold, baseline)
+    sweep = report._sweep(plt, test, doc.operating_point.threshold, baseline)
+    labels = [t.get_text() for fig in (roc, sweep) for t in fig.axes[0].get_legend().get_texts()]
+    plt.close("all")
+    assert sum("metadata baseline" in label for label in labels) == 3  # ROC curve, cleared, missed
+    plain = report._roc(plt, val, test, doc, doc.operating_point.threshold)
+    assert not any("baseline" in t.get_text() for t in plain.axes[0].get_legend().get_texts())

@@ -240,3 +240,39 @@ def test_champion_against_challenger_side_by_side_on_the_same_split():
     # Only a champion: nothing to compare.
     alone = {**same, "details": [same["details"][1]]}
     assert xray_models_page.champion_vs_challenger(alone) == ""
+
+
+def test_a_version_shows_its_ladder_and_the_margin_over_the_baseline():
+    import numpy as np
+    import pandas as pd
+
+    from xray_tasks.config import EvalConfig
+    from xray_tasks.evaluation import ladder
+
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 300).astype(np.int8)
+
+    def table(signal: float) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "image_index": [f"{i}.png" for i in range(300)],
+                "patient_id": np.arange(300),
+                "probability": np.clip(rng.normal(0.4 + signal * labels, 0.2), 0, 1),
+                "label": labels,
+            }
+        )
+
+    model, base = table(0.3), table(0.05)
+    climbed = ladder.build(model, 0.45, EvalConfig(bootstrap=100), base, base)
+    html = xray_models_page.version_section(
+        "xray-triage", {**DETAILS, "metrics": {**metrics_json(), "ladder": climbed.to_dict()}}
+    )
+    table_html = html.split("<table class=ladder>", 1)[1].split("</table>", 1)[0]
+    names = [cell.split("</td>", 1)[0] for cell in table_html.split("<tr><td>")[1:]]
+    assert names == ["always unhealthy", "metadata baseline", "this model"]
+    baseline_row = table_html.split("<tr><td>metadata baseline</td>", 1)[1].split("</tr>", 1)[0]
+    assert f"{climbed.rungs[1].auroc:.3f}" in baseline_row
+    versus = climbed.model_vs_baseline
+    assert f"margin over the metadata baseline: {versus.delta:.4f}" in html and "300 test studies" in html
+    old = xray_models_page.version_section("xray-triage", DETAILS)  # a version evaluated before the ladder
+    assert "no ladder: evaluated before the metadata baseline existed" in old

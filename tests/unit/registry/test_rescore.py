@@ -70,3 +70,27 @@ def test_an_unreadable_workspace_stops_the_publish(split, champion_registry, tmp
     run = write_run(tmp_path / "new", seed=2, workspace=str(labels_only))
     with pytest.raises(RegistryError, match="cannot be read"):
         publish(str(run), champion_registry, policy=POLICY)
+
+
+def test_the_rescored_champion_feeds_the_paired_comparison(split, champion_registry, tmp_path):
+    import json
+
+    from support.registry import tiny_model
+
+    ws, digest, indices, champion_auroc = split
+    frame = evaluate.predict_split(tiny_model(seed=2), ws, "test")
+    run = write_run(
+        tmp_path / "new", seed=2, test_digest=digest, workspace=ws, test_indices=indices, baseline=False
+    )
+    frame.to_parquet(run / "predictions" / "test.parquet", index=False)
+    doc = json.loads((run / "metrics.json").read_text())
+    doc["test"]["auroc"] = metrics.auroc(frame["label"], frame["probability"])
+    doc["test"]["bootstrap"] = {"resamples": 200, "unit": "patient", "level": 0.95}
+    (run / "metrics.json").write_text(json.dumps(doc))
+    summary = publish(str(run), champion_registry, policy=POLICY)
+    champion = read_decisions(champion_registry, NAME, summary.version)[0]["gate"]["context"]["champion"]
+    paired = champion["paired"]
+    assert champion["basis"] == "rescored" and paired["reference"] == "champion 000001"
+    assert paired["reference_auroc"] == pytest.approx(champion_auroc, abs=1e-9)  # the champion on this split
+    assert paired["candidate_auroc"] == pytest.approx(doc["test"]["auroc"]) and paired["n"] == len(indices)
+    assert paired["resamples"] == 200 and paired["delta_ci"][0] <= paired["delta"] <= paired["delta_ci"][1]
