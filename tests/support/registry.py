@@ -224,6 +224,7 @@ def write_run(
     stored_size: int = STORED_SIZE,
     bootstrap: int = 200,
     baseline: bool = True,
+    predictions: dict[str, pd.DataFrame] | None = None,
 ) -> Path:
     """An evaluated run directory at ``path`` with a real tiny model, predictions whose test and val AUROC is
     ``auroc``, and the metrics.json ``evaluate.score`` computes from them (consistent, as the gate demands).
@@ -232,7 +233,9 @@ def write_run(
     without one, a manifest-only workspace beside the run holds synthetic splits (``relabel`` flips those
     studies' labels in that manifest only, as a relabelled dataset would).  ``baseline``: also the metadata
     baseline's test predictions (a constant score: AUROC 0.5), as evaluate copies them into a run, so the
-    ``full`` profile's baseline floor sees one.
+    ``full`` profile's baseline floor sees one.  ``predictions``: the val and test frames to use as they are
+    (``image_index, patient_id, probability, label``) instead of crafted ones; their manifest is written beside
+    unless ``workspace`` (whose labels they must carry) is given.
     """
     from xray_tasks.config import EvalConfig
     from xray_tasks.contracts import DataInfo, ModelInfo
@@ -242,7 +245,11 @@ def write_run(
     path.mkdir(parents=True, exist_ok=True)
     tiny_model(seed, input_size, pathologies).save(path / "model.keras")
     frames = {}
-    if workspace is None:
+    if predictions is not None:
+        frames = {split: predictions[split].reset_index(drop=True) for split in ("val", "test")}
+        if workspace is None:
+            workspace = write_manifest_only(path.with_name(path.name + "-workspace"), frames)
+    elif workspace is None:
         for split in ("val", "test"):
             names, labels, patients = default_split(split)
             frames[split] = split_frame(names, labels, patients, auroc)

@@ -18,9 +18,17 @@ def _run(**assignments):
 def test_a_run_that_keeps_the_deployments_gate_is_not_forced():
     ruling = govern(_run(**{"head.epochs": 3}), DEPLOYMENT, force_publish=False, reason="", actor=None)
     assert not ruling.forced and ruling.changed_keys == () and ruling.reason == ""
-    # The deployment's own override is policy, not a change; a demo-profile run keeps the same gate too.
+    # The deployment's own override is policy, not a change; under a demo deployment a demo run keeps its gate.
     demo = override(profile("demo"), {"gate.min_auroc": 0.7})
-    assert not govern(demo, DEPLOYMENT, force_publish=False, reason="", actor=None).forced
+    assert not govern(demo, demo, force_publish=False, reason="", actor=None).forced
+
+
+def test_choosing_a_laxer_profile_than_the_deployments_is_a_forced_publish():
+    # Profile demo's gate is laxer (no baseline floor, a wider sensitivity tolerance): picking it on a full
+    # deployment is a change of the gate policy like any other, not a way around it.
+    demo = override(profile("demo"), {"gate.min_auroc": 0.7})
+    with pytest.raises(BadInput, match=r"gate policy \(gate.require_baseline, gate.sensitivity_tolerance\)"):
+        govern(demo, DEPLOYMENT, force_publish=False, reason="", actor="ana")
 
 
 def test_a_gate_override_is_a_forced_publish_naming_the_keys_changed():

@@ -15,13 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from xray_tasks import storage
+from xray_tasks.storage.uris import scheme_of
 from xray_tasks.workspace import RunDir
 
 logger = logging.getLogger(__name__)
 
 
 def _is_local(uri: str) -> bool:
-    return "://" not in uri
+    return scheme_of(uri) == "local"
 
 
 @contextmanager

@@ -36,7 +36,7 @@ def _reference(blobs: list[bytes], threshold: float = 0.45) -> dict:
 
 @pytest.fixture
 def registry(tmp_path, capsys):
-    run_dir = write_run(tmp_path / "run", seed=1, auroc=0.85, recall=0.95, healthy_cleared=0.4)
+    run_dir = write_run(tmp_path / "run", seed=1, auroc=0.85)
     (run_dir / "profile.json").write_text(json.dumps(_reference(xray_pngs(60, seed=11))))
     root = str(tmp_path / "registry")
     assert cli(capsys, "publish", "--run-dir", str(run_dir), "--registry", root)[0] == 0
@@ -155,9 +155,10 @@ def test_labels_are_read_in_words_or_numbers_and_bad_rows_are_named(tmp_path):
 
 
 def test_outcomes_cli_stores_per_version_and_fails_loudly_below_target(registry, tmp_path, capsys):
-    # a worklist as `score` writes it: four studies flagged at the version's threshold 0.45, four cleared
+    # a worklist as `score` writes it: four studies flagged at the version's threshold, four cleared
     worklist = tmp_path / "w.csv"
-    probs = [0.9, 0.8, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1]
+    t = load(registry).threshold  # the champion's operating point, chosen on its validation predictions
+    probs = [t + (1 - t) * f for f in (0.9, 0.6, 0.3, 0.0)] + [t * f for f in (0.9, 0.6, 0.3, 0.0)]
     pd.DataFrame(
         {
             "rank": range(1, 9),
@@ -174,9 +175,11 @@ def test_outcomes_cli_stores_per_version_and_fails_loudly_below_target(registry,
     status, lines, _ = cli(
         capsys, "outcomes", "--registry", registry, "--worklist", str(worklist), "--labels", str(good)
     )
+    assert lines, _
     result = json.loads(lines[-1])
     assert status == 0 and result["version"] == "000001" and result["sensitivity"] == 1.0
-    assert result["healthy_cleared"] == 1.0 and result["promised_sensitivity"] == 0.95
+    promised = load(registry).metrics.test.at_operating_point.recall  # the version's own test sensitivity
+    assert result["healthy_cleared"] == 1.0 and result["promised_sensitivity"] == pytest.approx(promised)
     bad = tmp_path / "bad.csv"  # six unhealthy: the four flagged caught, two missed -> 4/6
     bad.write_text("image,label\n" + "".join(f"s{i}.png,{int(i < 6)}\n" for i in range(8)))
     status, _, err = cli(

@@ -40,7 +40,7 @@ def test_scoring_reports_unreadable_files_without_stopping(tmp_path):
         tiny_model(), [str(good), str(bad)], stored_size=STORED_SIZE, input_size=32, threshold=0.5
     )
     by_name = {r["image"]: r for r in rows}
-    assert by_name[str(bad)]["probability"] is None and "not a readable image" in by_name[str(bad)]["error"]
+    assert by_name[str(bad)]["probability"] is None and "not a PNG" in by_name[str(bad)]["error"]
     p = by_name[str(good)]["probability"]
     assert 0.0 <= p <= 1.0 and by_name[str(good)]["decision"] == inference.decide(p, 0.5)
 

@@ -4,16 +4,13 @@ would have passed it), and a candidate that does not beat the metadata baseline 
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest
-from support.registry import metrics_doc, metrics_json, write_run
+from support.registry import metrics_doc, write_run
 
 from xray_tasks.config import GatePolicy
 from xray_tasks.contracts import ChampionScore, PairedComparison
-from xray_tasks.evaluation import metrics
 from xray_tasks.registry import gate, publish, read_decisions
 
 NAME = "xray-triage"
@@ -39,13 +36,12 @@ def scores(signal: float, seed: int, noise: float = 0.3) -> np.ndarray:
 
 
 def evaluated_run(path, test: pd.DataFrame, baseline: pd.DataFrame | None = None, seed: int = 0) -> str:
-    """A run directory whose metrics.json matches its test predictions and says it was bootstrapped."""
-    write_run(path, seed=seed, test_indices=list(test["image_index"]), baseline=False)
-    doc = metrics_json(test_n=N)
-    doc["test"]["auroc"] = metrics.auroc(test["label"], test["probability"])
-    doc["test"]["bootstrap"] = {"resamples": RESAMPLES, "unit": "patient", "level": 0.95}
-    (path / "metrics.json").write_text(json.dumps(doc))
-    test.to_parquet(path / "predictions" / "test.parquet", index=False)
+    """A run directory whose metrics.json is computed from its predictions (``test``; validation is the same
+    scores on other patients), bootstrapped with ``RESAMPLES`` patient draws."""
+    val = test.assign(
+        image_index=[f"v{name}" for name in test["image_index"]], patient_id=test["patient_id"] + N
+    )
+    write_run(path, seed=seed, baseline=False, bootstrap=RESAMPLES, predictions={"val": val, "test": test})
     if baseline is not None:
         baseline.to_parquet(path / "predictions" / "baseline-test.parquet", index=False)
     return str(path)

@@ -75,18 +75,19 @@ def test_an_unreadable_workspace_stops_the_publish(split, champion_registry, tmp
 def test_the_rescored_champion_feeds_the_paired_comparison(split, champion_registry, tmp_path):
     import json
 
-    from support.registry import tiny_model
+    from support.registry import split_frame, tiny_model
 
-    ws, digest, indices, champion_auroc = split
+    from xray_tasks.data.manifest import read_manifest
+
+    ws, _, indices, champion_auroc = split
     frame = evaluate.predict_split(tiny_model(seed=2), ws, "test")
+    val = read_manifest(ws).query("split == 'val'")
+    val = split_frame(val["image_index"], val["label"], val["patient_id"], 0.8)
     run = write_run(
-        tmp_path / "new", seed=2, test_digest=digest, workspace=ws, test_indices=indices, baseline=False
+        tmp_path / "new", seed=2, workspace=ws, baseline=False, predictions={"val": val, "test": frame}
     )
-    frame.to_parquet(run / "predictions" / "test.parquet", index=False)
     doc = json.loads((run / "metrics.json").read_text())
-    doc["test"]["auroc"] = metrics.auroc(frame["label"], frame["probability"])
-    doc["test"]["bootstrap"] = {"resamples": 200, "unit": "patient", "level": 0.95}
-    (run / "metrics.json").write_text(json.dumps(doc))
+    assert doc["test"]["auroc"] == pytest.approx(metrics.auroc(frame["label"], frame["probability"]))
     summary = publish(str(run), champion_registry, policy=POLICY)
     champion = read_decisions(champion_registry, NAME, summary.version)[0]["gate"]["context"]["champion"]
     paired = champion["paired"]
