@@ -255,6 +255,17 @@ class GatePolicy:
 
 
 @dataclass(frozen=True)
+class ReproConfig:
+    """Runs that reproduce (``xray_tasks.training.determinism``): same fingerprint, same predictions on a CPU."""
+
+    deterministic: bool = False
+    """Deterministic TensorFlow kernels, seeded Python/NumPy/TF and ``tf.data`` in a fixed order (costs time;
+    on by default in the ``demo`` profile)."""
+    seed: int = 0
+    """The process-wide seed of Python, NumPy and TensorFlow when ``deterministic`` is on."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     workspace: str = "./workspace"
     source: str = ""
@@ -266,6 +277,7 @@ class PipelineConfig:
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
     evaluate: EvalConfig = field(default_factory=EvalConfig)
     gate: GatePolicy = field(default_factory=GatePolicy)
+    repro: ReproConfig = field(default_factory=ReproConfig)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -348,5 +360,6 @@ def profile(name: str, **paths: str) -> PipelineConfig:
             head=HeadConfig(epochs=60, patience=10, learning_rate=0.05, momentum=0.9, standardize=True),
             finetune=FinetuneConfig(epochs=1, unfreeze_layers=10, batch_size=16),
             evaluate=EvalConfig(bootstrap=200),
+            repro=ReproConfig(deterministic=True),
         )
     raise BadInput(f"unknown profile {name!r}; allowed: 'demo', 'full'")

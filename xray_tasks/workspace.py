@@ -6,6 +6,7 @@
 <workspace>/shards/_manifests/<archive>.json                         per-archive commit marker (written last)
 <workspace>/shards/_staging/<archive>.<nonce>/                       an archive's parts while it streams
 <workspace>/shards/validation.json                                   the dataset-wide validation summary
+<workspace>/shards/source.json                                       the source as last ingested (``data.source_state``)
 <workspace>/features/<base>-<input_size>/<split>/<shard-stem>.parquet  pooled bottleneck features
 <workspace>/runs/<run_id>/                                           one training run (``RunDir``)
 ```
@@ -34,6 +35,7 @@ class RunDir:
     CONFIG = "config.json"
     MODEL = "model.keras"
     METRICS = "metrics.json"
+    FINGERPRINT = "fingerprint.json"
     MODEL_CARD = "model_card.md"
     HEAD = "head"
     FINETUNE = "finetune"
@@ -104,6 +106,11 @@ class RunDir:
     def model_card(self) -> str:
         return self._at(self.MODEL_CARD)
 
+    @property
+    def fingerprint(self) -> str:
+        """What determines the run's model (``contracts.Fingerprint``), written when the run starts."""
+        return self._at(self.FINGERPRINT)
+
 
 @dataclass(frozen=True)
 class Workspace:
@@ -156,6 +163,11 @@ class Workspace:
     @property
     def validation(self) -> str:
         return self._at(self.SHARDS, "validation.json")
+
+    @property
+    def source_state(self) -> str:
+        """The source's archives and metadata files as last ingested and validated (``data.source_state``)."""
+        return self._at(self.SHARDS, "source.json")
 
     def features(self, base: str, input_size: int) -> str:
         """The features of one base at one input size: ``features/<base>-<input_size>/``."""

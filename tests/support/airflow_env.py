@@ -302,6 +302,11 @@ def _bag():
     return BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder")
 
 
+def _schedule(dag) -> str:
+    """A DAG's schedule as its file states it: the cron expression or preset, or the timetable's class name."""
+    return str(getattr(dag.timetable, "expression", None) or type(dag.timetable).__name__)
+
+
 def _dagbag() -> dict[str, Any]:
     bag = _bag()
     dags = bag.dags.values()
@@ -312,6 +317,7 @@ def _dagbag() -> dict[str, Any]:
         # What the UI shows on a DAG's and a task's page, and the JSON schema of each param.
         "docs": {d.dag_id: {"dag": d.doc_md, "tasks": {t.task_id: t.doc_md for t in d.tasks}} for d in dags},
         "params": {d.dag_id: {k: d.params.get_param(k).schema for k in d.params} for d in dags},
+        "schedules": {d.dag_id: _schedule(d) for d in dags},
     }
 
 

@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from xray_tasks.contracts.base import Contract, doc
 from xray_tasks.contracts.data import ManifestCounts
+from xray_tasks.contracts.training import Fingerprint
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,10 @@ class Metrics(Contract):
     operating_point: OperatingPoint = doc("the threshold, chosen on validation")
     test: TestMetrics = doc("results on the patient-wise test split")
     val: ValMetrics = doc("results on validation")
+    fingerprint: Fingerprint | None = doc(
+        "what determined the model (the run's fingerprint.json); null for runs before fingerprints",
+        default=None,
+    )
 
     @classmethod
     def upgrade(cls, data: dict[str, Any], schema: int) -> dict[str, Any]:

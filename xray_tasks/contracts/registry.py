@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from xray_tasks.contracts.base import Contract, doc
+from xray_tasks.contracts.training import RetrainOverride
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,9 @@ class DecisionRecord(Contract):
     version: str = doc("the version the decision is about")
     champion_before: str | None = doc("the champion when the decision was taken")
     forced: Forced | None = doc("who forced it and why, for `forced`")
+    retrain: RetrainOverride | None = doc(
+        "who forced training an unchanged fingerprint (`force_retrain`) and why", default=None
+    )
 
     @classmethod
     def upgrade(cls, data: dict[str, Any], schema: int) -> dict[str, Any]:

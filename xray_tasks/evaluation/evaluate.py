@@ -196,7 +196,7 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> EvaluateS
         MissingInput: no final model in the run directory (run ``xray-tasks finetune`` first).
     """
     from xray_tasks.evaluation import report
-    from xray_tasks.training import networks
+    from xray_tasks.training import fingerprint, networks
 
     run = RunDir(run_dir)
     if not storage.exists(run.model):
@@ -214,6 +214,7 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> EvaluateS
         operating_point=scores.operating_point,
         test=scores.test,
         val=scores.val,
+        fingerprint=fingerprint.read(run_dir),
     )
     storage.write_json(run.metrics, doc.to_dict())
     plots = report.write_plots(run_dir, frames["val"], frames["test"], doc)

@@ -148,6 +148,7 @@ def upload_version(root: str, model_name: str, candidate: Candidate, publish_id:
             k: getattr(m.data, k) for k in ("manifest_sha256", "test_digest", "val_digest", "workspace")
         },
         "serving": {"path": SERVING, "version": int(version)},
+        "fingerprint": m.fingerprint.to_dict() if m.fingerprint else None,
         "summary": {
             "test_auroc": m.test.auroc,
             "threshold": m.operating_point.threshold,
@@ -248,6 +249,7 @@ def publish(
         version=version,
         champion_before=previous,
         forced=Forced(by=_actor(actor), reason=reason) if force else None,
+        retrain=candidate.metrics.fingerprint.retrain if candidate.metrics.fingerprint else None,
     )
     name = record_decision(registry, model_name, version, record)
     summary = summary.replace(
