@@ -208,8 +208,12 @@ def fingerprint_lookup(plan: Mapping[str, Any], retrain_reason: str = "") -> dic
     if retrain_reason:
         args += ["--run-dir", plan["run_dir"], "--retrain-reason", retrain_reason, "--actor", plan["actor"]]
     result = run("fingerprint", args, plan)
+    if result.get("fingerprint") is None:
+        log.warning(
+            "no fingerprint (%s): training goes on and its first stage reports it", result.get("problem")
+        )
     return {
-        "fingerprint": result["fingerprint"]["digest"],
+        "fingerprint": (result.get("fingerprint") or {}).get("digest"),
         "unchanged": result.get("match"),
         "retrain_reason": retrain_reason,
     }
@@ -220,7 +224,7 @@ def proceed_with_training(plan: Mapping[str, Any]) -> bool:
     unless ``force_retrain`` gave a reason; the log says which version stands and its decision."""
     match = plan.get("unchanged")
     if not match:
-        log.info("fingerprint %s is new: training", plan["fingerprint"][:12])
+        log.info("fingerprint %s is new: training", (plan.get("fingerprint") or "(none)")[:12])
         return True
     if plan.get("retrain_reason"):
         log.info(

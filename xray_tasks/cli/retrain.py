@@ -10,6 +10,7 @@ import logging
 from xray_tasks.cli.common import add_config_args, load_config
 from xray_tasks.config import PipelineConfig
 from xray_tasks.contracts import Fingerprint, RetrainOverride, SourceCheck, SourceState
+from xray_tasks.errors import MissingInput
 
 logger = logging.getLogger(__name__)
 
@@ -73,7 +74,12 @@ def _fingerprint(args: argparse.Namespace) -> dict:
     from xray_tasks.registry.catalog import find_by_fingerprint
 
     cfg = load_config(args)
-    fp = current_fingerprint(cfg)
+    try:
+        fp = current_fingerprint(cfg)
+    except MissingInput as exc:
+        # Nothing to fingerprint (no manifest or shards yet): the run goes on and its first stage says why.
+        logger.warning("no fingerprint: %s", exc)
+        return {"fingerprint": None, "match": None, "problem": str(exc)}
     match = find_by_fingerprint(cfg.registry, cfg.model_name, fp.digest) if args.registry else None
     if match:
         logger.info(

@@ -25,6 +25,7 @@ from xray_tasks.config import PATHOLOGIES, IngestConfig
 from xray_tasks.contracts import SourceCheck, SourceObject, SourceState
 from xray_tasks.data import shards
 from xray_tasks.data.ingest import archive_stem, list_archives
+from xray_tasks.errors import MissingInput
 from xray_tasks.workspace import Workspace
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,8 @@ def _objects(source: str) -> dict[str, tuple[int, str]]:
                 out[obj["Key"][len(prefix) :]] = (int(obj["Size"]), str(obj["ETag"]).strip('"'))
         return out
     out = {}
+    if not storage.local_path(source).is_dir():
+        raise MissingInput(f"{source}: no such source folder")
     for entry in os.scandir(storage.local_path(source)):
         if entry.is_file():
             st = entry.stat()
@@ -94,6 +97,8 @@ def record(workspace: str, state: SourceState) -> str:
 def check(source: str, workspace: str, cfg: IngestConfig) -> SourceCheck:
     """Compare the source with what ``workspace`` committed; what to ingest, if anything."""
     now, before = snapshot(source), committed(workspace)
+    if not now.archives:
+        raise MissingInput(f"{source}: no images_*.tar.gz archives (is the source setting right?)")
     ws = Workspace(workspace)
     markers = {m.archive: m for m in shards.read_markers(workspace)}
     uri_of = {storage.basename(u): u for u in list_archives(source)}

@@ -94,3 +94,15 @@ def test_an_archive_gone_from_the_source_stays_committed_and_is_no_news(tmp_path
     check = source_state.check(source, workspace, CFG)
     assert not check.news and check.removed == ("images_003.tar.gz",)
     assert storage.exists(Workspace(workspace).marker("images_003"))
+
+
+def test_a_source_without_archives_is_an_error_not_quiet_news(tmp_path):
+    import pytest
+
+    from xray_tasks.errors import MissingInput
+
+    with pytest.raises(MissingInput, match="no such source folder"):
+        source_state.check(str(tmp_path / "nowhere"), str(tmp_path / "ws"), CFG)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(MissingInput, match=r"no images_\*.tar.gz archives"):
+        source_state.check(str(tmp_path / "empty"), str(tmp_path / "ws"), CFG)
