@@ -88,17 +88,21 @@ def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(air
     ingest = airflow_home.run_dag("xray_ingest", {"source": source["root"], **where, "profile": "demo"})
     assert ingest.state == "success", ingest.errors()
 
-    first = airflow_home.run_dag("xray_train", {**where, **TRAIN})
+    # Forced, so that the tiny model becomes champion whatever it scores; force_publish is no part of the
+    # fingerprint (it decides the publish, not the model).
+    first = airflow_home.run_dag(
+        "xray_train", {**where, **TRAIN, "force_publish": True, "force_reason": "first model of the test"}
+    )
     assert first.state == "success", first.errors()
     published = first.xcoms["gate_and_publish"]
-    assert published["decision"] == "approved"
+    assert published["decision"] == "forced" and published["promoted"]
     version = published["version"]
 
     same = airflow_home.run_dag("xray_train", {**where, **TRAIN})
     states = same.task_states()
     assert same.state == "success" and states.pop("plan") == "success", states
     assert set(states.values()) == {"skipped"}, states
-    assert f"unchanged since version {version} (approved, champion)" in same.output
+    assert f"unchanged since version {version} (forced, champion)" in same.output
     assert airflow_home.asset_events("xray_model", same.run_id) == []
     assert [r["version"] for r in registry.list_versions(where["registry"], "xray-triage")] == [version]
 
