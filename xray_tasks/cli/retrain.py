@@ -21,7 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="the fingerprint a training run on this workspace and config would have, and the registry version "
         "that already has it (if any)",
     )
-    add_config_args(p, "workspace", "registry", "model_name")
+    add_config_args(p, "workspace", "registry")
+    p.add_argument("--model-name", dest="model_name", help="registry model name (default xray-triage)")
     p.add_argument("--run-dir", help="with --retrain-reason: the run to record the forced retrain in")
     p.add_argument("--retrain-reason", default="", help="train although a version has the fingerprint: why")
     p.add_argument("--actor", default="", help="who forces the retrain")
