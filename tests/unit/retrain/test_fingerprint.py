@@ -133,3 +133,27 @@ def test_the_registry_finds_a_version_by_fingerprint_whatever_its_decision(regis
     assert find_by_fingerprint(registry, "xray-triage", "e" * 64) is None
     rows = {r["version"]: r for r in list_versions(registry, "xray-triage")}
     assert rows[first.version]["fingerprint"]["digest"] == "a" * 64
+
+
+def test_the_cli_takes_the_arguments_the_training_plan_passes():
+    from xray_tasks.cli import build_parser
+
+    args = build_parser().parse_args(
+        ["fingerprint", "--profile", "demo", "--workspace", "w", "--registry", "r", "--model-name", "m"]
+        + [
+            "--set",
+            "head.epochs=3",
+            "--run-dir",
+            "w/runs/x",
+            "--retrain-reason",
+            "why",
+            "--actor",
+            "airflow:a",
+        ]
+    )
+    assert (args.model_name, args.registry, args.run_dir, args.retrain_reason) == (
+        "m",
+        "r",
+        "w/runs/x",
+        "why",
+    )
