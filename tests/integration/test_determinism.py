@@ -13,11 +13,15 @@ from support.models import cli, make_workspace, set_args
 pytestmark = pytest.mark.slow
 
 
+# One code version for both runs, whatever is committed meanwhile (the fingerprint counts the git commit).
+CODE = {"XRAY_CODE_VERSION": "determinism-test"}
+
+
 def train_and_evaluate(ws: str, run_id: str, *extra: str) -> Path:
     sets = [*set_args(finetune__epochs=1, head__epochs=15), *extra]
-    cli("train", "--profile", "demo", "--workspace", ws, "--run-id", run_id, *sets)
-    cli("finetune", "--workspace", ws, "--run-id", run_id)
-    cli("evaluate", "--workspace", ws, "--run-id", run_id)
+    cli("train", "--profile", "demo", "--workspace", ws, "--run-id", run_id, *sets, env=CODE)
+    cli("finetune", "--workspace", ws, "--run-id", run_id, env=CODE)
+    cli("evaluate", "--workspace", ws, "--run-id", run_id, env=CODE)
     return Path(ws) / "runs" / run_id
 
 
