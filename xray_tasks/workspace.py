@@ -169,6 +169,11 @@ class Workspace:
         """The source's archives and metadata files as last ingested and validated (``data.source_state``)."""
         return self._at(self.SHARDS, "source.json")
 
+    @property
+    def feature_sets(self) -> str:
+        """The folder holding one ``<base>-<input_size>/`` folder per base and input size features exist for."""
+        return self._at("features")
+
     def features(self, base: str, input_size: int) -> str:
         """The features of one base at one input size: ``features/<base>-<input_size>/``."""
         return self._at("features", f"{base}-{int(input_size)}")

@@ -23,6 +23,10 @@ TRAIN = {
 }
 
 
+# One code version for every run of a test, whatever is committed meanwhile (the fingerprint counts the commit).
+CODE = {"XRAY_CODE_VERSION": "retrain-test"}
+
+
 def mapped(run) -> list[str]:
     return sorted(
         k.split("[", 1)[1].rstrip("]") for k in run.task_states() if k.startswith("ingest_archive[")
@@ -91,14 +95,16 @@ def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(air
     # Forced, so that the tiny model becomes champion whatever it scores; force_publish is no part of the
     # fingerprint (it decides the publish, not the model).
     first = airflow_home.run_dag(
-        "xray_train", {**where, **TRAIN, "force_publish": True, "force_reason": "first model of the test"}
+        "xray_train",
+        {**where, **TRAIN, "force_publish": True, "force_reason": "first model of the test"},
+        env=CODE,
     )
     assert first.state == "success", first.errors()
     published = first.xcoms["gate_and_publish"]
     assert published["decision"] == "forced" and published["promoted"]
     version = published["version"]
 
-    same = airflow_home.run_dag("xray_train", {**where, **TRAIN})
+    same = airflow_home.run_dag("xray_train", {**where, **TRAIN}, env=CODE)
     states = same.task_states()
     assert same.state == "success" and states.pop("plan") == "success", states
     assert set(states.values()) == {"skipped"}, states
@@ -106,19 +112,19 @@ def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(air
     assert airflow_home.asset_events("xray_model", same.run_id) == []
     assert [r["version"] for r in registry.list_versions(where["registry"], "xray-triage")] == [version]
 
-    changed = airflow_home.run_dag("xray_train", {**where, **TRAIN, "head_epochs": 9})
+    changed = airflow_home.run_dag("xray_train", {**where, **TRAIN, "head_epochs": 9}, env=CODE)
     assert changed.state == "success", changed.errors()
     assert changed.task_states()["train_head"] == "success"
     second = changed.xcoms["gate_and_publish"]["version"]
     assert second != version
 
-    no_reason = airflow_home.run_dag("xray_train", {**where, **TRAIN, "force_retrain": True})
+    no_reason = airflow_home.run_dag("xray_train", {**where, **TRAIN, "force_retrain": True}, env=CODE)
     assert no_reason.state == "failed" and no_reason.task_states()["plan"] == "failed"
     assert "force_retrain needs a retrain_reason" in no_reason.output
 
     reason = "nightly reproducibility check"
     forced = airflow_home.run_dag(
-        "xray_train", {**where, **TRAIN, "force_retrain": True, "retrain_reason": reason}
+        "xray_train", {**where, **TRAIN, "force_retrain": True, "retrain_reason": reason}, env=CODE
     )
     assert forced.state == "success", forced.errors()
     assert forced.task_states()["finetune"] == "success"

@@ -148,6 +148,7 @@ def test_scheduled_ingest_starts_training_only_for_news(tmp_path):
         {
             "XRAY_PROFILE": "demo",
             "XRAY_SOURCE": source["root"],
+            "XRAY_CODE_VERSION": "scheduler-test",  # one code version, whatever is committed meanwhile
             "XRAY_IMAGES": str(incoming),
             "XRAY_WORKLISTS": str(tmp_path / "worklists"),
             "XRAY_OVERRIDES": json.dumps(

@@ -181,11 +181,29 @@ def _relabelled_archives(source: str, workspace: str, cfg: IngestConfig, markers
 def retire(workspace: str, archive: str) -> bool:
     """Withdraw an archive's commit marker so that ``ingest_archive`` shards it again; returns whether one existed.
 
-    Its old shards stay until the new ingest removes them (no marker covers them, so no reader trusts them).
+    Its old shards stay until the new ingest removes them (no marker covers them, so no reader trusts them); the
+    features cached for them are deleted, since they describe the old bytes.
     """
-    uri = Workspace(workspace).marker(archive_stem(archive))
+    ws = Workspace(workspace)
+    uri = ws.marker(archive_stem(archive))
     if not storage.exists(uri):
         return False
+    marker = shards.read_marker(uri)
     storage.delete(uri)
+    # Its cached features describe the old shards: drop them, or feature extraction would refuse the new ones.
+    stale = 0
+    for name in storage.list_dirs(ws.feature_sets):
+        base, _, size = name.rpartition("-")
+        if not base or not size.isdigit():
+            continue
+        for entry in marker.shards:
+            cached = ws.feature_file(base, int(size), entry.split, entry.path)
+            if storage.exists(cached):
+                storage.delete(cached)
+                stale += 1
+    if stale:
+        logger.info(
+            "%s: %d cached feature file(s) of its old shards removed", storage.basename(archive), stale
+        )
     logger.info("%s: marker retired (%s); the archive will be ingested again", storage.basename(archive), uri)
     return True

@@ -106,3 +106,23 @@ def test_a_source_without_archives_is_an_error_not_quiet_news(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(MissingInput, match=r"no images_\*.tar.gz archives"):
         source_state.check(str(tmp_path / "empty"), str(tmp_path / "ws"), CFG)
+
+
+def test_retiring_an_archive_drops_the_features_cached_for_its_shards(where, tmp_path):
+    from xray_tasks.data import shards
+
+    source, workspace = storage.join(where, "source"), storage.join(where, "ws")
+    make_source(tmp_path, source, hold_back=0)
+    ingest(source_state.check(source, workspace, CFG), source, workspace)
+    ws = Workspace(workspace)
+    marker = shards.read_marker(ws.marker("images_002"))
+    other = shards.read_marker(ws.marker("images_001")).shards[0]
+    for entry in (*marker.shards, other):
+        storage.write_bytes(ws.feature_file("mobilenetv3small", 128, entry.split, entry.path), b"cached")
+    assert source_state.retire(workspace, storage.join(source, "images_002.tar.gz"))
+    assert not storage.exists(ws.marker("images_002"))
+    assert not any(
+        storage.exists(ws.feature_file("mobilenetv3small", 128, e.split, e.path)) for e in marker.shards
+    )
+    assert storage.exists(ws.feature_file("mobilenetv3small", 128, other.split, other.path))
+    assert not source_state.retire(workspace, storage.join(source, "images_002.tar.gz"))
