@@ -59,6 +59,19 @@ def _config(name: str) -> str | None:
     return conf.get("xray", name, fallback=None)
 
 
+def ingest_schedule() -> str | None:
+    """``xray_ingest``'s schedule: Airflow config ``[xray] ingest_schedule`` (``AIRFLOW__XRAY__INGEST_SCHEDULE``),
+    a cron expression, a preset or ``none`` (the default: manual runs only).  Read at parse time from the
+    configuration alone: no Variable, no database call.
+
+    Raises:
+        ValueError: the value is none of those (the DAG file then fails to import with this message).
+    """
+    from xray_tasks.settings import parse_schedule
+
+    return parse_schedule(conf.get("xray", "ingest_schedule", fallback=None))
+
+
 SOURCES = Sources(variable=_variable, config=_config, environ=os.environ)
 """Where a task looks settings up; the Models page builds its own from the api-server's lookups."""
 
@@ -191,6 +204,11 @@ def plan_training(
     )
     # A name from a Variable or the environment skipped the param's schema: refuse it now, not after training.
     model_name = check_name(setting("model_name", params))
+    retrain_reason = str(params.get("retrain_reason") or "").strip() if params.get("force_retrain") else ""
+    if params.get("force_retrain") and not retrain_reason:
+        raise ValueError(
+            "force_retrain needs a retrain_reason: it is recorded in the run and the version's decision log"
+        )
     plan = {
         "workspace": workspace,
         "registry": setting("registry", params),
@@ -211,8 +229,57 @@ def plan_training(
             "timeout_hours": deployment.approval.timeout_hours,
         },
     }
+    plan.update(fingerprint_lookup(plan, retrain_reason))
     log.info("training plan: %s", plan)
     return plan
+
+
+def fingerprint_lookup(plan: Mapping[str, Any], retrain_reason: str = "") -> dict[str, Any]:
+    """The run's fingerprint and the complete registry version that already has it (``unchanged``), if any.
+
+    With a ``retrain_reason`` (``force_retrain``) the reason and the actor are recorded in the run first.
+    """
+    args = ["--profile", plan["profile"], "--workspace", plan["workspace"], "--registry", plan["registry"]]
+    args += ["--model-name", plan["model_name"], *plan["sets"]]
+    if retrain_reason:
+        args += ["--run-dir", plan["run_dir"], "--retrain-reason", retrain_reason, "--actor", plan["actor"]]
+    result = run("fingerprint", args, plan)
+    if result.get("fingerprint") is None:
+        log.warning(
+            "no fingerprint (%s): training goes on and its first stage reports it", result.get("problem")
+        )
+    return {
+        "fingerprint": (result.get("fingerprint") or {}).get("digest"),
+        "unchanged": result.get("match"),
+        "retrain_reason": retrain_reason,
+    }
+
+
+def proceed_with_training(plan: Mapping[str, Any]) -> bool:
+    """False (skip every heavy task, emit nothing) when a complete version already has the plan's fingerprint,
+    unless ``force_retrain`` gave a reason; the log says which version stands and its decision."""
+    match = plan.get("unchanged")
+    if not match:
+        log.info("fingerprint %s is new: training", (plan.get("fingerprint") or "(none)")[:12])
+        return True
+    if plan.get("retrain_reason"):
+        log.info(
+            "fingerprint %s unchanged since version %s (%s); retraining anyway (force_retrain): %s",
+            plan["fingerprint"][:12],
+            match["version"],
+            match["decision"],
+            plan["retrain_reason"],
+        )
+        return True
+    log.info(
+        "unchanged since version %s (%s%s): fingerprint %s (data, config, code and base weights) is already in the "
+        "registry; skipping training, nothing is published or announced (force_retrain with a reason overrides)",
+        match["version"],
+        match["decision"],
+        ", champion" if match.get("champion") else "",
+        plan["fingerprint"][:12],
+    )
+    return False
 
 
 def champion_of(params: Mapping[str, Any], event: Mapping[str, Any] | None) -> dict[str, Any]:

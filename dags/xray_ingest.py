@@ -1,14 +1,19 @@
 """
-### NIH ChestX-ray14 archives -> validated TFRecord shards
+### NIH ChestX-ray14 archives -> validated TFRecord shards, only for news
 
-Lists the `images_*.tar.gz` archives at the **source**, builds the manifest (labels and patient-wise splits from
-the metadata), shards every archive in a mapped task of its own (named after the archive in the UI), then
-validates the whole shard set: every image accounted for, no patient in two splits, a quarantine summary.
-Archives already committed are skipped, so a rerun only does what is missing.
+Runs on the deployment's schedule (Airflow config `[xray] ingest_schedule`: a cron expression, a preset such as
+`@daily`, or `none` for manual runs only; read when the file is parsed, without a database call) or by hand.
+`check_source` first compares the **source** (archive names, sizes and ETags; the metadata and split-list files'
+sha256) with what the workspace last ingested and validated (`shards/source.json`).  With no news it short-circuits:
+nothing is validated and no `xray_shards` event is emitted, so no retraining starts; its log says what it compared.
+Otherwise `manifest` rebuilds labels and patient-wise splits when the metadata or lists changed, every new or
+changed archive is sharded in a mapped task of its own (named after the archive in the UI; an archive whose bytes
+or labels changed has its old commit withdrawn first), and `validate` checks the whole shard set: every image
+accounted for, no patient in two splits, a quarantine summary.
 
 #### Assets
-- produces **`xray_shards`** (from `validate`), with `extra = {workspace, images, shards, counts, format}`;
-  it schedules `xray_train` on that workspace.
+- produces **`xray_shards`** (from `validate`, only when there was news), with
+  `extra = {workspace, images, shards, counts, format, ingested}`; it schedules `xray_train` on that workspace.
 
 #### Params
 Each empty param falls back to Airflow Variable `xray_<name>`, then config `[xray] <name>`, then env
@@ -25,11 +30,21 @@ from __future__ import annotations
 
 import pendulum
 from airflow.sdk import Param, dag, task
-from xray_common import DEFAULT_ARGS, LIGHT_TIMEOUT, SHARDS, TAGS, config_args, log, run, setting
+from xray_common import (
+    DEFAULT_ARGS,
+    LIGHT_TIMEOUT,
+    SHARDS,
+    TAGS,
+    config_args,
+    ingest_schedule,
+    log,
+    run,
+    setting,
+)
 
 
 @dag(
-    schedule=None,
+    schedule=ingest_schedule(),
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -45,18 +60,32 @@ from xray_common import DEFAULT_ARGS, LIGHT_TIMEOUT, SHARDS, TAGS, config_args, 
     },
 )
 def xray_ingest():
-    @task(execution_timeout=LIGHT_TIMEOUT)
-    def list_archives(params=None) -> list[str]:
-        """The `images_*.tar.gz` archives at the source, in order; fails when there are none."""
-        archives = run("list-archives", [setting("source", params)], params)["archives"]
-        if not archives:
-            raise ValueError(f"no images_*.tar.gz archives at {setting('source', params)!r}")
-        return archives
+    @task.short_circuit(execution_timeout=LIGHT_TIMEOUT)
+    def check_source(params=None):
+        """Compares the source with what was ingested; without news, skips everything after it."""
+        from xray_tasks.contracts import SourceCheck
+
+        result = run("check-source", config_args(params, "source", "workspace"), params)
+        check = SourceCheck.from_dict(result, "check-source")
+        log.info("compared %s", check.compared)
+        if not check.news:
+            log.info("no news at %s: nothing to ingest, no validation, no xray_shards event", check.source)
+            return False
+        log.info("news: %s; ingesting %d archive(s)", "; ".join(check.reasons), len(check.ingest))
+        return result
 
     @task(execution_timeout=LIGHT_TIMEOUT)
-    def manifest(params=None):
-        """Labels, patient-wise train/val/test splits and the image list, from the source's metadata files."""
-        return run("manifest", config_args(params, "source", "workspace"), params)
+    def manifest(check: dict, params=None):
+        """Labels, patient-wise train/val/test splits and the image list, rebuilt when the metadata changed."""
+        if not check["rebuild_manifest"]:
+            log.info("metadata and split lists unchanged: the manifest stays")
+            return {"rebuilt": False}
+        return {"rebuilt": True, **run("manifest", config_args(params, "source", "workspace"), params)}
+
+    @task
+    def archives_to_ingest(check: dict) -> list[str]:
+        """The new and changed archives only."""
+        return list(check["ingest"])
 
     # A mapped task gets no doc_md from its docstring (Airflow 3.3 sets it in __call__, not in expand).
     @task(
@@ -64,9 +93,11 @@ def xray_ingest():
         max_active_tis_per_dagrun=4,
         doc_md="One archive -> its TFRecord shards and commit marker; undecodable images are quarantined.",
     )
-    def ingest_archive(archive: str, params=None):
+    def ingest_archive(archive: str, check: dict, params=None):
         from xray_tasks.contracts import ArchiveSummary
 
+        if archive in check["replace"]:
+            run("retire-archive", [archive, *config_args(params, "workspace")], params)
         result = run("ingest-archive", [archive, *config_args(params, "workspace")], params)
         summary = ArchiveSummary.from_dict(result, f"ingest-archive {archive}")
         log.info(
@@ -79,17 +110,22 @@ def xray_ingest():
         )
         return result
 
-    @task(outlets=[SHARDS], execution_timeout=LIGHT_TIMEOUT)
-    def validate(archives: list[dict], params=None, outlet_events=None):
-        """Checks the whole shard set against the manifest and emits `xray_shards` for training."""
+    # none_failed: metadata that changed without relabelling any committed image ingests no archive, and the
+    # set is still validated and the new source state recorded (the short-circuit above skips regardless).
+    @task(outlets=[SHARDS], execution_timeout=LIGHT_TIMEOUT, trigger_rule="none_failed")
+    def validate(archives: list[dict], check: dict, params=None, outlet_events=None):
+        """Checks the whole shard set against the manifest, records the source as ingested and emits
+        `xray_shards` for training."""
+        import json
+
         from xray_tasks.contracts import ArchiveSummary, ValidationSummary
 
         result = run("validate", config_args(params, "workspace"), params)
         summary = ValidationSummary.from_dict(result, "validate")
         sharded = sum(ArchiveSummary.from_dict(a, "ingest_archive XCom").members.sharded for a in archives)
-        if sharded != summary.images:
+        if sharded > summary.images:
             raise ValueError(
-                f"archives report {sharded} sharded images, the shard set holds {summary.images}"
+                f"archives report {sharded} sharded images, the shard set holds only {summary.images}"
             )
         log.info(
             "shard set: %d images in %d shards; quarantined %s; missing %d",
@@ -98,18 +134,22 @@ def xray_ingest():
             summary.quarantined.by_kind,
             summary.missing.count,
         )
+        state = json.dumps(check["state"])
+        run("record-source", [*config_args(params, "workspace"), "--state", state], params)
         outlet_events[SHARDS].extra = {
             "workspace": setting("workspace", params),
             "images": summary.images,
             "shards": summary.shards,
             "counts": result["counts"],
             "format": summary.format,
+            "ingested": [a.rsplit("/", 1)[-1] for a in check["ingest"]],
         }
         return result
 
-    shards = ingest_archive.expand(archive=list_archives())
-    manifest() >> shards
-    validate(shards)
+    check = check_source()
+    shards = ingest_archive.partial(check=check).expand(archive=archives_to_ingest(check))
+    manifest(check) >> shards
+    validate(shards, check)
 
 
 xray_ingest()

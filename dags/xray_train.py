@@ -46,6 +46,9 @@ Empty locations fall back to Airflow Variable `xray_<name>`, then config `[xray]
   `overrides` (Variable `xray_overrides`, ...); a `gate.*` key makes the run a forced publish (above).
 - `force_publish` + `force_reason`: stage the candidate even if the gate rejects it; it still needs approval,
   and is promoted as `forced`; the reason and the triggering user are recorded with the decision.
+- `force_retrain` + `retrain_reason`: train even though a complete version already has this run's fingerprint
+  (same labels, splits, shards, config, code and base weights); otherwise `plan` logs "unchanged since version V"
+  and every later task is skipped, so nothing is published or announced.
 """
 
 from __future__ import annotations
@@ -66,6 +69,7 @@ from xray_common import (
     TAGS,
     log,
     plan_training,
+    proceed_with_training,
     run,
 )
 from xray_governance import CandidateApproval, outcome, review, signing_env
@@ -104,19 +108,25 @@ OPTIONAL_NUMBER = ["null", "number"]
         "overrides": Param({}, type="object", description="Other config keys, dotted: value"),
         "force_publish": Param(False, type="boolean", description="Stage even if the gate rejects"),
         "force_reason": Param("", type="string", description="Required with force_publish; recorded"),
+        "force_retrain": Param(
+            False, type="boolean", description="Train even if a version has this fingerprint"
+        ),
+        "retrain_reason": Param("", type="string", description="Required with force_retrain; recorded"),
     },
 )
 def xray_train():
-    @task(execution_timeout=LIGHT_TIMEOUT)
+    @task.short_circuit(execution_timeout=LIGHT_TIMEOUT)
     def plan(params=None, dag_run=None, triggering_asset_events=None):
-        """Resolves every location and config key of the run and validates them; nothing heavy runs first."""
+        """Resolves every location and config key of the run and validates them; nothing heavy runs first.
+        Skips the rest of the run when a complete version already has the run's fingerprint."""
         events = triggering_asset_events[SHARDS] if triggering_asset_events else []
-        return plan_training(
+        p = plan_training(
             params,
             dag_run.run_id,
             events[-1].extra if events else None,
             actor=getattr(dag_run, "triggering_user_name", None),
         )
+        return p if proceed_with_training(p) else False
 
     @task(queue="gpu", pool="gpu", execution_timeout=HEAVY_TIMEOUT)
     def features(p: dict):

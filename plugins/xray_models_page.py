@@ -35,9 +35,35 @@ def _decision(row: dict[str, Any]) -> str:
     return f'<span class="{escape(decision)}"{title}>{escape(DECISION_LABELS.get(decision, decision))}</span>'
 
 
+def _fingerprint(row: dict[str, Any], previous: dict[str, Any] | None) -> str:
+    """The version's fingerprint, short, and what changed since the previous complete version."""
+    from xray_tasks.training.fingerprint import changes
+
+    fp = row.get("fingerprint")
+    if not fp:
+        return '<span class="muted">–</span>'
+    changed = changes(None if previous is None else (previous.get("fingerprint") or {}), fp)
+    label = {"first": "first version", "unknown": "previous unknown"}.get(changed[0] if changed else "", "")
+    label = label or (f"{', '.join(changed)} changed" if changed else "nothing changed")
+    retrain = fp.get("retrain") or {}
+    if retrain:
+        label += f"; retrained: {retrain.get('reason', '')}"
+    return (
+        f'<code title="{escape(str(fp.get("digest")))}">{escape(str(fp.get("digest", ""))[:12])}</code> '
+        + (f'<span class="muted">{escape(label)}</span>')
+    )
+
+
 def versions_table(model: dict[str, Any]) -> str:
-    """One row per version: metrics from its manifest summary, the latest gate decision, the champion mark."""
+    """One row per version: metrics from its manifest summary, the latest gate decision, the champion mark, the
+    fingerprint with what changed since the version before."""
     rows = []
+    previous_of: dict[str, dict[str, Any] | None] = {}
+    before = None
+    for row in model["versions"]:
+        if row.get("complete"):
+            previous_of[row["version"]] = before
+            before = row
     for row in reversed(model["versions"]):
         summary = row.get("summary") or {}
         star = '<span class="champion">champion</span>' if row.get("champion") else ""
@@ -46,11 +72,12 @@ def versions_table(model: dict[str, Any]) -> str:
             f"<td class=num>{_num(summary.get('test_auroc'))}</td><td class=num>{_num(summary.get('sensitivity'))}</td>"
             f"<td class=num>{_num(summary.get('healthy_cleared'))}</td><td class=num>{_num(summary.get('threshold'))}</td>"
             f"<td>{escape(str(summary.get('base') or '–'))}</td>"
+            f"<td>{_fingerprint(row, previous_of.get(row['version']))}</td>"
             f"<td class=muted>{escape(str(row.get('created_at') or row.get('problem') or ''))}</td></tr>"
         )
     head = (
         "<tr><th>version</th><th></th><th>latest decision</th><th>test AUROC</th><th>sensitivity</th>"
-        "<th>healthy cleared</th><th>threshold</th><th>base</th><th>created</th></tr>"
+        "<th>healthy cleared</th><th>threshold</th><th>base</th><th>fingerprint</th><th>created</th></tr>"
     )
     return f"<table>{head}{''.join(rows)}</table>"
 

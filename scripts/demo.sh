@@ -11,8 +11,9 @@
 # NIH_LIMIT (all PNGs in NIH_DIR/images), DEMO_INCOMING (60: new patients in each scored batch; the synthetic
 # demo scores two batches, one like the training data and one from a "new scanner", brighter and flatter),
 # DEMO_FORCE=REASON (publish the candidate even if the gate rejects it; the reason is recorded).
-# Run again: finished steps are reused (ingest skips committed archives, features are cached), training makes a
-# new run and publishing gates it against the champion from the previous demo.
+# Run again: ingest finds no news at the source (nothing validated, no event) and training finds its fingerprint
+# (data, config, code, base weights) in the registry, so the demo ends saying which version stands.  Change
+# something (XRAY_OVERRIDES='{"head.epochs": 61}', new archives in demo/source) and it trains and gates again.
 set -euo pipefail
 
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -74,7 +75,7 @@ run_dag() {  # DAG_ID CONF [LOG_NAME]: one `airflow dags test` run, its log kept
   step "airflow dags test $dag $conf   (log: $out)"
   "$bin/airflow" dags test "$dag" -c "$conf" >"$out" 2>&1 || true
   grep -E "\[xray.dags\]" "$out" | grep -vE "^\S+ \[info +\] +[0-9-]+ [0-9:.,]+: [IW] tensorflow" \
-    | sed -E 's/^\S+ \[[a-z]+ *\] //; s/ +\[xray\.dags\].*$//' | cut -c1-160 | grep -E "running:|finished|failed|gate:|shard set:|champion|images/s|  (needs_review|cleared)|drift" || true
+    | sed -E 's/^\S+ \[[a-z]+ *\] //; s/ +\[xray\.dags\].*$//' | cut -c1-160 | grep -E "running:|finished|failed|gate:|shard set:|champion|images/s|  (needs_review|cleared)|drift|no news|news:|unchanged since" || true
   if [[ "${EXPECT_DRIFT:-}" == 1 ]] && grep -q "DagRun Finished: dag_id=$dag.*state=failed" "$out" \
       && newest="$(ls -t "$XRAY_WORKLISTS"/*.drift.json 2>/dev/null | head -n 1)" && [[ -n "$newest" ]] \
       && [[ "$newest" -nt "$out.started" ]] && grep -q '"status": "drift"' "$newest"; then
@@ -93,6 +94,16 @@ if [[ -n "${DEMO_FORCE:-}" ]]; then
   run_dag xray_train "$("$bin/python" -c 'import json, sys; print(json.dumps({"force_publish": True, "force_reason": sys.argv[1]}))' "$DEMO_FORCE")"
 else
   run_dag xray_train '{}'
+fi
+if unchanged="$(grep -oE "unchanged since version [0-9]+ \([^)]*\)" "$log/xray_train.log" | head -n 1)" && [[ -n "$unchanged" ]]; then
+  # Run again on the same data, config and code: ingest found no news and training found the fingerprint.
+  step "nothing changed: $unchanged"
+  "$bin/xray-tasks" models list --registry "$XRAY_REGISTRY" --model-name xray-triage 2>/dev/null | sed '$d'
+  stands="$(echo "$unchanged" | grep -oE "[0-9]{6}")"
+  echo "Same data, config, code and base weights as version $stands: nothing was trained, published or scored."
+  echo "The champion stays as it is.  To train anyway: airflow dags test xray_train -c '{\"force_retrain\": true, \"retrain_reason\": \"...\"}'"
+  echo "demo finished in $(( $(date +%s) - started )) s; Airflow home $AIRFLOW_HOME, logs in $log"
+  exit 0
 fi
 if grep -q "gate: rejected" "$log/xray_train.log"; then
   echo "!! the gate rejected this run (reasons above): the champion, if any, stays"

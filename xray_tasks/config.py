@@ -248,6 +248,17 @@ class EvalConfig:
 
 
 @dataclass(frozen=True)
+class ReproConfig:
+    """Runs that reproduce (``xray_tasks.training.determinism``): same fingerprint, same predictions on a CPU."""
+
+    deterministic: bool = False
+    """Deterministic TensorFlow kernels, seeded Python/NumPy/TF and ``tf.data`` in a fixed order (costs time;
+    on by default in the ``demo`` profile)."""
+    seed: int = 0
+    """The process-wide seed of Python, NumPy and TensorFlow when ``deterministic`` is on."""
+
+
+@dataclass(frozen=True)
 class PipelineConfig:
     workspace: str = "./workspace"
     source: str = ""
@@ -261,6 +272,7 @@ class PipelineConfig:
     gate: GatePolicy = field(default_factory=GatePolicy)
     approval: ApprovalPolicy = field(default_factory=ApprovalPolicy)
     drift: DriftConfig = field(default_factory=DriftConfig)
+    repro: ReproConfig = field(default_factory=ReproConfig)
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -348,5 +360,6 @@ def profile(name: str, **paths: str) -> PipelineConfig:
             # ones measure it): test sensitivity scatters by several points around the target, so the demo's
             # gate allows 0.08 below it rather than the default 0.03.
             gate=GatePolicy(sensitivity_tolerance=0.08),
+            repro=ReproConfig(deterministic=True),
         )
     raise BadInput(f"unknown profile {name!r}; allowed: 'demo', 'full'")

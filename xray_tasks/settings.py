@@ -17,6 +17,7 @@ rule, which the DAG param and the registry both use; importing it costs nothing 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,3 +113,43 @@ def resolve(name: str, sources: Sources, params: Mapping[str, Any] | None = None
         if _set(value):
             return str(value)
     return default(name, sources.environ)
+
+
+SCHEDULE_PRESETS = (
+    "@once",
+    "@continuous",
+    "@hourly",
+    "@daily",
+    "@midnight",
+    "@weekly",
+    "@monthly",
+    "@quarterly",
+    "@yearly",
+    "@annually",
+)
+_CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
+
+
+def parse_schedule(value: str | None, where: str = "[xray] ingest_schedule") -> str | None:
+    """A DAG schedule from deployment text: empty or ``none`` -> ``None`` (manual runs only), an Airflow preset
+    (``@daily``...) or a 5-field cron expression (``*/15 * * * *``) -> itself.
+
+    Raises:
+        ValueError: anything else, naming ``where`` and the value.
+    """
+    text = (value or "").strip()
+    if text.lower() in ("", "none", "null"):
+        return None
+    if text.startswith("@"):
+        if text not in SCHEDULE_PRESETS:
+            raise ValueError(
+                f"{where}: unknown preset {text!r}; allowed: {', '.join(SCHEDULE_PRESETS)} or none"
+            )
+        return text
+    fields = text.split()
+    if len(fields) != 5 or not all(_CRON_FIELD.match(f) for f in fields):
+        raise ValueError(
+            f"{where}: {text!r} is neither none, a preset ({', '.join(SCHEDULE_PRESETS[:4])}...) nor a 5-field "
+            "cron expression such as '0 2 * * *'"
+        )
+    return " ".join(fields)

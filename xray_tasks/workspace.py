@@ -6,6 +6,7 @@
 <workspace>/shards/_manifests/<archive>.json                         per-archive commit marker (written last)
 <workspace>/shards/_staging/<archive>.<nonce>/                       an archive's parts while it streams
 <workspace>/shards/validation.json                                   the dataset-wide validation summary
+<workspace>/shards/source.json                                       the source as last ingested (``data.source_state``)
 <workspace>/features/<base>-<input_size>/<split>/<shard-stem>.parquet  pooled bottleneck features
 <workspace>/runs/<run_id>/                                           one training run (``RunDir``)
 <workspace>/baseline/<manifest_sha256>/                              the metadata-only baseline of one manifest
@@ -35,6 +36,7 @@ class RunDir:
     CONFIG = "config.json"
     MODEL = "model.keras"
     METRICS = "metrics.json"
+    FINGERPRINT = "fingerprint.json"
     MODEL_CARD = "model_card.md"
     HEAD = "head"
     FINETUNE = "finetune"
@@ -119,6 +121,10 @@ class RunDir:
         return self._at(self.MODEL_CARD)
 
     @property
+    def fingerprint(self) -> str:
+        """What determines the run's model (``contracts.Fingerprint``), written when the run starts."""
+        return self._at(self.FINGERPRINT)
+
     def profile(self) -> str:
         """The test split's reference profile (``contracts.Profile``), beside metrics.json."""
         return self._at(self.PROFILE)
@@ -193,6 +199,16 @@ class Workspace:
     @property
     def validation(self) -> str:
         return self._at(self.SHARDS, "validation.json")
+
+    @property
+    def source_state(self) -> str:
+        """The source's archives and metadata files as last ingested and validated (``data.source_state``)."""
+        return self._at(self.SHARDS, "source.json")
+
+    @property
+    def feature_sets(self) -> str:
+        """The folder holding one ``<base>-<input_size>/`` folder per base and input size features exist for."""
+        return self._at("features")
 
     def features(self, base: str, input_size: int) -> str:
         """The features of one base at one input size: ``features/<base>-<input_size>/``."""

@@ -20,8 +20,9 @@ def test_ingest_dag_maps_archives_validates_and_emits_the_shards_asset(airflow_h
     )
     assert run.state == "success", run.output[-4000:]
     assert run.task_states() == {
-        "list_archives": "success",
+        "check_source": "success",
         "manifest": "success",
+        "archives_to_ingest": "success",
         "validate": "success",
         # Mapped task instances are labelled by archive (map_index_template), as the UI shows them.
         "ingest_archive[images_001.tar.gz]": "success",

@@ -302,6 +302,11 @@ def _bag():
     return BundleDagBag(dag_folder=str(DAGS), bundle_path=DAGS, bundle_name="dags-folder")
 
 
+def _schedule(dag) -> str:
+    """A DAG's schedule as its file states it: the cron expression or preset, or the timetable's class name."""
+    return str(getattr(dag.timetable, "expression", None) or type(dag.timetable).__name__)
+
+
 def _dagbag() -> dict[str, Any]:
     bag = _bag()
     dags = bag.dags.values()
@@ -325,6 +330,7 @@ def _dagbag() -> dict[str, Any]:
             }
             for d in dags
         },
+        "schedules": {d.dag_id: _schedule(d) for d in dags},
     }
 
 

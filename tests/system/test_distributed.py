@@ -54,7 +54,7 @@ def test_every_run_succeeds(pipeline):  # noqa: F811
         }
         assert set(states.values()) == {"success"}, (dag_id, states)
     ingest = {ti["task_id"] for ti in cluster.task_instances("xray_ingest", pipeline.run_id("xray_ingest"))}
-    assert ingest == {"list_archives", "manifest", "ingest_archive", "validate"}
+    assert ingest == {"check_source", "manifest", "archives_to_ingest", "ingest_archive", "validate"}
     mapped = [
         ti
         for ti in cluster.task_instances("xray_ingest", pipeline.run_id("xray_ingest"))

@@ -22,7 +22,12 @@ from collections.abc import Sequence
 from xray_tasks.cli import common
 from xray_tasks.contracts import Contract
 
-COMMAND_MODULES = ("xray_tasks.cli.ingest", "xray_tasks.cli.model", "xray_tasks.cli.registry")
+COMMAND_MODULES = (
+    "xray_tasks.cli.ingest",
+    "xray_tasks.cli.model",
+    "xray_tasks.cli.registry",
+    "xray_tasks.cli.retrain",
+)
 
 logger = logging.getLogger("xray_tasks")
 

@@ -53,6 +53,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         p.add_argument("--run-dir", help="run directory (local path or s3:// URI)")
         p.add_argument("--run-id", help="run name under <workspace>/runs/ (instead of --run-dir)")
         p.set_defaults(func=func)
+        if name == "train":
+            p.add_argument(
+                "--retrain-reason", default="", help="why an unchanged fingerprint is trained again"
+            )
+            p.add_argument("--retrain-of", default=None, help="the version that already has the fingerprint")
+            p.add_argument("--actor", default="", help="who forced the retrain (recorded with the reason)")
 
 
 def _features(args: argparse.Namespace):
@@ -60,6 +66,7 @@ def _features(args: argparse.Namespace):
 
     cfg = load_config(args)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
+    _determinism(cfg)
     return extract_features(cfg.workspace, cfg.features, splits)
 
 
@@ -106,9 +113,12 @@ def run_config(args: argparse.Namespace, create: bool) -> tuple[PipelineConfig, 
 
 
 def _train(args: argparse.Namespace):
+    from xray_tasks.cli.retrain import record_fingerprint
     from xray_tasks.training.head import train_head
 
     cfg, run_dir = run_config(args, create=True)
+    _determinism(cfg)
+    record_fingerprint(cfg, run_dir, args.retrain_reason, args.actor, args.retrain_of)
     return train_head(cfg.workspace, run_dir, cfg)
 
 
@@ -116,6 +126,7 @@ def _finetune(args: argparse.Namespace):
     from xray_tasks.training.finetune import run_finetune
 
     cfg, run_dir = run_config(args, create=False)
+    _determinism(cfg)
     return run_finetune(cfg.workspace, run_dir, cfg)
 
 
@@ -123,4 +134,11 @@ def _evaluate(args: argparse.Namespace):
     from xray_tasks.evaluation.evaluate import run_evaluate
 
     cfg, run_dir = run_config(args, create=False)
+    _determinism(cfg)
     return run_evaluate(cfg.workspace, run_dir, cfg)
+
+
+def _determinism(cfg: PipelineConfig) -> None:
+    from xray_tasks.training.determinism import apply
+
+    apply(cfg.repro)

@@ -151,3 +151,41 @@ class ManifestSummary(Contract):
     counts: dict[str, ManifestCounts] = doc("per split and `total`")
     excluded: int = doc("metadata rows excluded, each with a reason in summary.json")
     listed_not_in_metadata: dict[str, int] = doc("names on a split list with no metadata row, per list")
+
+
+@dataclass(frozen=True)
+class SourceObject(Contract):
+    """One file at the source as the check sees it."""
+
+    size: int = doc("bytes")
+    etag: str = doc("S3 ETag, or `mtime:<ns>` for a local file")
+    sha256: str | None = doc("sha256 of the bytes (metadata and list files only)", default=None)
+
+
+@dataclass(frozen=True)
+class SourceState(Contract):
+    """``shards/source.json``: the source as last ingested and validated; ``check-source`` compares with it."""
+
+    SCHEMA: ClassVar[int] = 1
+
+    source: str = doc("the source folder or s3:// prefix")
+    archives: dict[str, SourceObject] = doc("`images_*.tar.gz` by name: size and ETag")
+    files: dict[str, SourceObject] = doc(
+        "metadata and split-list files (`*.csv`, `*.txt`) by name, with sha256"
+    )
+    recorded_at: str = doc("UTC time it was taken, ISO 8601")
+
+
+@dataclass(frozen=True)
+class SourceCheck(Contract):
+    """What ``xray-tasks check-source`` prints: is there news at the source, and what to ingest for it."""
+
+    source: str = doc("the source checked")
+    news: bool = doc("something to ingest: a new or changed archive, or changed metadata / lists")
+    reasons: tuple[str, ...] = doc("what is new, in words (empty without news)")
+    compared: str = doc("what was compared with what, in words (logged)")
+    ingest: tuple[str, ...] = doc("archive URIs to ingest (only the new and changed ones)")
+    replace: tuple[str, ...] = doc("of those, archives committed before whose bytes or labels changed")
+    rebuild_manifest: bool = doc("metadata or split lists changed (or no manifest yet): rebuild it first")
+    removed: tuple[str, ...] = doc("archives committed before that the source no longer has (kept, logged)")
+    state: SourceState = doc("the source now; recorded as `shards/source.json` once the set validates")

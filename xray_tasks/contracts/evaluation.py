@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from xray_tasks.contracts.base import Contract, doc
 from xray_tasks.contracts.data import ManifestCounts
+from xray_tasks.contracts.training import Fingerprint
 
 
 @dataclass(frozen=True)
@@ -178,6 +179,10 @@ class Metrics(Contract):
     val: ValMetrics = doc("results on validation")
     ladder: Ladder | None = doc(
         "always-unhealthy, the metadata baseline and the model on the test split (null: written before)",
+        default=None,
+    )
+    fingerprint: Fingerprint | None = doc(
+        "what determined the model (the run's fingerprint.json); null for runs before fingerprints",
         default=None,
     )
 

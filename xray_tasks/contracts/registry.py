@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from xray_tasks.contracts.base import Contract, doc
 from xray_tasks.contracts.evaluation import PairedComparison
+from xray_tasks.contracts.training import RetrainOverride
 
 
 @dataclass(frozen=True)
@@ -118,6 +119,9 @@ class DecisionRecord(Contract):
     )
     key_id: str | None = doc(
         "id of the key the version's manifest is signed with (null: unsigned)", default=None
+    )
+    retrain: RetrainOverride | None = doc(
+        "who forced training an unchanged fingerprint (`force_retrain`) and why", default=None
     )
 
     @classmethod

@@ -104,3 +104,51 @@ class FinetuneSummary(Contract):
     feature_check_error: float | None = doc("relative error of the rebuilt base against the stored features")
     weights: str = doc("weights id of the base")
     devices: DeviceSettings = doc("the device settings used")
+
+
+@dataclass(frozen=True)
+class RetrainOverride(Contract):
+    """Why a run trained although a complete version already had its fingerprint (``force_retrain``)."""
+
+    by: str = doc("who asked, e.g. `airflow:<user>`")
+    reason: str = doc("why, in words (required)")
+    version: str | None = doc("the version that already had the fingerprint", default=None)
+
+
+@dataclass(frozen=True)
+class Fingerprint(Contract):
+    """``<run>/fingerprint.json``, also in ``metrics.json`` and the version manifest: what determines the model.
+
+    ``digest`` is the sha256 of the canonical JSON of the five parts below; two runs with one digest trained on
+    the same labels, splits and shards, with the same config (run-local fields left out), code and base weights.
+    """
+
+    SCHEMA: ClassVar[int] = 1
+
+    digest: str = doc("sha256 over the parts below (the fingerprint)")
+    manifest_sha256: str = doc("sha256 of manifest.parquet: labels and splits")
+    shards_sha256: str = doc(
+        "sha256 over the committed shards' (path, sha256) pairs, from the archive markers"
+    )
+    shards: int = doc("committed shards")
+    config_sha256: str = doc(
+        "sha256 of the resolved config without run-local fields (locations, model name, gate)"
+    )
+    code: str = doc("code version: `<package>+<git commit>` (`XRAY_CODE_VERSION` when set)")
+    weights: str = doc("identity of the base weights (`random:seed=N`, `imagenet:<sha>`, `file:<sha>`)")
+    retrain: RetrainOverride | None = doc(
+        "set when `force_retrain` trained an unchanged fingerprint", default=None
+    )
+
+    def parts(self) -> dict[str, str]:
+        """What the UI compares between versions: ``data``, ``config``, ``code``, ``weights``."""
+        return {
+            "data": f"{self.manifest_sha256}:{self.shards_sha256}",
+            "config": self.config_sha256,
+            "code": self.code,
+            "weights": self.weights,
+        }
+
+    @property
+    def short(self) -> str:
+        return self.digest[:12]

@@ -74,7 +74,8 @@ def make_dataset(
     """Batched ``tf.data.Dataset`` of dicts over TFRecord shards.
 
     ``image`` is uint8 ``[B, S, S, channels]`` (``S`` = ``output_size`` or the stored size; grey replicated to
-    RGB when ``channels`` is 3, as the report fed its base network).  Order is deterministic unless ``shuffle``.
+    RGB when ``channels`` is 3, as the report fed its base network).  Order is deterministic unless ``shuffle``
+    (and then too, for given seeds, under TensorFlow's op determinism).
     """
     import tensorflow as tf
 
@@ -84,6 +85,8 @@ def make_dataset(
         raise BadInput(f"channels must be 1 or 3, got {channels}")
     storage.prepare_tensorflow(uris)
     autotune = tf.data.AUTOTUNE
+    # Parallel reads may reorder elements only when shuffling anyway, and never under the determinism switch.
+    in_order = not shuffle or _op_determinism()
     files = tf.data.Dataset.from_tensor_slices(list(uris))
     if shuffle:
         files = files.shuffle(len(uris), seed=seed, reshuffle_each_iteration=True)
@@ -91,13 +94,13 @@ def make_dataset(
         lambda f: tf.data.TFRecordDataset(f, buffer_size=_READ_BUFFER),
         cycle_length=max(1, min(cycle_length, len(uris))),
         num_parallel_calls=autotune,
-        deterministic=not shuffle,
+        deterministic=in_order,
     )
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
-    ds = ds.map(make_parser(encoding, image_size), num_parallel_calls=autotune, deterministic=not shuffle)
+    ds = ds.map(make_parser(encoding, image_size), num_parallel_calls=autotune, deterministic=in_order)
     size = output_size or image_size
 
     def finish(item):
@@ -111,8 +114,15 @@ def make_dataset(
             image = tf.image.grayscale_to_rgb(image)
         return {**item, "image": image}
 
-    ds = ds.map(finish, num_parallel_calls=autotune, deterministic=not shuffle)
+    ds = ds.map(finish, num_parallel_calls=autotune, deterministic=in_order)
     return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(autotune)
+
+
+def _op_determinism() -> bool:
+    """Whether ``training.determinism`` switched TensorFlow's op determinism on in this process."""
+    from tensorflow.python.framework import config as tf_config
+
+    return bool(tf_config.is_op_determinism_enabled())
 
 
 def split_dataset(workspace: str, split: str, *, batch_size: int, **kwargs):

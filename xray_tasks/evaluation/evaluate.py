@@ -216,7 +216,7 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> EvaluateS
         MissingInput: no final model in the run directory (run ``xray-tasks finetune`` first).
     """
     from xray_tasks.evaluation import report
-    from xray_tasks.training import networks
+    from xray_tasks.training import fingerprint, networks
 
     run = RunDir(run_dir)
     if not storage.exists(run.model):
@@ -240,6 +240,7 @@ def run_evaluate(workspace: str, run_dir: str, cfg: PipelineConfig) -> EvaluateS
         test=scores.test,
         val=scores.val,
         ladder=climbed,
+        fingerprint=fingerprint.read(run_dir),
     )
     storage.write_json(run.metrics, doc.to_dict())
     _write_profile(workspace, run, frames["test"], doc.operating_point.threshold, cfg.evaluate.batch_size)

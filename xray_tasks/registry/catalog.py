@@ -85,9 +85,42 @@ def list_versions(root: str, model_name: str) -> list[dict[str, Any]]:
             decision=latest.get("decision"),
             reasons=latest.get("reasons", []),
             pending=bool(settled) and settled[-1] == "candidate" and version != champion,
+            fingerprint=manifest.get("fingerprint"),
         )
         rows.append(row)
     return rows
+
+
+def find_by_fingerprint(root: str, model_name: str, digest: str) -> dict[str, Any] | None:
+    """The newest complete version trained with this fingerprint, whatever its decision (champion, rejected,
+    superseded), as ``{"version", "decision", "champion", "uri", "created_at"}``; ``None`` when none has it.
+
+    A version's decision is its latest decision record (``None`` when it has none yet); incomplete versions are
+    never matched.
+    """
+    if not digest:
+        return None
+    champion = champion_version(root, model_name)
+    for version in reversed(pointers.version_ids(root, model_name)):
+        uri = version_uri(root, model_name, version)
+        try:
+            manifest, _ = integrity.read_manifest(uri)
+        except IntegrityError:
+            continue
+        if (manifest.get("fingerprint") or {}).get("digest") != digest:
+            continue
+        decisions = read_decisions(root, model_name, version)
+        decision = decisions[-1]["decision"] if decisions else None
+        if version != champion and decision in ("approved", "forced"):
+            decision = f"{decision}, superseded"
+        return {
+            "version": version,
+            "decision": decision,
+            "champion": version == champion,
+            "uri": uri,
+            "created_at": manifest.get("created_at"),
+        }
+    return None
 
 
 def version_details(root: str, model_name: str, version: str | int | None = None) -> dict[str, Any]:

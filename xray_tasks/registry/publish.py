@@ -234,6 +234,7 @@ def publish(
         comment=reason.strip() or None,
         changed_keys=changed,
         key_id=verified.key_id,
+        retrain=candidate.metrics.fingerprint.retrain if candidate.metrics.fingerprint else None,
     )
     name = versions.record_decision(registry, model_name, verified.version, record)
     summary = summary.replace(

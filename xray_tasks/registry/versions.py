@@ -95,6 +95,7 @@ def build_manifest(
             )
         },
         "serving": {"path": SERVING, "version": int(version)},
+        "fingerprint": m.fingerprint.to_dict() if m.fingerprint else None,
         "summary": {
             "test_auroc": m.test.auroc,
             "threshold": m.operating_point.threshold,
