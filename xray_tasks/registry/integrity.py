@@ -97,7 +97,7 @@ def read_manifest(version_uri: str) -> tuple[dict[str, Any], bytes]:
         ) from None
     try:
         manifest = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # not JSON, not UTF-8, too deep
         raise IntegrityError(f"{uri}: not valid JSON ({exc})") from None
     if (
         not isinstance(manifest, dict)

@@ -76,10 +76,10 @@ def read_champion(root: str, model_name: str) -> tuple[dict[str, Any] | None, st
         return None, None
     try:
         pointer = json.loads(raw)
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # not JSON, not UTF-8, too deep
         raise RegistryError(f"{uri}: champion pointer is not valid JSON ({exc})") from None
-    if not isinstance(pointer, dict) or "version" not in pointer:
-        raise RegistryError(f"{uri}: champion pointer has no 'version'")
+    if not isinstance(pointer, dict) or not isinstance(pointer.get("version"), str):
+        raise RegistryError(f"{uri}: champion pointer has no 'version' string (e.g. \"000007\")")
     return pointer, tag
 
 
