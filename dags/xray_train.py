@@ -162,8 +162,9 @@ def xray_train():
             *p["sets"],
             "--stage",
         ]
+        args += ["--actor", p["actor"]]  # who triggered the run: recorded with the candidate
         if p["forced"]:
-            args += ["--force", "--reason", p["force_reason"], "--actor", p["actor"]]
+            args += ["--force", "--reason", p["force_reason"]]
         with tempfile.TemporaryDirectory(prefix="xray-policy-") as tmp:
             # The deployment's gate policy as --config: publish records the keys the run's --set changed against it.
             policy = os.path.join(tmp, "deployment.json")
