@@ -21,6 +21,8 @@ from xray_common import log, run
 
 SIGNING_CONN_ID = "xray_signing"
 MODELS_ROUTE = "plugin/models"
+RESPONSE_KEY = "response"
+"""XCom key of the approval's answer, pushed before the operator skips its downstream on Reject."""
 
 
 def signing_env() -> dict[str, str]:
@@ -120,6 +122,22 @@ class CandidateApproval(ApprovalOperator):
         )
         self.candidate_task = candidate_task
 
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        # On Reject the operator skips its downstream by raising (the Task SDK's skip), so it never returns and
+        # no return value reaches XCom: the answer is pushed first, for record_rejection.
+        if "error" not in event:
+            responded_at = event.get("responded_at")
+            context["ti"].xcom_push(
+                key=RESPONSE_KEY,
+                value={
+                    "chosen_options": list(event.get("chosen_options") or []),
+                    "params_input": dict(event.get("params_input") or {}),
+                    "responded_by_user": event.get("responded_by_user"),
+                    "responded_at": getattr(responded_at, "isoformat", lambda: responded_at)(),
+                },
+            )
+        return super().execute_complete(context, event)
+
     def execute(self, context: Any) -> Any:
         from airflow.sdk.timezone import utcnow
 
@@ -135,13 +153,15 @@ class CandidateApproval(ApprovalOperator):
             log.info(
                 "approval policy auto: %s approved version %s, no reviewer", AUTO_ACTOR, staged["version"]
             )
-            return {
+            answer = {
                 "chosen_options": [ApprovalOperator.APPROVE],
                 "params_input": {"comment": "approval policy auto (deployment profile)"},
                 "responded_at": utcnow().isoformat(),
                 "responded_by_user": None,
                 "auto": True,
             }
+            context["ti"].xcom_push(key=RESPONSE_KEY, value=answer)
+            return answer
         self.response_timeout = timedelta(hours=float(policy["timeout_hours"]))
         log.info(
             "version %s waits for a reviewer (timeout %s h) on the required-actions page",

@@ -72,7 +72,7 @@ from xray_common import (
     proceed_with_training,
     run,
 )
-from xray_governance import CandidateApproval, outcome, review, signing_env
+from xray_governance import RESPONSE_KEY, CandidateApproval, outcome, review, signing_env
 
 from xray_tasks.settings import MODEL_NAME_PATTERN
 
@@ -180,8 +180,9 @@ def xray_train():
             *p["sets"],
             "--stage",
         ]
+        args += ["--actor", p["actor"]]  # who triggered the run: recorded with the candidate
         if p["forced"]:
-            args += ["--force", "--reason", p["force_reason"], "--actor", p["actor"]]
+            args += ["--force", "--reason", p["force_reason"]]
         with tempfile.TemporaryDirectory(prefix="xray-policy-") as tmp:
             # The deployment's gate policy as --config: publish records the keys the run's --set changed against it.
             policy = os.path.join(tmp, "deployment.json")
@@ -234,7 +235,7 @@ def xray_train():
     def record_rejection(p: dict, ti=None):
         """Records a reviewer's Reject or an approval timeout in the registry, with who and the comment."""
         staged = ti.xcom_pull(task_ids="stage_candidate") or {}
-        decided = outcome(ti.xcom_pull(task_ids="approval"))
+        decided = outcome(ti.xcom_pull(task_ids="approval", key=RESPONSE_KEY))
         if decided is None or decided["decision"] == "approved":
             raise AirflowSkipException("nothing to record: no candidate was rejected here")
         args = ["reject", "--registry", p["registry"], "--model-name", p["model_name"]]
