@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from support import REPO
-from support.services import SeaweedServer, services_required
+from support.services import MotoServer, SeaweedServer, free_port, services_required
 
 NIH_DIR = Path(os.environ.get("XRAY_NIH_DIR", REPO.parent / "shared" / "nih"))
 _EXIT_STATUS: list[int] = []
@@ -29,7 +29,10 @@ def nih_dir() -> Path:
 def s3_server(tmp_path_factory):
     """A SeaweedFS server (``weed server -s3``) on loopback for the whole session, its endpoint and keys in
     ``os.environ``.  It cannot start: a skip with the reason, or a failure when XRAY_REQUIRE_SERVICES=1 (CI)."""
-    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs") / "data")
+    if os.environ.get("XRAY_S3_SERVER") == "moto":  # only to compare the two (docs: the S3 test list)
+        server = MotoServer(free_port())
+    else:
+        server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs") / "data")
     try:
         server.start()
     except Exception as exc:  # noqa: BLE001 -- reported either way

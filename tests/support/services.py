@@ -81,7 +81,10 @@ class SeaweedServer:
     ACCESS_KEY = SECRET_KEY = "testing"
     READY_TIMEOUT = 90.0
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, identities: dict | None = None) -> None:
+        """``identities``: an ``s3.config`` document to serve instead of the test identities (it must keep
+        ``testing``/``testing`` with Admin for the readiness probe, or readiness is only the port)."""
+        self._identities = identities
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = self.data_dir.parent / f"{self.data_dir.name}.log"
@@ -107,6 +110,8 @@ class SeaweedServer:
         return weed if weed.exists() else None
 
     def identities(self) -> dict:
+        if self._identities is not None:
+            return self._identities
         everything = ["Admin", "Read", "Write", "List", "Tagging"]
         return {
             "identities": [
