@@ -94,3 +94,29 @@ def test_the_real_child_process_sees_no_airflow_secret(tmp_path):
     assert not sorted(set(WORKER_SECRETS) & set(summary["env"]))
     assert "AIRFLOW__XRAY__PROFILE" in summary["env"] and "PATH" in summary["env"]
     assert json.dumps(summary).count("Secret") == 0
+
+
+def test_a_run_conf_outside_the_allow_list_fails_before_any_stage_starts(xray_common, monkeypatch):
+    from xray_tasks.settings import NotAllowed
+
+    monkeypatch.setenv("AIRFLOW__XRAY__ALLOWED_LOCATIONS", "s3://xray/")
+    monkeypatch.setattr(
+        xray_common,
+        "SOURCES",
+        xray_common.Sources(
+            config=lambda n: None,
+            environ={"XRAY_ALLOWED_LOCATIONS": "s3://xray/", "XRAY_ALLOWED_CONN_IDS": "xray_s3"},
+        ),
+    )
+    started: list[str] = []
+    monkeypatch.setattr(runner, "run_stage", lambda stage, *a, **k: started.append(stage) or {})
+    for conf, message in (
+        ({"s3_conn_id": "aws_default"}, "allowed allowed_conn_ids: 'xray_s3'"),
+        (
+            {"source": "s3://xray/src", "workspace": "s3://elsewhere/ws"},
+            "allowed allowed_locations: 's3://xray/'",
+        ),
+    ):
+        with pytest.raises(NotAllowed, match=message):
+            xray_common.run("ingest-archive", ["--workspace", "s3://elsewhere/ws"], conf)
+    assert started == []
