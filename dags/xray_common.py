@@ -24,7 +24,7 @@ from typing import Any
 from airflow.sdk import Asset, BaseHook, Variable, conf
 
 # Names, defaults and order only: no Airflow and nothing heavy behind this import.
-from xray_tasks.settings import Sources, resolve
+from xray_tasks.settings import Sources, check_run_conf, resolve
 
 log = logging.getLogger("xray.dags")
 
@@ -77,7 +77,10 @@ SOURCES = Sources(variable=_variable, config=_config, environ=os.environ)
 
 
 def setting(name: str, params: Mapping[str, Any] | None = None) -> str:
-    """One setting: param, Variable ``xray_<name>``, config ``[xray] <name>``, env ``XRAY_<NAME>``, default."""
+    """One setting: param, Variable ``xray_<name>``, config ``[xray] <name>``, env ``XRAY_<NAME>``, default.
+
+    A param for the connection id or a location outside the deployment's allow-list raises
+    :class:`xray_tasks.settings.NotAllowed` (``[xray] allowed_conn_ids`` / ``allowed_locations``)."""
     return resolve(name, SOURCES, params)
 
 
@@ -111,6 +114,9 @@ def run(
     """
     from xray_tasks.runner import run_stage
 
+    check_run_conf(
+        params, SOURCES
+    )  # the whole run conf against the deployment's allow-lists, before any work
     env = {**storage_env(setting("s3_conn_id", params)), **(extra_env or {})}
     return run_stage(stage, args, env=env, log=log.info)
 

@@ -41,6 +41,20 @@ AWS_VARIABLES = (
 )
 
 
+AIRFLOW_KEPT_PREFIXES = ("AIRFLOW__XRAY__",)
+"""Airflow settings a stage may see: the pipeline's own section.  Every other ``AIRFLOW__*`` variable (the metadata
+database URL, the Fernet key, the JWT and API secrets, the broker and result backend, ``..._CMD`` / ``..._SECRET``
+variants) and every ``AIRFLOW_CONN_*`` / ``AIRFLOW_VAR_*`` stays with the worker: a stage reads only its arguments
+and the storage environment."""
+
+
+def is_airflow_secret(name: str) -> bool:
+    """True for the variables of a worker's environment that a stage process must not inherit."""
+    if name.startswith("AIRFLOW__"):
+        return not name.startswith(AIRFLOW_KEPT_PREFIXES)
+    return name.startswith(("AIRFLOW_CONN_", "AIRFLOW_VAR_"))
+
+
 class StageFailed(RuntimeError):
     """A stage exited with a non-zero status (or timed out); the message carries the stage's own error."""
 
@@ -112,9 +126,10 @@ def child_environment(
     """The environment of a stage process: ``base`` (default: ours) with ``overrides`` applied.
 
     When the overrides carry credentials, every AWS/S3 variable of the base is dropped first, so a worker's own
-    keys or endpoint can never mix with the connection's.
+    keys or endpoint can never mix with the connection's.  Airflow's own secrets in the base (database, Fernet,
+    JWT, API, broker, connections and variables; :func:`is_airflow_secret`) are never passed on.
     """
-    env = dict(os.environ if base is None else base)
+    env = {k: v for k, v in (os.environ if base is None else base).items() if not is_airflow_secret(k)}
     overrides = dict(overrides or {})
     if "AWS_ACCESS_KEY_ID" in overrides or "AWS_ENDPOINT_URL" in overrides:
         for key in AWS_VARIABLES:

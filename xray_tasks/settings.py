@@ -8,6 +8,11 @@ A setting ``<name>`` is the first non-empty value of
 4. the environment variable ``XRAY_<NAME>``,
 5. the default below (locations under ``$AIRFLOW_HOME/xray/``).
 
+The run conf is untrusted: a param for the connection id or a location must be inside the deployment's
+allow-list (settings ``allowed_conn_ids`` and ``allowed_locations``, which no param can set), else
+:class:`NotAllowed` names the allowed values.  The defaults keep a fresh install working: connection ``xray_s3``
+only, any location (``*``); a deployment narrows them, e.g. ``AIRFLOW__XRAY__ALLOWED_LOCATIONS=s3://xray/``.
+
 This module never imports Airflow: callers pass their own Variable and config lookups in :class:`Sources`
 (the DAGs read through the Task SDK, the api-server through the metadata database), so both sides share the
 names, the defaults and the order, and only the way a Variable is fetched differs.  It also holds the model-name
@@ -21,6 +26,8 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from xray_tasks.errors import BadInput
 
 MODEL_NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
 """A model name: 1-64 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit."""
@@ -37,8 +44,20 @@ NAMES = (
     "overrides",
     "drift_action",
     "alert",
+    "allowed_conn_ids",
+    "allowed_locations",
 )
 """Every setting there is; anything else is a typo and refused."""
+
+LOCATIONS = ("source", "workspace", "registry", "images", "worklists")
+"""Settings that name a place in storage: a run conf may only point inside ``allowed_locations``."""
+ALLOW_LISTS = {"s3_conn_id": "allowed_conn_ids", **dict.fromkeys(LOCATIONS, "allowed_locations")}
+"""Which allow-list guards a param; the allow-lists themselves come from the deployment only, never a param."""
+
+
+class NotAllowed(BadInput):
+    """A run conf names a connection or a location outside the deployment's allow-list."""
+
 
 Lookup = Callable[[str], Any]
 """Returns the value stored under a key, or ``None`` when there is none."""
@@ -82,6 +101,8 @@ def default(name: str, environ: Mapping[str, str] | None = None) -> str:
         "overrides": "{}",
         "drift_action": "fail",  # past a drift limit: fail check_drift, or "asset": emit xray_drift instead
         "alert": "",  # who a failed check tells: "smtp:<address>[,<address>...]"; empty: the task log only
+        "allowed_conn_ids": "xray_s3",
+        "allowed_locations": "*",
     }.get(_check(name), "")
 
 
@@ -101,6 +122,10 @@ def resolve(name: str, sources: Sources, params: Mapping[str, Any] | None = None
         ValueError: ``name`` is not one of :data:`NAMES`.
     """
     _check(name)
+    if params and name not in ALLOW_LISTS and name.startswith("allowed_") and _set(params.get(name)):
+        raise NotAllowed(f"{name} is set by the deployment only, not by a run conf")
+    if params and name in ALLOW_LISTS and _set(params.get(name)):
+        check_allowed(name, str(params[name]), sources)
     order = (
         ((params or {}).get, name),
         (sources.variable, f"xray_{name}"),
@@ -153,3 +178,64 @@ def parse_schedule(value: str | None, where: str = "[xray] ingest_schedule") -> 
             "cron expression such as '0 2 * * *'"
         )
     return " ".join(fields)
+
+
+def allow_list(name: str, sources: Sources) -> tuple[str, ...]:
+    """The deployment's ``allowed_conn_ids`` or ``allowed_locations``, comma- or space-separated: from the Airflow
+    config ``[xray]`` section or ``XRAY_ALLOWED_...``, else the default; never a param or a Variable."""
+    # Airflow config or the environment only: no Variable (editable from the UI, and a round trip per lookup).
+    raw = sources.config(name)
+    if not _set(raw):
+        raw = sources.environ.get(f"XRAY_{name.upper()}")
+    if not _set(raw):
+        raw = default(name, sources.environ)
+    return tuple(item for item in str(raw).replace(",", " ").split() if item)
+
+
+def _inside(value: str, prefix: str) -> bool:
+    if prefix == "*":
+        return True
+    value, prefix = value.rstrip("/"), prefix.rstrip("/")
+    return value == prefix or value.startswith(prefix + "/")
+
+
+def check_allowed(name: str, value: str, sources: Sources) -> str:
+    """``value`` for the setting ``name`` if the deployment allows it in a run conf.
+
+    Connection ids must be listed exactly.  A location must equal or lie under one of the allowed prefixes (whole
+    path segments: ``s3://xray`` allows ``s3://xray/a``, not ``s3://xray-other``); with a restricted list it may hold
+    no ``..`` segment, and local paths are compared after normalisation.
+
+    Raises:
+        NotAllowed: naming the setting, the value and the allowed values.
+    """
+    list_name = ALLOW_LISTS[_check(name)]
+    allowed = allow_list(list_name, sources)
+    if name == "s3_conn_id":
+        ok = value in allowed
+    elif "*" in allowed:
+        ok = True
+    else:
+        segments = value.split("://", 1)[-1].split("/")
+        local = "://" not in value
+        candidate = os.path.normpath(value) if local else value
+        ok = ".." not in segments and any(_inside(candidate, prefix) for prefix in allowed)
+    if not ok:
+        shown = ", ".join(repr(a) for a in allowed) or "(none)"
+        raise NotAllowed(
+            f"run conf {name}={value!r} is not allowed by this deployment; allowed {list_name}: {shown} "
+            f"(set by Airflow config [xray] {list_name}, AIRFLOW__XRAY__{list_name.upper()}, or "
+            f"XRAY_{list_name.upper()})"
+        )
+    return value
+
+
+def check_run_conf(params: Mapping[str, Any] | None, sources: Sources) -> None:
+    """Every guarded param of a run conf against the deployment's allow-lists, before any work.
+
+    Raises:
+        NotAllowed: the first param outside its allow-list, or a param that tries to set an allow-list.
+    """
+    given = [name for name in NAMES if _set((params or {}).get(name))]
+    for name in sorted(given, key=lambda n: n not in ALLOW_LISTS.values()):  # allow-list params first
+        resolve(name, sources, params)

@@ -69,10 +69,10 @@ def test_ingest_dag_reads_and_writes_s3_with_credentials_from_the_connection(
     source = synth_tree(patients=8, archives=1, image_size=64)
     for path in source.iterdir():
         storage.put_file(path, f"{s3_bucket}/source/{path.name}")
-    secret = "xray-Secret-9f3Qz"
+    secret = s3_server.rw_secret  # the server checks it (a per-session random value); it must not leak
     connection = {
         "conn_type": "aws",
-        "login": "AKIAXRAYTEST",
+        "login": s3_server.rw_key,
         "password": secret,
         "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
     }

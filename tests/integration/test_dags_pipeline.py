@@ -43,8 +43,8 @@ def pipeline(airflow_home, s3_server, tmp_path_factory):  # noqa: F811
 
     connection = {
         "conn_type": "aws",
-        "login": "AKIAPIPELINE",
-        "password": "pipeline-Secret-4Kd9",
+        "login": s3_server.rw_key,
+        "password": s3_server.rw_secret,
         "extra": {"endpoint_url": s3_server.endpoint, "region_name": "us-east-1"},
     }
     # The publisher's signing key, as a worker gets it: a secret in the Airflow connection xray_signing.

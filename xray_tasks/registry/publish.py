@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ from xray_tasks.registry.layout import (
     pause,
     version_uri,
 )
+from xray_tasks.storage import staging
 from xray_tasks.training.networks import IMAGE_INPUT, TRIAGE_OUTPUT
 from xray_tasks.workspace import RunDir
 
@@ -57,20 +57,21 @@ def stage_run(run_dir: str, dest: Path) -> Candidate:
     """Copy the publishable files of a run directory into ``dest`` and hash them.
 
     Raises:
-        BadInput: required files are missing.
+        BadInput: required files are missing; a stored name with a ``..``, empty or absolute segment, or one
+            resolving outside ``dest``; a symbolic link in a local run (``storage.staging.UnsafeName``).
         ContractError: metrics.json does not match its contract.
     """
     prefix = str(run_dir).rstrip("/")
+    staging.refuse_symlinks(prefix)  # a local run: links are refused, never followed
     present = {}
     for uri in storage.list_files(prefix):
-        rel = uri[len(prefix) :].lstrip("/\\").replace(os.sep, "/")
+        rel = staging.relative_name(prefix, uri)  # no "..", empty or absolute segments: refused, not staged
         if rel in PUBLISHED_FILES or rel in RunDir.PUBLISHED_IF_PRESENT or rel.startswith(PUBLISHED_DIRS):
             present[rel] = uri
     missing = [rel for rel in REQUIRED if rel not in present]
     if missing:
         raise BadInput(f"{run_dir}: not a complete evaluated run, missing {missing} (see docs/CONTRACTS.md)")
-    for rel, uri in present.items():
-        storage.get_file(uri, dest / rel)
+    staging.stage_files(((uri, rel) for rel, uri in present.items()), dest, storage.get_file)
     metrics = gate.validate_metrics(
         storage.read_json(str(dest / RunDir.METRICS)), f"{run_dir}/{RunDir.METRICS}"
     )
