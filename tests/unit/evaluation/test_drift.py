@@ -100,8 +100,20 @@ def test_a_new_scanner_is_drift_naming_the_statistic_its_value_and_the_limit(ref
     assert report.status == drift.DRIFT
     past = {c.statistic: c for c in report.checks if c.drifted}
     assert "psi:mean_intensity" in past and "psi:std_intensity" in past and "psi:score" not in past
-    value = past["psi:mean_intensity"].value
-    assert value > 0.25 and f"psi:mean_intensity = {value:.3f} > limit 0.25" in report.message
+    check = past["psi:mean_intensity"]
+    # the limit: 0.25 plus what sampling alone gives, 9 * (1/600 + 1/150) with ten reference bins
+    assert check.limit == pytest.approx(0.25 + 9 * (1 / 600 + 1 / 150), abs=1e-4)
+    assert f"psi:mean_intensity = {check.value:.3f} > limit {check.limit:g}" in report.message
+
+
+def test_the_sampling_allowance_is_the_expected_psi_without_drift():
+    assert drift.sampling_allowance(10, 183, 131) == pytest.approx(9 * (1 / 183 + 1 / 131))
+    assert drift.sampling_allowance(10, 5000, 5000) < 0.004 and drift.sampling_allowance(1, 10, 10) == 0.0
+    # the mean PSI of same-distribution batches is close to it (200 draws of 150 against 600, ten bins)
+    rng = np.random.default_rng(0)
+    ref = distribution(rng.normal(size=600))
+    values = [drift.psi(ref.counts, distribution(rng.normal(size=150), ref.edges).counts) for _ in range(200)]
+    assert np.mean(values) == pytest.approx(drift.sampling_allowance(10, 600, 150), rel=0.3)
 
 
 def test_a_shifted_score_distribution_trips_ks_and_the_flagged_share(reference):
