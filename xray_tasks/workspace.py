@@ -125,6 +125,7 @@ class RunDir:
         """What determines the run's model (``contracts.Fingerprint``), written when the run starts."""
         return self._at(self.FINGERPRINT)
 
+    @property
     def profile(self) -> str:
         """The test split's reference profile (``contracts.Profile``), beside metrics.json."""
         return self._at(self.PROFILE)

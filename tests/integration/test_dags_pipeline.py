@@ -67,8 +67,15 @@ def pipeline(airflow_home, s3_server, tmp_path_factory):  # noqa: F811
         env=env,
     )
     # The deployment itself (env XRAY_OVERRIDES, as a Variable would) holds the gate high: no override, rejected.
+    # Same data, config and code as the first run: without force_retrain its fingerprint would skip training.
     runs["rejected"] = airflow_home.run_dag(
-        "xray_train", where, env={**env, "XRAY_OVERRIDES": json.dumps({"gate.min_healthy_cleared": 1.0})}
+        "xray_train",
+        {
+            **where,
+            "force_retrain": True,
+            "retrain_reason": "the same model under the deployment's raised gate",
+        },
+        env={**env, "XRAY_OVERRIDES": json.dumps({"gate.min_healthy_cleared": 1.0})},
     )
     runs["score"] = airflow_home.run_dag(
         "xray_score",
@@ -178,18 +185,25 @@ def test_scoring_writes_a_worklist_ordered_by_risk(pipeline):
 
 def test_training_params_are_validated_before_any_work(airflow_home):  # noqa: F811
     # A 64-character model name passes the param's schema and the registry's rule: plan fails on the reason only.
+    demo = {
+        "XRAY_PROFILE": "demo"
+    }  # the deployment's profile: the run's own demo profile changes no gate key
     run = airflow_home.run_dag(
-        "xray_train", {"force_publish": True, "profile": "demo", "model_name": "m" * 64}
+        "xray_train", {"force_publish": True, "profile": "demo", "model_name": "m" * 64}, env=demo
     )
     assert run.state == "failed"
     assert run.task_states()["plan"] == "failed" and run.task_states()["features"] == "upstream_failed"
     assert "force_publish needs a force_reason" in run.output
     # A gate override in the run is a forced publish: without a reason, plan refuses it and names the keys.
-    run = airflow_home.run_dag("xray_train", {"profile": "demo", "overrides": {"gate.min_auroc": 0.0}})
+    run = airflow_home.run_dag(
+        "xray_train", {"profile": "demo", "overrides": {"gate.min_auroc": 0.0}}, env=demo
+    )
     assert run.task_states()["plan"] == "failed" and run.task_states()["features"] == "upstream_failed"
     assert "changes the deployment's gate policy (gate.min_auroc)" in run.output
     # The approval policy is the deployment's alone.
-    run = airflow_home.run_dag("xray_train", {"profile": "demo", "overrides": {"approval.policy": "auto"}})
+    run = airflow_home.run_dag(
+        "xray_train", {"profile": "demo", "overrides": {"approval.policy": "auto"}}, env=demo
+    )
     assert run.task_states()["plan"] == "failed"
     assert "the approval policy belongs to the deployment" in run.output
     # The JSON schema of the params rejects a bad value before a run even exists.
@@ -202,7 +216,9 @@ def test_training_params_are_validated_before_any_work(airflow_home):  # noqa: F
 
 
 def test_a_model_name_from_the_environment_is_checked_in_plan(airflow_home):  # noqa: F811
-    run = airflow_home.run_dag("xray_train", {"profile": "demo"}, env={"XRAY_MODEL_NAME": "Not a name"})
+    run = airflow_home.run_dag(
+        "xray_train", {"profile": "demo"}, env={"XRAY_MODEL_NAME": "Not a name", "XRAY_PROFILE": "demo"}
+    )
     assert run.task_states()["plan"] == "failed" and run.task_states()["features"] == "upstream_failed"
     assert "model name must be 1-64 characters" in run.output
 

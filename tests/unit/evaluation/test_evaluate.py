@@ -159,3 +159,16 @@ def test_run_evaluate_writes_the_contracted_run_directory(tiny_run):
 def test_run_evaluate_needs_a_final_model(tmp_path):
     with pytest.raises(FileNotFoundError, match="run `xray-tasks finetune` first"):
         evaluate.run_evaluate(str(tmp_path), str(tmp_path / "run"), tiny_config(str(tmp_path)))
+
+
+def test_run_evaluate_writes_the_reference_profile_beside_metrics_in_the_run(tiny_run, monkeypatch, tmp_path):
+    from xray_tasks.contracts import Profile
+    from xray_tasks.workspace import RunDir
+
+    ws, run, cfg, _ = tiny_run
+    monkeypatch.chdir(tmp_path)  # a path mix-up would land here, not in the run
+    evaluate.run_evaluate(ws, run, cfg)
+    with open(RunDir(str(run)).profile) as fh:
+        profile = Profile.from_dict(json.load(fh), "profile.json")
+    assert profile.n > 0 and profile.stored_image_size == 64
+    assert list(tmp_path.iterdir()) == []
