@@ -24,7 +24,7 @@ TRAIN = {
 
 
 # One code version for every run of a test, whatever is committed meanwhile (the fingerprint counts the commit).
-CODE = {"XRAY_CODE_VERSION": "retrain-test"}
+CODE = {"XRAY_CODE_VERSION": "retrain-test", "XRAY_PROFILE": "demo"}  # one code version; a demo deployment
 
 
 def mapped(run) -> list[str]:
@@ -100,7 +100,7 @@ def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(air
         env=CODE,
     )
     assert first.state == "success", first.errors()
-    published = first.xcoms["gate_and_publish"]
+    published = first.xcoms["promote"]  # staged as a candidate, auto-approved (demo deployment), promoted
     assert published["decision"] == "forced" and published["promoted"]
     version = published["version"]
 
@@ -115,7 +115,7 @@ def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(air
     changed = airflow_home.run_dag("xray_train", {**where, **TRAIN, "head_epochs": 9}, env=CODE)
     assert changed.state == "success", changed.errors()
     assert changed.task_states()["train_head"] == "success"
-    second = changed.xcoms["gate_and_publish"]["version"]
+    second = changed.xcoms["stage_candidate"]["version"]
     assert second != version
 
     no_reason = airflow_home.run_dag("xray_train", {**where, **TRAIN, "force_retrain": True}, env=CODE)
@@ -129,7 +129,7 @@ def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(air
     assert forced.state == "success", forced.errors()
     assert forced.task_states()["finetune"] == "success"
     assert f"unchanged since version {version}" in forced.output and "retraining anyway" in forced.output
-    third = forced.xcoms["gate_and_publish"]["version"]
+    third = forced.xcoms["stage_candidate"]["version"]
     details = registry.version_details(where["registry"], "xray-triage", third)
     retrain = details["manifest"]["fingerprint"]["retrain"]
     assert (

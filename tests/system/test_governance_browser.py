@@ -223,7 +223,11 @@ def test_a_reviewer_approves_one_candidate_and_rejects_the_next(tmp_path, synth_
             status, body, _ = api.request(
                 "/api/v2/dags/xray_train/dagRuns",
                 token=api.token("admin"),
-                body={"logical_date": None, "conf": {}},
+                # same data, config and code as run 1: its fingerprint would skip training without this
+                body={
+                    "logical_date": None,
+                    "conf": {"force_retrain": True, "retrain_reason": "a second candidate for the reviewer"},
+                },
             )
             assert status in (200, 201), body[:300]
             second = json.loads(body)["dag_run_id"]
