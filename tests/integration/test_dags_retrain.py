@@ -15,11 +15,12 @@ from xray_tasks import registry, storage
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 
+# No gate overrides: under governance a run that changes gate.* is a forced publish and needs a reason each time;
+# whether the tiny model clears the gate is not the point here (a rejected candidate is still a version).
 TRAIN = {
     "profile": "demo",
     "head_epochs": 8,
     "finetune_epochs": 1,
-    "overrides": {"gate.min_auroc": 0.0, "gate.min_auroc_ci_low": 0.0, "gate.sensitivity_tolerance": 1.0},
 }
 
 
@@ -106,7 +107,7 @@ def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(air
 
     same = airflow_home.run_dag("xray_train", {**where, **TRAIN}, env=CODE)
     states = same.task_states()
-    assert same.state == "success" and states.pop("plan") == "success", states
+    assert same.state == "success" and states.pop("plan") == "success", (states, same.errors())
     assert set(states.values()) == {"skipped"}, states
     assert f"unchanged since version {version} (forced, champion)" in same.output
     assert airflow_home.asset_events("xray_model", same.run_id) == []
