@@ -152,6 +152,8 @@ SCHEDULE_PRESETS = (
     "@yearly",
     "@annually",
 )
+_URI_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+"""A location with a scheme (``s3://...``); anything else is a local path."""
 _CRON_FIELD = re.compile(r"^[0-9A-Za-z*/,?#LW-]+$")
 
 
@@ -217,7 +219,7 @@ def check_allowed(name: str, value: str, sources: Sources) -> str:
         ok = True
     else:
         segments = value.split("://", 1)[-1].split("/")
-        local = "://" not in value
+        local = _URI_SCHEME.match(value) is None
         candidate = os.path.normpath(value) if local else value
         ok = ".." not in segments and any(_inside(candidate, prefix) for prefix in allowed)
     if not ok:

@@ -32,9 +32,14 @@ MAX_CLAIM_ATTEMPTS = 50
 
 
 def version_ids(root: str, model_name: str) -> list[str]:
-    """Every claimed version id of a model (complete or not), ascending."""
-    names = storage.list_dirs(versions_uri(root, model_name))
-    return sorted(n for n in names if n.isdigit() and len(n) == VERSION_DIGITS)
+    """Every claimed version id of a model (complete or not), ascending.
+
+    A folder without its ``CLAIM.json`` is not a version: gc removed it, and some S3 servers (SeaweedFS's filer)
+    keep listing an emptied folder.
+    """
+    base = versions_uri(root, model_name)
+    names = sorted(n for n in storage.list_dirs(base) if n.isdigit() and len(n) == VERSION_DIGITS)
+    return [n for n in names if storage.exists(storage.join(base, n, CLAIM))]
 
 
 def claim_version(root: str, model_name: str, publish_id: str, details: dict[str, Any]) -> str:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from support.registry import metrics_json, write_run
+from support.registry import write_run
 from support.retrain import add_archive, make_source, relabel
 
 from xray_tasks import registry as reg
@@ -98,9 +98,10 @@ def test_fingerprint_round_trips_through_the_run_and_needs_committed_shards(tmp_
     assert fingerprint.changes({}, fp.to_dict()) == ["unknown"]
 
 
-def fingerprinted_run(path, digest: str, seed: int = 0, **metrics):
-    run = write_run(path, seed=seed, **metrics)
-    doc = metrics_json(**metrics)
+def fingerprinted_run(path, digest: str, seed: int = 0, auroc: float = 0.8):
+    """A run whose metrics.json (computed from its predictions, as publish checks) carries ``digest``."""
+    run = write_run(path, seed=seed, auroc=auroc)
+    doc = json.loads((run / "metrics.json").read_text())
     doc["fingerprint"] = {
         "schema": 1,
         "digest": digest,
