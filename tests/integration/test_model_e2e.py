@@ -117,7 +117,8 @@ def test_final_model_serves_with_stock_keras_and_reproduces_its_predictions(synt
     probs = model.predict(batch["image"].numpy().astype(np.float32), verbose=0)["triage"][:, 1]
     stored = pd.read_parquet(synthetic_run["run"] / "predictions" / "test.parquet").set_index("image_index")
     names = [b.decode() for b in batch["image_index"].numpy()]
-    np.testing.assert_allclose(stored.loc[names, "probability"], probs, rtol=1e-5)
+    # the same model on the same pixels; batches of another size round differently in the last float32 bits
+    np.testing.assert_allclose(stored.loc[names, "probability"], probs, rtol=1e-5, atol=1e-6)
 
 
 def test_rerunning_features_does_no_work(synthetic_run):

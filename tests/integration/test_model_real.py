@@ -77,7 +77,7 @@ def test_real_slice_runs_every_stage_and_draws_every_plot(nih_dir, tmp_path):
         "publish",
         "--profile",
         "demo",
-        "--set",
+        "--deployment-set",  # the deployment's own policy: a --set gate.* would make it a forced publish
         "gate.require_baseline=true",
         "--run-dir",
         str(run),

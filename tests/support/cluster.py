@@ -188,6 +188,8 @@ class Cluster:
                 "XRAY_PROFILE": "demo",
                 "XRAY_MODEL_NAME": "xray-triage",
                 "XRAY_S3_CONN_ID": "xray_s3",
+                # The test images are 64 px: below ingest's radiograph floor (256 px) every one is quarantined.
+                "XRAY_INGEST_MIN_SIDE": os.environ.get("XRAY_INGEST_MIN_SIDE", "16"),
                 "PYTHONUNBUFFERED": "1",
                 **self.secrets,
             }

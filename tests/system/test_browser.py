@@ -37,6 +37,7 @@ TRAIN_TASKS = (
     "features",
     "train_head",
     "finetune",
+    "baseline",
     "evaluate",
     "stage_candidate",
     "approval",

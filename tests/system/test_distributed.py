@@ -52,7 +52,12 @@ def test_every_run_succeeds(pipeline):  # noqa: F811
         states = {
             (ti["task_id"], ti["map_index"]): ti["state"] for ti in cluster.task_instances(dag_id, run_id)
         }
-        assert set(states.values()) == {"success"}, (dag_id, states)
+        # record_rejection runs only when the reviewer rejects or approval times out; announce_drift only on drift
+        branch = {"xray_train": "record_rejection", "xray_score": "announce_drift"}.get(dag_id)
+        done = {k: v for k, v in states.items() if k[0] != branch}
+        assert set(done.values()) == {"success"}, (dag_id, states)
+        if branch:
+            assert states[(branch, -1)] == "skipped", (dag_id, states)
     ingest = {ti["task_id"] for ti in cluster.task_instances("xray_ingest", pipeline.run_id("xray_ingest"))}
     assert ingest == {"check_source", "manifest", "archives_to_ingest", "ingest_archive", "validate"}
     mapped = [

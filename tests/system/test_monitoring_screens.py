@@ -42,7 +42,7 @@ def _registry(tmp_path) -> str:
     builder.add_pixels(np.stack([inference.decode_stored(b, 48) for b in blobs]))
     builder.add_scores(np.linspace(0.05, 0.95, len(blobs)))
     builder.add_files(blobs)
-    run_dir = write_run(tmp_path / "run", seed=1, auroc=0.88, recall=0.95, healthy_cleared=0.4)
+    run_dir = write_run(tmp_path / "run", seed=1, auroc=0.88)
     (run_dir / "profile.json").write_text(json.dumps(builder.build("test split", 0.45).to_dict()))
     root = str(tmp_path / "registry")
     assert run(["publish", "--run-dir", str(run_dir), "--registry", root]) == 0
@@ -63,15 +63,17 @@ def _registry(tmp_path) -> str:
         out = tmp_path / "worklists" / f"{name}.csv"
         assert run(["score", "--registry", root, "--images", str(folder), "--out", str(out)]) == 0
         time.sleep(1.1)  # one report per second-stamped name, in order
-    # Outcomes for a worklist of 40 studies, 20 flagged at the threshold 0.45: first every flagged one unhealthy
-    # and every cleared one healthy (within target), then 30 unhealthy, 10 of them cleared (below target).
+    # Outcomes for a worklist of 40 studies, 20 flagged at the champion's threshold: first every flagged one
+    # unhealthy and every cleared one healthy (within target), then 30 unhealthy, 10 of them cleared (below target).
+    threshold = json.loads((run_dir / "metrics.json").read_text())["operating_point"]["threshold"]
     worklist = tmp_path / "worklists" / "outcomes.csv"
-    probs = [0.9 - 0.02 * i for i in range(40)]
+    probs = [threshold + (1 - threshold) * (20 - i) / 21 for i in range(20)]
+    probs += [threshold * (40 - i) / 21 for i in range(20, 40)]
     worklist.write_text(
         "rank,image,probability,decision,error,model_version,threshold\n"
-        + "".join(f"{i + 1},/in/o{i}.png,{p:.2f},,,1,0.45\n" for i, p in enumerate(probs))
+        + "".join(f"{i + 1},/in/o{i}.png,{p:.6f},,,1,{threshold:.6f}\n" for i, p in enumerate(probs))
     )
-    for unhealthy in (sum(p >= 0.45 for p in probs), 30):
+    for unhealthy in (sum(p >= threshold for p in probs), 30):
         labels = tmp_path / f"labels-{unhealthy}.csv"
         labels.write_text("image,label\n" + "".join(f"o{i}.png,{int(i < unhealthy)}\n" for i in range(40)))
         run(["outcomes", "--registry", root, "--worklist", str(worklist), "--labels", str(labels)])

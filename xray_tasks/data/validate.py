@@ -28,7 +28,8 @@ def validate(workspace: str) -> ValidationSummary:
 
     Raises:
         MissingInput: nothing is committed yet.
-        BadInput: the archives disagree on the format, an image was sharded twice or in another split than the
+        BadInput: the committed archives hold no image at all (every one quarantined: the reasons are named),
+            the archives disagree on the format, an image was sharded twice or in another split than the
             manifest says, or a patient has images in two splits.
     """
     ws = Workspace(workspace)
@@ -46,6 +47,13 @@ def validate(workspace: str) -> ValidationSummary:
     by_kind: Counter = Counter()
     for m in markers:  # markers from before by_kind existed list every quarantined member
         by_kind.update(m.members.by_kind or Counter(q.kind for q in m.quarantine))
+    if not where:  # a "valid" empty shard set would schedule a training run on nothing
+        reasons = Counter(q.reason for q in quarantine).most_common(3)
+        raise BadInput(
+            f"{ws.shards}: the {len(markers)} committed archive(s) hold no image: {sum(by_kind.values())} "
+            f"quarantined ({dict(sorted(by_kind.items()))}); most common reasons: "
+            + "; ".join(f"{reason} ({n}x)" for reason, n in reasons)
+        )
     summary = ValidationSummary(
         archives=len(markers),
         shards=sum(len(m.shards) for m in markers),

@@ -76,6 +76,11 @@ def test_images_too_small_for_a_radiograph_are_quarantined_by_default(tree, monk
     assert summary.members.sharded == 0
     assert summary.members.by_kind == {"implausible_size": summary.members.total}
     assert summary.quarantine[0].reason == "implausible size 64x64: a side is below 256 px"
+    # a shard set with no image is not valid: validating it would schedule a training run on nothing
+    with pytest.raises(
+        BadInput, match=r"hold no image: 8 quarantined .*implausible size 64x64: a side is below"
+    ):
+        validate(str(root / "ws"))
 
 
 def test_the_min_side_default_comes_from_the_environment_only_as_a_plain_integer(monkeypatch):
