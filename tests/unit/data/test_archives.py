@@ -147,6 +147,7 @@ def test_an_archive_not_gzip_compressed_is_read_for_what_it_is(compress, what, c
         (gzip.compress(plain_tar([])), "archive is empty (no file members; read as gzip)"),
         (plain_tar([]), "archive is empty (no file members; read as uncompressed tar)"),
     ],
+    ids=["zero-bytes", "empty-gzip", "gzip-of-empty-tar", "empty-tar"],  # gzip headers carry the time
 )
 def test_an_empty_archive_is_called_empty(data, words):
     with pytest.raises(ArchiveError) as info:
