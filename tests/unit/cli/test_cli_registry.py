@@ -22,21 +22,17 @@ def cli(capsys, *argv: str) -> tuple[int, list[str], str]:
     return status, out.strip().splitlines(), err
 
 
-@pytest.fixture
-def published(tmp_path, capsys):
-    """A local registry with a champion (000001) and a rejected version (000002)."""
-    registry = str(tmp_path / "registry")
-    assert (
-        cli(
-            capsys,
-            "publish",
-            "--run-dir",
-            str(write_run(tmp_path / "a", seed=1, auroc=0.85)),
-            "--registry",
-            registry,
-        )[0]
-        == 0
+def _publish_two(registry: str, tmp_path, capsys) -> str:
+    """A champion (000001) and a rejected version (000002) in ``registry``."""
+    status, _, err = cli(
+        capsys,
+        "publish",
+        "--run-dir",
+        str(write_run(tmp_path / "a", seed=1, auroc=0.85)),
+        "--registry",
+        registry,
     )
+    assert status == 0, err
     status, out, _ = cli(
         capsys,
         "publish",
@@ -47,6 +43,18 @@ def published(tmp_path, capsys):
     )
     assert status == 0 and json.loads(out[-1])["decision"] == "rejected"
     return registry
+
+
+@pytest.fixture
+def published(tmp_path, capsys):
+    """A local registry with a champion (000001) and a rejected version (000002)."""
+    return _publish_two(str(tmp_path / "registry"), tmp_path, capsys)
+
+
+@pytest.fixture
+def published_anywhere(registry, tmp_path, capsys):
+    """The same, once on a local root and once on the suite's S3 server."""
+    return _publish_two(registry, tmp_path, capsys)
 
 
 @pytest.fixture
@@ -105,7 +113,8 @@ def test_publish_prints_the_decision_and_a_gate_override_is_a_forced_publish(tmp
     assert record["forced"] == {"by": "tester", "reason": "demo"} and record["policy"]["min_auroc"] == 0.9
 
 
-def test_models_list_and_show(published, capsys):
+def test_models_list_and_show(published_anywhere, capsys):
+    published = published_anywhere
     status, out, _ = cli(capsys, "models", "list", "--registry", published, "--format", "json")
     assert status == 0 and json.loads(out[-1])["models"] == ["xray-triage"]
     status, out, _ = cli(capsys, "models", "list", "--registry", published, "--model-name", "xray-triage")
@@ -195,8 +204,7 @@ def test_score_refuses_an_unknown_output_format(published, image_dir, capsys):
     assert status == 1 and ".csv or .parquet" in err
 
 
-def test_stage_promote_reject_gc_and_keys_from_the_cli(tmp_path, capsys):
-    registry = str(tmp_path / "registry")
+def test_stage_promote_reject_gc_and_keys_from_the_cli(registry, tmp_path, capsys):
     runs = [
         str(write_run(tmp_path / n, seed=i, auroc=a)) for i, (n, a) in enumerate([("a", 0.8), ("b", 0.85)])
     ]
@@ -257,8 +265,9 @@ def test_stage_promote_reject_gc_and_keys_from_the_cli(tmp_path, capsys):
 
 
 def test_predict_lists_every_named_input_and_fails_unless_errors_are_allowed(
-    published, image_dir, tmp_path, capsys
+    published_anywhere, image_dir, tmp_path, capsys
 ):
+    published = published_anywhere
     missing, real = str(tmp_path / "missing.png"), str(image_dir / "study_0.png")
     (tmp_path / "notes.txt").write_text("not an image")
     empty = tmp_path / "empty"
