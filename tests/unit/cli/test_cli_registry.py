@@ -24,24 +24,10 @@ def cli(capsys, *argv: str) -> tuple[int, list[str], str]:
 
 def _publish_two(registry: str, tmp_path, capsys) -> str:
     """A champion (000001) and a rejected version (000002) in ``registry``."""
-    status, _, err = cli(
-        capsys,
-        "publish",
-        "--run-dir",
-        str(write_run(tmp_path / "a", seed=1, auroc=0.85)),
-        "--registry",
-        registry,
-    )
-    assert status == 0, err
-    status, out, _ = cli(
-        capsys,
-        "publish",
-        "--run-dir",
-        str(write_run(tmp_path / "b", seed=2, auroc=0.8)),
-        "--registry",
-        registry,
-    )
-    assert status == 0 and json.loads(out[-1])["decision"] == "rejected"
+    for name, seed, auroc, decision in (("a", 1, 0.85, "approved"), ("b", 2, 0.8, "rejected")):
+        run_dir = str(write_run(tmp_path / name, seed=seed, auroc=auroc))
+        status, out, err = cli(capsys, "publish", "--run-dir", run_dir, "--registry", registry)
+        assert status == 0 and json.loads(out[-1])["decision"] == decision, err
     return registry
 
 
