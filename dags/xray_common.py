@@ -72,6 +72,20 @@ def ingest_schedule() -> str | None:
     return parse_schedule(conf.get("xray", "ingest_schedule", fallback=None))
 
 
+def ingest_parallelism() -> int | None:
+    """How many archives one ``xray_ingest`` run shards at once: Airflow config ``[xray] ingest_parallelism``
+    (``AIRFLOW__XRAY__INGEST_PARALLELISM``), a number or ``workers`` (the default: no cap of the DAG's own, so the
+    ``default`` queue's worker slots decide: 12 archives on three 4-slot workers go at once).  Read at parse time
+    from the configuration alone.
+
+    Raises:
+        ValueError: neither (the DAG file then fails to import with this message).
+    """
+    from xray_tasks.settings import parse_parallelism
+
+    return parse_parallelism(conf.get("xray", "ingest_parallelism", fallback=None))
+
+
 SOURCES = Sources(variable=_variable, config=_config, environ=os.environ)
 """Where a task looks settings up; the Models page builds its own from the api-server's lookups."""
 

@@ -3,6 +3,8 @@
 
 Runs on the deployment's schedule (Airflow config `[xray] ingest_schedule`: a cron expression, a preset such as
 `@daily`, or `none` for manual runs only; read when the file is parsed, without a database call) or by hand.
+Archives are sharded in parallel up to `[xray] ingest_parallelism` at once (default `workers`: as many as the
+`default` queue's worker slots allow).
 `check_source` first compares the **source** (archive names, sizes and ETags; the metadata and split-list files'
 sha256) with what the workspace last ingested and validated (`shards/source.json`).  With no news it short-circuits:
 nothing is validated and no `xray_shards` event is emitted, so no retraining starts; its log says what it compared.
@@ -36,6 +38,7 @@ from xray_common import (
     SHARDS,
     TAGS,
     config_args,
+    ingest_parallelism,
     ingest_schedule,
     log,
     run,
@@ -90,7 +93,7 @@ def xray_ingest():
     # A mapped task gets no doc_md from its docstring (Airflow 3.3 sets it in __call__, not in expand).
     @task(
         map_index_template="{{ task.op_kwargs['archive'].rsplit('/', 1)[-1] }}",
-        max_active_tis_per_dagrun=4,
+        max_active_tis_per_dagrun=ingest_parallelism(),
         doc_md="One archive -> its TFRecord shards and commit marker; undecodable images are quarantined.",
     )
     def ingest_archive(archive: str, check: dict, params=None):

@@ -208,7 +208,8 @@ def run_stage(
         log: where forwarded lines go.
 
     Returns:
-        The summary the stage printed as its last stdout line, plus ``"_elapsed_s"``.
+        The summary the stage printed as its last stdout line, plus ``"_elapsed_s"`` (wall), ``"_cpu_s"`` (the
+        child's user + system time) and ``"_peak_rss_mb"`` (its peak resident memory).
 
     Raises:
         StageFailed: non-zero exit status, timeout, or no JSON summary; the message quotes the stage's error.
@@ -223,11 +224,12 @@ def run_stage(
     started = time.monotonic()
     proc = _start(argv, env)
     stderr = out.pump_stderr(proc, stage)
+    usage: dict[str, float] = {}
     try:
-        returncode, expired = _wait(proc, timeout, out)
+        returncode, expired = _wait(proc, timeout, out, usage)
     finally:
         stderr.join(timeout=10)
-    return _outcome(stage, returncode, expired, timeout, time.monotonic() - started, out)
+    return _outcome(stage, returncode, expired, timeout, time.monotonic() - started, out, usage)
 
 
 class _Output:
@@ -279,8 +281,11 @@ def _start(argv: list[str], env: dict[str, str]) -> subprocess.Popen:
     )
 
 
-def _wait(proc: subprocess.Popen, timeout: float | None, out: _Output) -> tuple[int, bool]:
-    """Read ``proc``'s stdout to its end and wait for it, killing it after ``timeout`` seconds.
+def _wait(
+    proc: subprocess.Popen, timeout: float | None, out: _Output, usage: dict[str, float]
+) -> tuple[int, bool]:
+    """Read ``proc``'s stdout to its end and wait for it, killing it after ``timeout`` seconds.  ``usage`` gets the
+    child's CPU seconds and peak RSS (``wait4``'s resource usage: the stage process itself).
 
     Returns:
         The exit status and whether the timeout killed it.
@@ -297,7 +302,7 @@ def _wait(proc: subprocess.Popen, timeout: float | None, out: _Output) -> tuple[
             timer.start()
         for line in proc.stdout:
             out.stdout_line(line)
-        returncode = proc.wait()
+        returncode = _reap(proc, usage)
     finally:
         if timer:
             timer.cancel()
@@ -307,8 +312,26 @@ def _wait(proc: subprocess.Popen, timeout: float | None, out: _Output) -> tuple[
     return returncode, expired.is_set()
 
 
+def _reap(proc: subprocess.Popen, usage: dict[str, float]) -> int:
+    """``proc.wait()`` that also records the child's resource usage (``os.wait4``)."""
+    try:
+        _, status, rusage = os.wait4(proc.pid, 0)
+    except ChildProcessError:  # already reaped elsewhere: the status is Popen's, the usage unknown
+        return proc.wait()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    usage["cpu_s"] = round(rusage.ru_utime + rusage.ru_stime, 3)
+    usage["peak_rss_mb"] = round(rusage.ru_maxrss / 1024, 1)  # Linux reports kilobytes
+    return proc.returncode
+
+
 def _outcome(
-    stage: str, returncode: int, expired: bool, timeout: float | None, elapsed: float, out: _Output
+    stage: str,
+    returncode: int,
+    expired: bool,
+    timeout: float | None,
+    elapsed: float,
+    out: _Output,
+    usage: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """The stage's summary (with ``_elapsed_s``), or the StageFailed that says why there is none."""
     if expired:
@@ -321,8 +344,11 @@ def _outcome(
         summary = parse_summary("\n".join(out.stdout))
     except ValueError as exc:
         raise StageFailed(stage, returncode, mask(str(exc), out.secrets)) from None
-    out.emit(f"{stage} finished in {elapsed:.1f} s")
+    usage = usage or {}
+    spent = f" (CPU {usage['cpu_s']:.1f} s, peak RSS {usage['peak_rss_mb']:.0f} MB)" if usage else ""
+    out.emit(f"{stage} finished in {elapsed:.1f} s{spent}")
     summary["_elapsed_s"] = round(elapsed, 3)
+    summary.update({f"_{k}": v for k, v in usage.items()})
     return summary
 
 

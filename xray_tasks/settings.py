@@ -182,6 +182,21 @@ def parse_schedule(value: str | None, where: str = "[xray] ingest_schedule") -> 
     return " ".join(fields)
 
 
+def parse_parallelism(value: str | None, where: str = "[xray] ingest_parallelism") -> int | None:
+    """How many archives one ingest run shards at once: empty or ``workers`` -> ``None`` (no cap of the DAG's own:
+    the workers' slots, ``[celery] worker_concurrency`` times the workers, are the limit), else a positive integer.
+
+    Raises:
+        ValueError: anything else, naming ``where`` and the value.
+    """
+    text = (value or "").strip().lower()
+    if text in ("", "workers"):
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise ValueError(f"{where}: {value!r} is neither 'workers' nor a positive number of archives at once")
+    return int(text)
+
+
 def allow_list(name: str, sources: Sources) -> tuple[str, ...]:
     """The deployment's ``allowed_conn_ids`` or ``allowed_locations``, comma- or space-separated: from the Airflow
     config ``[xray]`` section or ``XRAY_ALLOWED_...``, else the default; never a param or a Variable."""

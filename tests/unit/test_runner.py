@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 
 import pytest
 
@@ -75,6 +76,32 @@ def test_run_stage_returns_summary_and_streams_log(synth_tree):
     assert summary["_elapsed_s"] > 0
     assert lines[0] == f"running: xray-tasks list-archives {source}"
     assert any("list-archives finished" in line for line in lines)
+
+
+def test_run_stage_reports_the_stage_process_cpu_time_and_peak_memory(tmp_path):
+    """``_cpu_s`` and ``_peak_rss_mb`` are the stage process's own (``wait4``): a child that holds 300 MB and spins
+    for half a second of CPU must show both, and the parent's own memory must not count."""
+    program = tmp_path / "stage.py"
+    program.write_text(
+        "import time\n"
+        "block = bytearray(300 * 2**20)\n"
+        "block[::4096] = b'x' * len(block[::4096])  # touch every page: resident, not only reserved\n"
+        "start = time.process_time()\n"
+        "while time.process_time() - start < 0.5:\n"
+        "    pass\n"
+        "print('{\"ok\": 1}')\n"
+    )
+    interpreter = tmp_path / "python"  # stands in for the interpreter: runs the program whatever the argv
+    interpreter.write_text(f"#!/bin/sh\nexec {sys.executable} {program}\n")
+    interpreter.chmod(0o755)
+    lines: list[str] = []
+    summary = run_stage("anything", python=str(interpreter), log=lines.append)
+    assert summary["ok"] == 1
+    assert summary["_peak_rss_mb"] >= 300, summary
+    assert summary["_peak_rss_mb"] < 300 + 200, summary  # the stage's, not the test process's (TF and all)
+    assert summary["_cpu_s"] >= 0.45, summary
+    assert summary["_cpu_s"] <= summary["_elapsed_s"] + 0.5
+    assert any("peak RSS" in line for line in lines if "anything finished" in line)
 
 
 def test_failing_stage_raises_with_the_stage_error(tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from support.airflow_env import airflow_home  # noqa: F401
 
-from xray_tasks.settings import parse_schedule
+from xray_tasks.settings import parse_parallelism, parse_schedule
 
 
 @pytest.mark.parametrize(
@@ -42,3 +42,28 @@ def test_the_ingest_dag_takes_its_schedule_from_the_airflow_config(airflow_home)
     bad, _, _ = airflow_home.child("dagbag", env={"AIRFLOW__XRAY__INGEST_SCHEDULE": "sometimes"})
     (error,) = [v for k, v in bad["import_errors"].items() if k.endswith("xray_ingest.py")]
     assert "[xray] ingest_schedule" in error and "'sometimes'" in error
+
+
+@pytest.mark.parametrize(
+    ("text", "cap"), [(None, None), ("", None), ("workers", None), (" Workers ", None), ("12", 12)]
+)
+def test_ingest_parallelism_is_the_workers_or_a_number(text, cap):
+    assert parse_parallelism(text) == cap
+
+
+@pytest.mark.parametrize("text", ["0", "-3", "four", "2.5"])
+def test_a_bad_ingest_parallelism_is_refused_naming_the_setting(text):
+    with pytest.raises(ValueError, match=r"\[xray\] ingest_parallelism"):
+        parse_parallelism(text)
+
+
+@pytest.mark.airflow
+def test_the_ingest_dag_takes_its_parallelism_from_the_airflow_config(airflow_home):  # noqa: F811
+    """No constant: by default the workers' slots are the limit; a deployment can cap one run's archives."""
+    plain = airflow_home.dagbag()
+    assert plain["tasks"]["xray_ingest"]["ingest_archive"]["max_active_tis_per_dagrun"] is None
+    capped, _, _ = airflow_home.child("dagbag", env={"AIRFLOW__XRAY__INGEST_PARALLELISM": "6"})
+    assert capped["tasks"]["xray_ingest"]["ingest_archive"]["max_active_tis_per_dagrun"] == 6
+    bad, _, _ = airflow_home.child("dagbag", env={"AIRFLOW__XRAY__INGEST_PARALLELISM": "lots"})
+    (error,) = [v for k, v in bad["import_errors"].items() if k.endswith("xray_ingest.py")]
+    assert "[xray] ingest_parallelism" in error and "'lots'" in error
