@@ -4,10 +4,10 @@ decision log says who and why, and `xray_model` is emitted so that scoring runs 
 from __future__ import annotations
 
 import pytest
-from support.airflow_env import airflow_home  # noqa: F401
+from support.airflow_env import airflow_home, place  # noqa: F401
 from support.registry import write_run
 
-from xray_tasks import registry
+from xray_tasks import registry, storage
 from xray_tasks.registry import promotion, publish
 
 pytestmark = [pytest.mark.airflow, pytest.mark.slow]
@@ -15,15 +15,17 @@ pytestmark = [pytest.mark.airflow, pytest.mark.slow]
 MODEL = "xray-triage"
 
 
-def test_rolling_back_puts_the_earlier_champion_back_and_announces_it(airflow_home, tmp_path):  # noqa: F811
-    root = str(tmp_path / "registry")
+def test_rolling_back_puts_the_earlier_champion_back_and_announces_it(airflow_home, place, tmp_path):  # noqa: F811
+    root = storage.join(place["root"], "registry")
     first = publish(str(write_run(tmp_path / "a", seed=1, auroc=0.8)), root).version
     second = publish(str(write_run(tmp_path / "b", seed=2, auroc=0.85)), root, stage=True).version
     promotion.promote(root, MODEL, second, reason="reviewed", actor="airflow:rev", decision="approved")
     assert registry.champion_version(root, MODEL) == second
 
     run = airflow_home.run_dag(
-        "xray_promote", {"version": str(int(first)), "reason": "v2 misses effusions", "registry": root}
+        "xray_promote",
+        {"version": str(int(first)), "reason": "v2 misses effusions", "registry": root},
+        env=place["env"],
     )
     assert run.state == "success", run.errors()
     assert registry.champion_version(root, MODEL) == first

@@ -4,11 +4,8 @@ retrains on a config change, and retrains an unchanged one only when `force_retr
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-from support.airflow_env import airflow_home  # noqa: F401
+from support.airflow_env import airflow_home, place  # noqa: F401
 from support.retrain import add_archive, make_source, relabel
 
 from xray_tasks import registry, storage
@@ -32,23 +29,6 @@ def mapped(run) -> list[str]:
     return sorted(
         k.split("[", 1)[1].rstrip("]") for k in run.task_states() if k.startswith("ingest_archive[")
     )
-
-
-@pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
-def place(request, tmp_path):
-    """Source and workspace in a local folder, or in a bucket of the suite's S3 server reached only through the
-    Airflow connection."""
-    if request.param == "local":
-        return {"root": str(tmp_path / "root"), "env": {}}
-    server = request.getfixturevalue("s3_server")
-    bucket = request.getfixturevalue("s3_bucket")
-    connection = {
-        "conn_type": "aws",
-        "login": "testing",
-        "password": "testing",
-        "extra": {"endpoint_url": server.endpoint, "region_name": "us-east-1"},
-    }
-    return {"root": bucket, "env": {"AIRFLOW_CONN_XRAY_S3": json.dumps(connection)}}
 
 
 def test_ingest_runs_only_for_news(airflow_home, place, tmp_path):  # noqa: F811
@@ -87,25 +67,31 @@ def test_ingest_runs_only_for_news(airflow_home, place, tmp_path):  # noqa: F811
     assert "Data_Entry_2017_v2020.csv" in fourth.output
 
 
-def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(airflow_home, tmp_path):  # noqa: F811
-    source = make_source(tmp_path, str(tmp_path / "source"), patients=60, hold_back=0)
-    where = {"workspace": str(tmp_path / "ws"), "registry": str(tmp_path / "registry")}
-    ingest = airflow_home.run_dag("xray_ingest", {"source": source["root"], **where, "profile": "demo"})
+def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(airflow_home, place, tmp_path):  # noqa: F811
+    source = make_source(tmp_path, storage.join(place["root"], "source"), patients=60, hold_back=0)
+    where = {
+        "workspace": storage.join(place["root"], "ws"),
+        "registry": storage.join(place["root"], "registry"),
+    }
+    env = {**CODE, **place["env"]}
+
+    def run_dag(dag_id: str, conf: dict):
+        return airflow_home.run_dag(dag_id, conf, env=env)
+
+    ingest = run_dag("xray_ingest", {"source": source["root"], **where, "profile": "demo"})
     assert ingest.state == "success", ingest.errors()
 
     # Forced, so that the tiny model becomes champion whatever it scores; force_publish is no part of the
     # fingerprint (it decides the publish, not the model).
-    first = airflow_home.run_dag(
-        "xray_train",
-        {**where, **TRAIN, "force_publish": True, "force_reason": "first model of the test"},
-        env=CODE,
+    first = run_dag(
+        "xray_train", {**where, **TRAIN, "force_publish": True, "force_reason": "first model of the test"}
     )
     assert first.state == "success", first.errors()
     published = first.xcoms["promote"]  # staged as a candidate, auto-approved (demo deployment), promoted
     assert published["decision"] == "forced" and published["promoted"]
     version = published["version"]
 
-    same = airflow_home.run_dag("xray_train", {**where, **TRAIN}, env=CODE)
+    same = run_dag("xray_train", {**where, **TRAIN})
     states = same.task_states()
     assert same.state == "success" and states.pop("plan") == "success", (states, same.errors())
     assert set(states.values()) == {"skipped"}, states
@@ -113,20 +99,18 @@ def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(air
     assert airflow_home.asset_events("xray_model", same.run_id) == []
     assert [r["version"] for r in registry.list_versions(where["registry"], "xray-triage")] == [version]
 
-    changed = airflow_home.run_dag("xray_train", {**where, **TRAIN, "head_epochs": 9}, env=CODE)
+    changed = run_dag("xray_train", {**where, **TRAIN, "head_epochs": 9})
     assert changed.state == "success", changed.errors()
     assert changed.task_states()["train_head"] == "success"
     second = changed.xcoms["stage_candidate"]["version"]
     assert second != version
 
-    no_reason = airflow_home.run_dag("xray_train", {**where, **TRAIN, "force_retrain": True}, env=CODE)
+    no_reason = run_dag("xray_train", {**where, **TRAIN, "force_retrain": True})
     assert no_reason.state == "failed" and no_reason.task_states()["plan"] == "failed"
     assert "force_retrain needs a retrain_reason" in no_reason.output
 
     reason = "nightly reproducibility check"
-    forced = airflow_home.run_dag(
-        "xray_train", {**where, **TRAIN, "force_retrain": True, "retrain_reason": reason}, env=CODE
-    )
+    forced = run_dag("xray_train", {**where, **TRAIN, "force_retrain": True, "retrain_reason": reason})
     assert forced.state == "success", forced.errors()
     assert forced.task_states()["finetune"] == "success"
     assert f"unchanged since version {version}" in forced.output and "retraining anyway" in forced.output
@@ -138,7 +122,7 @@ def test_training_skips_an_unchanged_fingerprint_unless_forced_with_a_reason(air
     )
     # the decision log: the stage record carries it (a later promote or reject record need not)
     assert any((d.get("retrain") or {}).get("reason") == reason for d in details["decisions"])
-    run_fp = json.loads((Path(forced.xcoms["plan"]["run_dir"]) / "fingerprint.json").read_text())
+    run_fp = storage.read_json(storage.join(forced.xcoms["plan"]["run_dir"], "fingerprint.json"))
     assert run_fp["retrain"]["reason"] == reason  # the run
     first_fp = registry.version_details(where["registry"], "xray-triage", version)["manifest"]["fingerprint"]
     assert details["manifest"]["fingerprint"]["digest"] == first_fp["digest"]

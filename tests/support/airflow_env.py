@@ -285,6 +285,22 @@ if pytest is not None:
             _SESSION_HOME.append(migrated_home(tmp_path_factory.mktemp("airflow-home")))
         return _SESSION_HOME[0]
 
+    @pytest.fixture(params=["local", pytest.param("s3", marks=pytest.mark.s3)])
+    def place(request, tmp_path) -> dict[str, Any]:
+        """Where a DAG test keeps its data: a local folder, or a bucket of the suite's S3 server that the tasks
+        reach only through the Airflow connection ``xray_s3``.  ``root``, and ``env`` for :meth:`run_dag`."""
+        if request.param == "local":
+            return {"root": str(tmp_path / "root"), "env": {}}
+        server = request.getfixturevalue("s3_server")
+        bucket = request.getfixturevalue("s3_bucket")
+        connection = {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": server.endpoint, "region_name": "us-east-1"},
+        }
+        return {"root": bucket, "env": {"AIRFLOW_CONN_XRAY_S3": json.dumps(connection)}}
+
 
 # ----------------------------------------------------------------------------------------------------------------
 # The child side: runs inside the AIRFLOW_HOME environment set above.
@@ -325,6 +341,7 @@ def _dagbag() -> dict[str, Any]:
                     "upstream": sorted(t.upstream_task_ids),
                     "trigger_rule": str(getattr(t.trigger_rule, "value", t.trigger_rule)),
                     "outlets": [getattr(o, "name", str(o)) for o in t.outlets],
+                    "max_active_tis_per_dagrun": t.max_active_tis_per_dagrun,
                 }
                 for t in d.tasks
             }

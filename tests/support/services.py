@@ -6,7 +6,8 @@ compose file runs), started once per session.  moto stays only where a real serv
 - tests/integration/test_stage_hostile_keys.py also runs on moto: SeaweedFS refuses a PUT whose key has ``..``
   segments (400 InvalidRequest), while AWS S3 and moto store it verbatim -- the crafted run that test defends
   against can only be built on such a server.
-- tests/support/cluster.py (the distributed and browser system tests) still starts moto: not migrated yet.
+
+tests/support/cluster.py (the distributed and browser system tests) runs SeaweedFS too, as one of its services.
 """
 
 from __future__ import annotations
