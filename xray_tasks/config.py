@@ -131,6 +131,10 @@ class FeatureConfig:
     """``auto`` (on when a GPU is visible), ``on``, ``off``."""
     device: str = "auto"
     """``auto`` (TensorFlow's placement), ``cpu`` (hide GPUs from this process), ``gpu`` (fail without one)."""
+    distribute: str = "auto"
+    """Data parallelism of features and fine-tuning: ``auto`` (a ``tf.distribute.MirroredStrategy`` when more
+    than one GPU is visible), ``on`` (mirror over every visible device: the GPUs, else the logical CPUs), ``off``
+    (one device).  The global batch stays ``batch_size``, split across the replicas."""
     seed: int = 0
     """Initialises a random base (``weights=none``): the final model rebuilds the same base from it."""
 
@@ -139,6 +143,7 @@ class FeatureConfig:
         _check_choice("features.mixed_precision", self.mixed_precision, _SWITCHES)
         _check_choice("features.xla", self.xla, _SWITCHES)
         _check_choice("features.device", self.device, ("auto", "cpu", "gpu"))
+        _check_choice("features.distribute", self.distribute, _SWITCHES)
         if not 32 <= self.input_size <= 2048:
             raise BadInput(f"features.input_size must be in [32, 2048], got {self.input_size}")
         if self.batch_size < 1:

@@ -40,6 +40,11 @@ class DeviceSettings(Contract):
     mixed_precision: bool = doc("whether layers compute in float16")
     xla: bool = doc("whether XLA compiles the step")
     policy: str = doc("the Keras dtype policy")
+    strategy: str = doc(
+        "`mirrored` (tf.distribute.MirroredStrategy over the worker's devices) or `default` (one device)",
+        default="default",
+    )
+    replicas: int = doc("replicas the global batch is split across", default=1)
 
 
 @dataclass(frozen=True)

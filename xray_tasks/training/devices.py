@@ -1,9 +1,13 @@
-"""Accelerator switches for the model stages: device visibility, GPU memory growth, mixed precision, XLA.
+"""Accelerator switches for the model stages: device visibility, GPU memory growth, mixed precision, XLA,
+data-parallel replicas.
 
 Each switch is ``auto`` (on when a GPU is visible), ``on`` or ``off``, so the GPU paths can be forced on a CPU
-in tests (Keras runs ``mixed_float16`` and XLA on CPU too, only without the speed-up).  Call ``configure`` once
-per process, before any model is built: memory growth and device visibility can only be set before TensorFlow
-initialises its GPUs, and the Keras dtype policy applies to layers created afterwards.
+in tests (Keras runs ``mixed_float16`` and XLA on CPU too, only without the speed-up).  ``distribute`` differs
+in what ``auto`` means: a ``tf.distribute.MirroredStrategy`` when *more than one* GPU is visible (one GPU gains
+nothing from it); ``on`` mirrors over every visible device of the worker, its GPUs or else its (logical) CPUs,
+which is how the tests run it.  Call ``configure`` once per process, before any model is built: memory growth
+and device visibility can only be set before TensorFlow initialises its GPUs, and the Keras dtype policy applies
+to layers created afterwards.  Build and compile models under ``strategy(settings).scope()``.
 """
 
 from __future__ import annotations
@@ -11,14 +15,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from xray_tasks.contracts import DeviceSettings
 from xray_tasks.errors import BadInput, StageError
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 logger = logging.getLogger(__name__)
 
 SWITCHES = ("auto", "on", "off")
 DEVICES = ("auto", "cpu", "gpu")
+MIRRORED, DEFAULT = "mirrored", "default"
+"""The strategies ``DeviceSettings.strategy`` names: ``tf.distribute.MirroredStrategy`` or TensorFlow's default."""
 
 
 def resolve(switch: str, gpu_present: bool, name: str = "switch") -> bool:
@@ -28,7 +38,14 @@ def resolve(switch: str, gpu_present: bool, name: str = "switch") -> bool:
     return gpu_present if switch == "auto" else switch == "on"
 
 
-def configure(mixed_precision: str = "auto", xla: str = "auto", device: str = "auto") -> DeviceSettings:
+def resolve_distribute(switch: str, gpus: int) -> bool:
+    """``auto`` -> whether more than one GPU is visible; ``on``/``off`` -> True/False."""
+    return resolve(switch, gpus > 1, "distribute")
+
+
+def configure(
+    mixed_precision: str = "auto", xla: str = "auto", device: str = "auto", distribute: str = "auto"
+) -> DeviceSettings:
     """Apply the switches to this process and return what they resolved to.
 
     Raises:
@@ -39,6 +56,7 @@ def configure(mixed_precision: str = "auto", xla: str = "auto", device: str = "a
         raise BadInput(f"device must be one of {list(DEVICES)}, got {device!r}")
     resolve(mixed_precision, False, "mixed_precision")
     resolve(xla, False, "xla")
+    resolve(distribute, False, "distribute")
     import keras
     import tensorflow as tf
 
@@ -61,13 +79,50 @@ def configure(mixed_precision: str = "auto", xla: str = "auto", device: str = "a
     use_mixed = resolve(mixed_precision, bool(gpus), "mixed_precision")
     policy = "mixed_float16" if use_mixed else "float32"
     keras.mixed_precision.set_global_policy(policy)
+    mirrored = resolve_distribute(distribute, len(gpus))
     settings = DeviceSettings(
-        gpus=len(gpus), mixed_precision=use_mixed, xla=resolve(xla, bool(gpus), "xla"), policy=policy
+        gpus=len(gpus),
+        mixed_precision=use_mixed,
+        xla=resolve(xla, bool(gpus), "xla"),
+        policy=policy,
+        strategy=MIRRORED if mirrored else DEFAULT,
+        replicas=len(replica_devices()) if mirrored else 1,
     )
     logger.info(
-        "devices: %d GPU(s), dtype policy %s, XLA %s", settings.gpus, policy, "on" if settings.xla else "off"
+        "devices: %d GPU(s), dtype policy %s, XLA %s, %s strategy with %d replica(s)",
+        settings.gpus,
+        policy,
+        "on" if settings.xla else "off",
+        settings.strategy,
+        settings.replicas,
     )
     return settings
+
+
+def replica_devices() -> list[str]:
+    """The devices a mirrored strategy spans: every visible GPU of this worker, else every logical CPU (one,
+    unless the process split its CPU with ``tf.config.set_logical_device_configuration``)."""
+    import tensorflow as tf
+
+    found = tf.config.list_logical_devices("GPU") or tf.config.list_logical_devices("CPU")
+    return [d.name for d in found]
+
+
+def strategy(settings: DeviceSettings) -> tf.distribute.Strategy:
+    """The ``tf.distribute`` strategy ``settings`` chose: a ``MirroredStrategy`` over :func:`replica_devices`
+    (the global batch is the configured batch size, split across the replicas), else the default strategy."""
+    import tensorflow as tf
+
+    if settings.strategy != MIRRORED:
+        return tf.distribute.get_strategy()
+    found = replica_devices()
+    if len(found) != settings.replicas:
+        raise StageError(
+            f"the device settings name {settings.replicas} replica(s) but this process sees {len(found)}: {found}"
+        )
+    mirrored = tf.distribute.MirroredStrategy(devices=found)
+    logger.info("devices: MirroredStrategy over %d replica(s): %s", mirrored.num_replicas_in_sync, found)
+    return mirrored
 
 
 @contextmanager

@@ -12,6 +12,10 @@ float32 whatever the training precision was, so it serves anywhere.
 
 Before the first epoch the assembled base is checked against the stored features: a head trained on one base's
 features must not be shipped on top of another base.
+
+Under ``features.distribute`` the model is built and compiled in a ``tf.distribute.MirroredStrategy`` scope
+(``training.devices``): the global batch stays ``finetune.batch_size``, split across the replicas, and the
+gradients are summed across them, so a step matches the single-device step up to float rounding (docs/model.md).
 """
 
 from __future__ import annotations
@@ -100,16 +104,22 @@ def _datasets(workspace: str, cfg: PipelineConfig, epoch: int, class_weights: np
             return x, y, tf.gather(weights, batch["label"])
         return x, y
 
-    train = dataset.split_dataset(
-        workspace,
-        "train",
-        batch_size=tcfg.batch_size,
-        output_size=cfg.features.input_size,
-        shuffle=True,
-        seed=tcfg.seed + epoch,
-        shuffle_buffer=tcfg.shuffle_buffer,
-        repeat=tcfg.steps_per_epoch > 0,
-    ).map(lambda b: to_xy(b, True))
+    def train_epoch(_):
+        return dataset.split_dataset(
+            workspace,
+            "train",
+            batch_size=tcfg.batch_size,
+            output_size=cfg.features.input_size,
+            shuffle=True,
+            seed=tcfg.seed + epoch,
+            shuffle_buffer=tcfg.shuffle_buffer,
+            repeat=tcfg.steps_per_epoch > 0,
+        ).map(lambda b: to_xy(b, True))
+
+    # Built inside flat_map, the pipeline starts afresh on every iteration, so each one replays the epoch's
+    # seeded order: under a tf.distribute strategy Keras' fit reads one batch to build the model and restarts
+    # the iterator, which a plain reshuffling dataset would answer with its second order, not the first.
+    train = tf.data.Dataset.range(1).flat_map(train_epoch)
     val = dataset.split_dataset(
         workspace, "val", batch_size=tcfg.batch_size, output_size=cfg.features.input_size
     ).map(lambda b: to_xy(b, False))
@@ -140,16 +150,24 @@ def run_finetune(workspace: str, run_dir: str, cfg: PipelineConfig) -> FinetuneS
     run, fcfg, tcfg = RunDir(run_dir), cfg.features, cfg.finetune
     if not storage.exists(run.head_model):
         raise MissingInput(f"{run.head_model}: no trained head (run `xray-tasks train` first)")
-    settings = devices.configure(tcfg.mixed_precision, tcfg.xla, fcfg.device)
+    settings = devices.configure(tcfg.mixed_precision, tcfg.xla, fcfg.device, fcfg.distribute)
     weights_path, weights_id = networks.resolve_weights(fcfg.base, fcfg.weights, fcfg.seed)
     run.write_config(cfg)
     state = read_state(run_dir) or {"completed_epochs": 0, "history": {}, "checkpoint": None, "best": None}
     resumed_from, feature_error = state["completed_epochs"], None
-    if state["checkpoint"]:
-        logger.info("finetune: resuming after epoch %d from %s", resumed_from, state["checkpoint"])
-        model = networks.load_model(run.checkpoint(state["checkpoint"]), compile=True)
-    else:
-        model, feature_error = _start(run, workspace, cfg, weights_path, settings.xla, state)
+    logger.info(
+        "finetune: global batch %d over %d replica(s) (%s strategy)",
+        tcfg.batch_size,
+        settings.replicas,
+        settings.strategy,
+    )
+    # A Keras model keeps the strategy it was built under: fit then splits each global batch across its replicas.
+    with devices.strategy(settings).scope():
+        if state["checkpoint"]:
+            logger.info("finetune: resuming after epoch %d from %s", resumed_from, state["checkpoint"])
+            model = networks.load_model(run.checkpoint(state["checkpoint"]), compile=True)
+        else:
+            model, feature_error = _start(run, workspace, cfg, weights_path, settings.xla, state)
     class_weights = _class_weights(workspace, cfg.head.class_weight)
     for epoch in range(state["completed_epochs"], tcfg.epochs):
         state = _train_epoch(model, workspace, run, cfg, epoch, state, class_weights)
