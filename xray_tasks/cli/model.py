@@ -27,6 +27,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_config_args(p, "workspace")
     p.add_argument("--splits", default=",".join(SPLITS), help="comma list of splits (default: all)")
+    p.add_argument(
+        "--group",
+        default="0/1",
+        type=_group,
+        help="I/N: only group I (from 0) of N of the shards, for N workers sharing the stage (default 0/1: all)",
+    )
     p.set_defaults(func=_features)
 
     p = sub.add_parser(
@@ -61,13 +67,23 @@ def register(sub: argparse._SubParsersAction) -> None:
             p.add_argument("--actor", default="", help="who forced the retrain (recorded with the reason)")
 
 
+def _group(text: str) -> tuple[int, int]:
+    """``I/N`` -> ``(I, N)`` with ``0 <= I < N``."""
+    index, _, count = text.partition("/")
+    if not (index.isdigit() and count.isdigit() and 0 <= int(index) < int(count)):
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not I/N with 0 <= I < N, e.g. 0/2 and 1/2 for two workers"
+        )
+    return int(index), int(count)
+
+
 def _features(args: argparse.Namespace):
     from xray_tasks.training.features import extract_features
 
     cfg = load_config(args)
     splits = tuple(s.strip() for s in args.splits.split(",") if s.strip())
     _determinism(cfg)
-    return extract_features(cfg.workspace, cfg.features, splits)
+    return extract_features(cfg.workspace, cfg.features, splits, args.group)
 
 
 def _baseline(args: argparse.Namespace):

@@ -18,9 +18,10 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -109,8 +110,13 @@ def _write(table: pa.Table, uri: str) -> None:
         storage.put_file(local, uri)
 
 
-def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] = SPLITS) -> FeaturesSummary:
+def extract_features(
+    workspace: str, cfg: FeatureConfig, splits: Sequence[str] = SPLITS, group: tuple[int, int] = (0, 1)
+) -> FeaturesSummary:
     """Run the frozen base over every committed shard of ``splits`` that has no features yet.
+
+    ``group`` ``(i, n)``: only the shards of group ``i`` of ``n`` (:func:`in_group`), so that ``n`` workers share
+    the stage, one group each; the counts then cover that group's shards only.
 
     Returns the features folder, counts written/skipped per split, images/s.
 
@@ -121,11 +127,14 @@ def extract_features(workspace: str, cfg: FeatureConfig, splits: Sequence[str] =
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise BadInput(f"unknown split(s) {unknown}; allowed: {list(SPLITS)}")
+    index, count = group
+    if not 0 <= index < count:
+        raise BadInput(f"feature group {index}/{count}: need 0 <= group < groups")
     from xray_tasks.training import networks
 
     ws = Workspace(workspace)
     weights_path, weights_id = networks.resolve_weights(cfg.base, cfg.weights, cfg.seed)
-    pending, counts = _pending_shards(ws, cfg, weights_id, splits)
+    pending, counts = _pending_shards(ws, cfg, weights_id, splits, group)
     summary = FeaturesSummary(
         features=ws.features(cfg.base, cfg.input_size),
         base=cfg.base,
@@ -156,10 +165,17 @@ def _split_of(provenance: FeatureProvenance) -> str:
     return provenance.shard.split("/", 1)[0]
 
 
+def in_group(position: int, group: tuple[int, int]) -> bool:
+    """Whether the shard at ``position`` (in the shard set sorted by path) belongs to ``group`` ``(i, n)``: every
+    n-th shard from the i-th, so the groups differ by at most one shard and each split is spread over all of them."""
+    return position % group[1] == group[0]
+
+
 def _pending_shards(
-    ws: Workspace, cfg: FeatureConfig, weights_id: str, splits: Sequence[str]
+    ws: Workspace, cfg: FeatureConfig, weights_id: str, splits: Sequence[str], group: tuple[int, int] = (0, 1)
 ) -> tuple[list, dict[str, dict[str, int]]]:
-    """The shards still without features, as ``(entry, features URI, provenance)``, and counts per split.
+    """The shards of ``group`` still without features, as ``(entry, features URI, provenance)``, and counts per
+    split.
 
     Raises:
         MissingInput: no committed shards in ``splits``.
@@ -168,52 +184,65 @@ def _pending_shards(
     fmt = shards.shard_format(ws.root)
     pending = []
     counts = {s: {"shards": 0, "written": 0, "skipped": 0, "images": 0} for s in splits}
-    for marker in shards.read_markers(ws.root):
-        for entry in marker.shards:
-            if entry.split not in counts:
-                continue
-            provenance = FeatureProvenance(
-                base=cfg.base,
-                weights=weights_id,
-                input_size=cfg.input_size,
-                stored_image_size=fmt.image_size,
-                encoding=fmt.encoding,
-                shard=entry.path,
-                shard_sha256=entry.sha256,
-                pathologies=PATHOLOGIES,
+    entries = sorted(
+        (
+            entry
+            for marker in shards.read_markers(ws.root)
+            for entry in marker.shards
+            if entry.split in counts
+        ),
+        key=lambda entry: entry.path,
+    )
+    for position, entry in enumerate(entries):
+        if not in_group(position, group):
+            continue
+        provenance = FeatureProvenance(
+            base=cfg.base,
+            weights=weights_id,
+            input_size=cfg.input_size,
+            stored_image_size=fmt.image_size,
+            encoding=fmt.encoding,
+            shard=entry.path,
+            shard_sha256=entry.sha256,
+            pathologies=PATHOLOGIES,
+        )
+        uri = ws.feature_file(cfg.base, cfg.input_size, entry.split, entry.path)
+        counts[entry.split]["shards"] += 1
+        counts[entry.split]["images"] += entry.records
+        if not storage.exists(uri):
+            pending.append((entry, uri, provenance))
+            continue
+        found = read_provenance(uri)
+        if not found.same_source(provenance):
+            raise BadInput(
+                f"{uri} holds features of {found.base} weights {found.weights} for shard sha256 "
+                f"{found.shard_sha256[:12]}; this run wants {cfg.base} weights {weights_id} for "
+                f"{entry.sha256[:12]}: delete {ws.features(cfg.base, cfg.input_size)} or use another workspace"
             )
-            uri = ws.feature_file(cfg.base, cfg.input_size, entry.split, entry.path)
-            counts[entry.split]["shards"] += 1
-            counts[entry.split]["images"] += entry.records
-            if not storage.exists(uri):
-                pending.append((entry, uri, provenance))
-                continue
-            found = read_provenance(uri)
-            if not found.same_source(provenance):
-                raise BadInput(
-                    f"{uri} holds features of {found.base} weights {found.weights} for shard sha256 "
-                    f"{found.shard_sha256[:12]}; this run wants {cfg.base} weights {weights_id} for "
-                    f"{entry.sha256[:12]}: delete {ws.features(cfg.base, cfg.input_size)} or use another workspace"
-                )
-            counts[entry.split]["skipped"] += 1
-    if not sum(c["shards"] for c in counts.values()):
+        counts[entry.split]["skipped"] += 1
+    if not entries:
         raise MissingInput(f"{ws.shards}: no committed shards for {list(splits)}")
+    if group[1] > 1:
+        logger.info(
+            "features: group %d of %d: %d of the %d shard(s), %d without features yet",
+            group[0] + 1,
+            group[1],
+            sum(c["shards"] for c in counts.values()),
+            len(entries),
+            len(pending),
+        )
     return pending, counts
 
 
 def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pending: list) -> dict:
-    import tensorflow as tf
-
     from xray_tasks.data import dataset
     from xray_tasks.training import devices, networks
 
-    settings = devices.configure(cfg.mixed_precision, cfg.xla, cfg.device)
-    base = networks.build_base(cfg.base, cfg.input_size, weights_path, cfg.seed)
-    forward = tf.function(
-        lambda x: tf.cast(base(tf.cast(x, tf.float32), training=False), tf.float32),
-        jit_compile=settings.xla,
-        reduce_retracing=True,
-    )
+    settings = devices.configure(cfg.mixed_precision, cfg.xla, cfg.device, cfg.distribute)
+    strategy = devices.strategy(settings)
+    with strategy.scope():
+        base = networks.build_base(cfg.base, cfg.input_size, weights_path, cfg.seed)
+    forward = _forward(base, strategy, settings.xla)
     fmt = shards.shard_format(ws.root)
     uris = [ws.shard(entry.path) for entry, _, _ in pending]
     ds = dataset.make_dataset(
@@ -227,20 +256,22 @@ def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pendi
     )
     total = sum(entry.records for entry, _, _ in pending)
     logger.info(
-        "features: %s (%s) at %d px over %d shard(s), %d images, batch %d",
+        "features: %s (%s) at %d px over %d shard(s), %d images, batch %d over %d replica(s) (%s strategy)",
         cfg.base,
         "random" if weights_path is None else weights_path,
         cfg.input_size,
         len(pending),
         total,
         cfg.batch_size,
+        settings.replicas,
+        settings.strategy,
     )
     buffer: dict[str, list] = {k: [] for k in ("image_index", "patient_id", "label", "labels", "features")}
     queue = list(pending)
     done, started, last_log = 0, time.perf_counter(), time.perf_counter()
     warm_at, warm_done, warm_cpu = None, 0, 0.0
     for batch in ds:
-        buffer["features"].append(forward(batch["image"]).numpy())
+        buffer["features"].append(forward(batch["image"]))
         buffer["image_index"].append(batch["image_index"].numpy())
         for key in ("patient_id", "label", "labels"):
             buffer[key].append(batch[key].numpy())
@@ -279,6 +310,41 @@ def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pendi
         "steady_cpu_ms_per_image": round(cpu_ms, 3) if cpu_ms else None,
         "devices": settings,
     }
+
+
+def _forward(base: Any, strategy: Any, xla: bool) -> Callable[[Any], np.ndarray]:
+    """``images -> pooled float32 vectors`` (a NumPy array, rows in the images' order) on every replica.
+
+    One replica: the base on the default device.  Several (a ``MirroredStrategy``): each host batch is cut into
+    contiguous, near-equal slices, replica ``i`` runs the base on slice ``i``, and the per-replica outputs are
+    concatenated in replica order, so the rows keep the batch's order whatever the replica count.  A batch with
+    fewer images than replicas (a split's tail) runs on the first replica only.
+    """
+    import tensorflow as tf
+
+    one = tf.function(
+        lambda x: tf.cast(base(tf.cast(x, tf.float32), training=False), tf.float32),
+        jit_compile=xla,
+        reduce_retracing=True,
+    )
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return lambda images: one(images).numpy()
+    each = tf.function(lambda x: strategy.run(one, args=(x,)), reduce_retracing=True)
+
+    def forward(images: Any) -> np.ndarray:
+        n = int(images.shape[0])
+        if n < replicas:
+            return one(images).numpy()
+        bounds = [i * n // replicas for i in range(replicas + 1)]
+        sliced = strategy.experimental_distribute_values_from_function(
+            lambda ctx: images[
+                bounds[ctx.replica_id_in_sync_group] : bounds[ctx.replica_id_in_sync_group + 1]
+            ]
+        )
+        return np.concatenate([t.numpy() for t in strategy.experimental_local_results(each(sliced))])
+
+    return forward
 
 
 def _flush_complete(buffer: dict[str, list], queue: list) -> dict[str, list]:

@@ -95,6 +95,30 @@ def test_rerun_skips_done_shards_and_redoes_only_a_missing_one(workspace, extrac
     assert sorted(storage.list_files(root)) == sorted(files)
 
 
+def test_groups_split_the_shards_between_workers_and_together_cover_them_once(tmp_path):
+    """Three groups (three GPU workers): disjoint, within one shard of each other in size, together every shard,
+    and the features they write equal one worker's; a group run twice extracts nothing new."""
+    workspace = make_workspace(tmp_path / "ws", patients=40)
+    cfg = tiny_config(workspace).features
+    summaries = [features.extract_features(workspace, cfg, group=(i, 3)) for i in range(3)]
+    written = [sum(s.written for s in g.splits.values()) for g in summaries]
+    total = sum(len(m.shards) for m in shards.read_markers(workspace))
+    assert sum(written) == total and max(written) - min(written) <= 1 and min(written) >= 1, written
+    again = features.extract_features(workspace, cfg, group=(1, 3))
+    assert again.images_extracted == 0 and sum(s.skipped for s in again.splits.values()) == written[1]
+    alone = make_workspace(tmp_path / "alone", patients=40)
+    features.extract_features(alone, cfg)
+    for split in ("train", "val", "test"):
+        grouped = features.load_features(workspace, cfg.base, cfg.input_size, split)
+        single = features.load_features(alone, cfg.base, cfg.input_size, split)
+        assert list(grouped.image_index) == list(single.image_index)
+        np.testing.assert_allclose(grouped.features, single.features, rtol=1e-5, atol=1e-7)
+    with pytest.raises(ValueError, match="group 3/3"):
+        features.extract_features(workspace, cfg, group=(3, 3))
+    with pytest.raises(AssertionError, match="'2/1' is not I/N"):
+        cli("features", "--workspace", workspace, *set_args(), "--group", "2/1")
+
+
 def test_features_of_another_base_are_refused(workspace, extracted):
     other = tiny_config(workspace, features__seed="1").features
     with pytest.raises(ValueError, match="delete .* or use another workspace"):
