@@ -21,7 +21,17 @@ from xray_tasks import storage
 from xray_tasks.config import GatePolicy, to_dict
 from xray_tasks.contracts import DecisionRecord, Forced, Metrics, PublishSummary
 from xray_tasks.errors import BadInput
-from xray_tasks.registry import comparisons, gate, integrity, pointers, recompute, rescore, signing, versions
+from xray_tasks.registry import (
+    comparisons,
+    gate,
+    integrity,
+    pointers,
+    recompute,
+    rescore,
+    serving,
+    signing,
+    versions,
+)
 from xray_tasks.registry.layout import (
     SERVING,
     ChampionConflict,
@@ -82,6 +92,9 @@ def stage_run(run_dir: str, dest: Path) -> Candidate:
 def export_serving(candidate: Candidate, out: Path) -> None:
     """Check the model's interface against the contract and write the SavedModel TF Serving loads.
 
+    Two signatures (``serving.export``): ``serving_default`` / ``serve`` take float32 pixels as the Keras model
+    does; ``serve_png`` takes encoded PNG files and preprocesses them in the graph as ``predict`` does.
+
     Raises:
         ValueError: the input is not ``image`` [None, S, S, 3] with S = metrics' input_size, or no ``triage`` output.
     """
@@ -97,7 +110,7 @@ def export_serving(candidate: Candidate, out: Path) -> None:
         )
     if TRIAGE_OUTPUT not in model.output_names:
         raise BadInput(f"model.keras must have an output named {TRIAGE_OUTPUT!r}, got {model.output_names}")
-    model.export(str(out), verbose=False)
+    serving.export(model, out, stored_size=candidate.metrics.model.stored_image_size, input_size=size)
 
 
 def upload_version(
