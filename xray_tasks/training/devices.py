@@ -13,9 +13,11 @@ to layers created afterwards.  Build and compile models under ``strategy(setting
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from xray_tasks.contracts import DeviceSettings
 from xray_tasks.errors import BadInput, StageError
@@ -136,3 +138,38 @@ def float32_policy() -> Iterator[None]:
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+def replicated(base: Any, strategy: Any, xla: bool) -> Callable[[Any], np.ndarray]:
+    """``images -> base outputs`` as float32 (a NumPy array, rows in the images' order) on every replica.
+
+    One replica: the base on the default device.  Several (a ``MirroredStrategy``): each host batch is cut into
+    contiguous, near-equal slices, replica ``i`` runs the base on slice ``i``, and the per-replica outputs are
+    concatenated in replica order, so the rows keep the batch's order whatever the replica count.  A batch with
+    fewer images than replicas (a split's tail) runs on the first replica only.
+    """
+    import tensorflow as tf
+
+    one = tf.function(
+        lambda x: tf.cast(base(tf.cast(x, tf.float32), training=False), tf.float32),
+        jit_compile=xla,
+        reduce_retracing=True,
+    )
+    replicas = strategy.num_replicas_in_sync
+    if replicas == 1:
+        return lambda images: one(images).numpy()
+    each = tf.function(lambda x: strategy.run(one, args=(x,)), reduce_retracing=True)
+
+    def forward(images: Any) -> np.ndarray:
+        n = int(images.shape[0])
+        if n < replicas:
+            return one(images).numpy()
+        bounds = [i * n // replicas for i in range(replicas + 1)]
+        sliced = strategy.experimental_distribute_values_from_function(
+            lambda ctx: images[
+                bounds[ctx.replica_id_in_sync_group] : bounds[ctx.replica_id_in_sync_group + 1]
+            ]
+        )
+        return np.concatenate([t.numpy() for t in strategy.experimental_local_results(each(sliced))])
+
+    return forward

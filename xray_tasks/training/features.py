@@ -18,10 +18,9 @@ import json
 import logging
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -242,7 +241,7 @@ def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pendi
     strategy = devices.strategy(settings)
     with strategy.scope():
         base = networks.build_base(cfg.base, cfg.input_size, weights_path, cfg.seed)
-    forward = _forward(base, strategy, settings.xla)
+    forward = devices.replicated(base, strategy, settings.xla)
     fmt = shards.shard_format(ws.root)
     uris = [ws.shard(entry.path) for entry, _, _ in pending]
     ds = dataset.make_dataset(
@@ -310,41 +309,6 @@ def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pendi
         "steady_cpu_ms_per_image": round(cpu_ms, 3) if cpu_ms else None,
         "devices": settings,
     }
-
-
-def _forward(base: Any, strategy: Any, xla: bool) -> Callable[[Any], np.ndarray]:
-    """``images -> pooled float32 vectors`` (a NumPy array, rows in the images' order) on every replica.
-
-    One replica: the base on the default device.  Several (a ``MirroredStrategy``): each host batch is cut into
-    contiguous, near-equal slices, replica ``i`` runs the base on slice ``i``, and the per-replica outputs are
-    concatenated in replica order, so the rows keep the batch's order whatever the replica count.  A batch with
-    fewer images than replicas (a split's tail) runs on the first replica only.
-    """
-    import tensorflow as tf
-
-    one = tf.function(
-        lambda x: tf.cast(base(tf.cast(x, tf.float32), training=False), tf.float32),
-        jit_compile=xla,
-        reduce_retracing=True,
-    )
-    replicas = strategy.num_replicas_in_sync
-    if replicas == 1:
-        return lambda images: one(images).numpy()
-    each = tf.function(lambda x: strategy.run(one, args=(x,)), reduce_retracing=True)
-
-    def forward(images: Any) -> np.ndarray:
-        n = int(images.shape[0])
-        if n < replicas:
-            return one(images).numpy()
-        bounds = [i * n // replicas for i in range(replicas + 1)]
-        sliced = strategy.experimental_distribute_values_from_function(
-            lambda ctx: images[
-                bounds[ctx.replica_id_in_sync_group] : bounds[ctx.replica_id_in_sync_group + 1]
-            ]
-        )
-        return np.concatenate([t.numpy() for t in strategy.experimental_local_results(each(sliced))])
-
-    return forward
 
 
 def _flush_complete(buffer: dict[str, list], queue: list) -> dict[str, list]:
