@@ -72,6 +72,20 @@ def ingest_schedule() -> str | None:
     return parse_schedule(conf.get("xray", "ingest_schedule", fallback=None))
 
 
+def feature_groups(params: Mapping[str, Any] | None = None) -> int:
+    """How many mapped ``features`` tasks share the shards: setting ``feature_groups`` (Variable
+    ``xray_feature_groups``, config ``[xray] feature_groups``, env ``XRAY_FEATURE_GROUPS``), by default the gpu
+    pool's size as the deployment declares it (``XRAY_GPU_SLOTS``), else 1.
+
+    Raises:
+        ValueError: not a positive whole number.
+    """
+    text = setting("feature_groups", params).strip()
+    if not text.isdigit() or not 1 <= int(text) <= 256:
+        raise ValueError(f"setting feature_groups: {text!r} is not a whole number of groups from 1 to 256")
+    return int(text)
+
+
 def ingest_parallelism() -> int | None:
     """How many archives one ``xray_ingest`` run shards at once: Airflow config ``[xray] ingest_parallelism``
     (``AIRFLOW__XRAY__INGEST_PARALLELISM``), a number or ``workers`` (the default: no cap of the DAG's own, so the
@@ -235,6 +249,7 @@ def plan_training(
         "model_name": model_name,
         "profile": name,
         "s3_conn_id": setting("s3_conn_id", params),
+        "feature_groups": feature_groups(params),
         "sets": [arg for key, value in assignments.items() for arg in ("--set", f"{key}={value}")],
         "run_dir": Workspace(workspace).run(run_id).root,
         "forced": ruling.forced,

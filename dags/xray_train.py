@@ -2,7 +2,8 @@
 ### Retrain the chest X-ray triage model, gate it, stage it, have it signed off, promote it
 
 Runs when ingest emits **`xray_shards`** (the workspace comes from that event) or by hand with the form below:
-`plan` (every setting resolved and validated before heavy work) -> frozen-base `features` -> `train_head` ->
+`plan` (every setting resolved and validated before heavy work) -> `feature_groups` -> frozen-base `features`
+(mapped: one task per group of shards, as many groups as the gpu pool has slots) -> `train_head` ->
 `finetune` -> `evaluate` -> `stage_candidate` -> `approval` -> `promote` -> `announce_champion`, and
 `record_rejection`, with `baseline` (the metadata-only model, seconds, once per manifest) beside them before
 `evaluate`.  Feature extraction and fine-tuning run on queue `gpu` in pool `gpu`.
@@ -128,10 +129,25 @@ def xray_train():
         )
         return p if proceed_with_training(p) else False
 
-    @task(queue="gpu", pool="gpu", execution_timeout=HEAVY_TIMEOUT)
-    def features(p: dict):
-        """Runs the frozen base over every shard once and stores the pooled features (GPU)."""
-        return run("features", ["--profile", p["profile"], "--workspace", p["workspace"], *p["sets"]], p)
+    @task(execution_timeout=LIGHT_TIMEOUT)
+    def feature_groups(p: dict) -> list[str]:
+        """One group of shards per GPU slot (setting `feature_groups`, default `XRAY_GPU_SLOTS` or 1)."""
+        n = p["feature_groups"]
+        log.info("features: %d group(s) of shards, one mapped task each on the gpu queue", n)
+        return [f"{i}/{n}" for i in range(n)]
+
+    # A mapped task gets no doc_md from its docstring (Airflow 3.3 sets it in __call__, not in expand).
+    @task(
+        queue="gpu",
+        pool="gpu",
+        execution_timeout=HEAVY_TIMEOUT,
+        map_index_template="group {{ task.op_kwargs['group'] }}",
+        doc_md="The frozen base over one group of the shards (every n-th); resumable per shard (GPU).",
+    )
+    def features(p: dict, group: str):
+        """Runs the frozen base over one group of the shards once and stores the pooled features (GPU)."""
+        args = ["--profile", p["profile"], "--workspace", p["workspace"], "--group", group, *p["sets"]]
+        return run("features", args, p)
 
     @task(execution_timeout=HEAVY_TIMEOUT)
     def train_head(p: dict):
@@ -268,7 +284,8 @@ def xray_train():
     p = plan()
     staged = stage_candidate(p)
     evaluated = evaluate(p)
-    chain(features(p), train_head(p), finetune(p), evaluated, staged, approval)
+    extracted = features.partial(p=p).expand(group=feature_groups(p))
+    chain(extracted, train_head(p), finetune(p), evaluated, staged, approval)
     baseline(p) >> evaluated
     promoted = promote(p, staged, approval.output)
     announce_champion(promoted)

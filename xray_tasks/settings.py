@@ -44,6 +44,7 @@ NAMES = (
     "overrides",
     "drift_action",
     "alert",
+    "feature_groups",
     "allowed_conn_ids",
     "allowed_locations",
 )
@@ -101,6 +102,7 @@ def default(name: str, environ: Mapping[str, str] | None = None) -> str:
         "overrides": "{}",
         "drift_action": "fail",  # past a drift limit: fail check_drift, or "asset": emit xray_drift instead
         "alert": "",  # who a failed check tells: "smtp:<address>[,<address>...]"; empty: the task log only
+        "feature_groups": environ.get("XRAY_GPU_SLOTS") or "1",  # one group of shards per gpu pool slot
         "allowed_conn_ids": "xray_s3",
         "allowed_locations": "*",
     }.get(_check(name), "")

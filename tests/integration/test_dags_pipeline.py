@@ -64,7 +64,7 @@ def pipeline(airflow_home, s3_server, tmp_path_factory):  # noqa: F811
     runs["train"] = airflow_home.run_dag(
         "xray_train",
         {**where, "overrides": WEAKENED_GATE, "force_reason": "first model of the test"},
-        env=env,
+        env={**env, "XRAY_GPU_SLOTS": "2"},  # a gpu pool of two slots: features in two mapped groups
     )
     # The deployment itself (env XRAY_OVERRIDES, as a Variable would) holds the gate high: no override, rejected.
     # Same data, config and code as the first run: without force_retrain its fingerprint would skip training.
@@ -105,6 +105,11 @@ def test_training_publishes_on_the_gpu_queue_and_emits_the_model_asset(pipeline,
     assert states.pop("record_rejection") == "skipped" and set(states.values()) == {"success"}
     placement = {t["task_id"]: (t["queue"], t["pool"]) for t in run.tasks}
     assert placement["features"] == placement["finetune"] == ("gpu", "gpu")
+    # Two gpu slots, two groups of shards: each mapped task extracted its own share, together every shard once.
+    groups = [run.xcoms[f"features[{i}]"] for i in range(2)]
+    assert states["features[group 0/2]"] == states["features[group 1/2]"] == "success"
+    written = [sum(s["written"] for s in g["splits"].values()) for g in groups]
+    assert min(written) >= 1 and abs(written[0] - written[1]) <= 1, written
     assert placement["train_head"] == ("default", "default_pool")
 
     staged, promoted = run.xcoms["stage_candidate"], run.xcoms["promote"]

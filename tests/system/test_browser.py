@@ -34,6 +34,7 @@ CHROMIUM_ARGS = [
 ]
 TRAIN_TASKS = (
     "plan",
+    "feature_groups",
     "features",
     "train_head",
     "finetune",
