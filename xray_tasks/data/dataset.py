@@ -1,8 +1,9 @@
 """The reading side of the shards: a ``tf.data`` pipeline for the model stages.
 
-Files are interleaved in parallel, records parsed with the spec the writer used (``shards.FEATURES``), images
-decoded (raw or PNG, as the archive markers say), optionally resized for the base network, batched and
-prefetched.  ``s3://`` shards are read through tensorflow-io's file system, registered on first use.
+Files are interleaved in parallel, records batched, then parsed with the spec the writer used (``shards.FEATURES``)
+a batch at a time, images decoded (raw or PNG, as the archive markers say), optionally resized for the base network
+and prefetched.  With ``channels=1`` and no ``output_size`` the pipeline stops at the stored pixels, and the model
+side does the rest on its device (``to_model_pixels``): the features stage feeds a GPU that way.  ``s3://`` shards are read through tensorflow-io's file system, registered on first use.
 """
 
 from __future__ import annotations
@@ -32,19 +33,25 @@ def feature_spec() -> dict:
 
 
 def make_parser(encoding: str, image_size: int):
-    """A function serialized Example -> dict(image uint8 [H, W, 1], label, labels, image_index, patient_id)."""
+    """A function serialized Examples ``[B]`` -> dict(image uint8 [B, H, W, 1], label, labels, image_index,
+    patient_id): one ``parse_example`` per batch, and for raw shards one ``decode_raw`` over the whole batch."""
     import tensorflow as tf
 
     spec = feature_spec()
     if encoding not in ("raw", "png"):
         raise BadInput(f"encoding must be 'raw' or 'png', got {encoding!r}")
+    shape = [image_size, image_size, 1]
 
     def parse(serialized):
-        ex = tf.io.parse_single_example(serialized, spec)
+        ex = tf.io.parse_example(serialized, spec)
         if encoding == "raw":
-            image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [image_size, image_size, 1])
+            image = tf.reshape(tf.io.decode_raw(ex["image"], tf.uint8), [-1, *shape])
         else:
-            image = tf.ensure_shape(tf.io.decode_png(ex["image"], channels=1), [image_size, image_size, 1])
+            image = tf.map_fn(
+                lambda png: tf.ensure_shape(tf.io.decode_png(png, channels=1), shape),
+                ex["image"],
+                fn_output_signature=tf.TensorSpec(shape, tf.uint8),
+            )
         return {
             "image": image,
             "label": tf.cast(ex["label"], tf.int32),
@@ -54,6 +61,19 @@ def make_parser(encoding: str, image_size: int):
         }
 
     return parse
+
+
+def to_model_pixels(image, size: int, channels: int = 3):
+    """Stored uint8 ``[B, S, S, 1]`` -> uint8 ``[B, size, size, channels]``: antialiased resize, rounded and clipped
+    (only when ``size`` differs), grey replicated to RGB when ``channels`` is 3.  The same ops wherever they run:
+    in the input pipeline, or inside the model's function on its device (``training.devices.replicated``)."""
+    import tensorflow as tf
+
+    if image.shape[1] != size:
+        image = tf.cast(
+            tf.clip_by_value(tf.round(tf.image.resize(image, [size, size], antialias=True)), 0, 255), tf.uint8
+        )
+    return tf.image.grayscale_to_rgb(image) if channels == 3 else image
 
 
 def make_dataset(
@@ -100,22 +120,17 @@ def make_dataset(
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:
         ds = ds.repeat()
+    # Parsing, decoding and resizing work on whole batches: one op call per batch, not per image.
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
     ds = ds.map(make_parser(encoding, image_size), num_parallel_calls=autotune, deterministic=in_order)
     size = output_size or image_size
-
-    def finish(item):
-        image = item["image"]
-        if size != image_size:
-            image = tf.cast(
-                tf.clip_by_value(tf.round(tf.image.resize(image, [size, size], antialias=True)), 0, 255),
-                tf.uint8,
-            )
-        if channels == 3:
-            image = tf.image.grayscale_to_rgb(image)
-        return {**item, "image": image}
-
-    ds = ds.map(finish, num_parallel_calls=autotune, deterministic=in_order)
-    return ds.batch(batch_size, drop_remainder=drop_remainder).prefetch(autotune)
+    if size != image_size or channels == 3:
+        ds = ds.map(
+            lambda item: {**item, "image": to_model_pixels(item["image"], size, channels)},
+            num_parallel_calls=autotune,
+            deterministic=in_order,
+        )
+    return ds.prefetch(autotune)
 
 
 def _op_determinism() -> bool:

@@ -140,18 +140,22 @@ def float32_policy() -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def replicated(base: Any, strategy: Any, xla: bool) -> Callable[[Any], np.ndarray]:
+def replicated(
+    base: Any, strategy: Any, xla: bool, prepare: Callable[[Any], Any] | None = None
+) -> Callable[[Any], np.ndarray]:
     """``images -> base outputs`` as float32 (a NumPy array, rows in the images' order) on every replica.
 
     One replica: the base on the default device.  Several (a ``MirroredStrategy``): each host batch is cut into
     contiguous, near-equal slices, replica ``i`` runs the base on slice ``i``, and the per-replica outputs are
     concatenated in replica order, so the rows keep the batch's order whatever the replica count.  A batch with
-    fewer images than replicas (a split's tail) runs on the first replica only.
+    fewer images than replicas (a split's tail) runs on the first replica only.  ``prepare`` (e.g. resize and grey
+    -> RGB) runs inside the same function, on the replica's device, before the base.
     """
     import tensorflow as tf
 
+    prepare = prepare or (lambda x: x)
     one = tf.function(
-        lambda x: tf.cast(base(tf.cast(x, tf.float32), training=False), tf.float32),
+        lambda x: tf.cast(base(tf.cast(prepare(x), tf.float32), training=False), tf.float32),
         jit_compile=xla,
         reduce_retracing=True,
     )

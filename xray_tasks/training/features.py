@@ -241,7 +241,11 @@ def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pendi
     strategy = devices.strategy(settings)
     with strategy.scope():
         base = networks.build_base(cfg.base, cfg.input_size, weights_path, cfg.seed)
-    forward = devices.replicated(base, strategy, settings.xla)
+    # The input pipeline stops at the stored grey pixels; resizing and grey -> RGB run inside the forward
+    # function, on the base's device, so that one CPU core can feed a GPU.
+    forward = devices.replicated(
+        base, strategy, settings.xla, prepare=lambda x: dataset.to_model_pixels(x, cfg.input_size, 3)
+    )
     fmt = shards.shard_format(ws.root)
     uris = [ws.shard(entry.path) for entry, _, _ in pending]
     ds = dataset.make_dataset(
@@ -249,8 +253,7 @@ def _run_base(ws: Workspace, cfg: FeatureConfig, weights_path: str | None, pendi
         encoding=fmt.encoding,
         image_size=fmt.image_size,
         batch_size=cfg.batch_size,
-        output_size=cfg.input_size,
-        channels=3,
+        channels=1,
         cycle_length=1,
     )
     total = sum(entry.records for entry, _, _ in pending)
