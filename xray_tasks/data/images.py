@@ -1,18 +1,35 @@
 """Decode one archive member into the stored image: 8-bit grayscale, square, resized.
 
 Rejections raise :class:`ImageRejected` with a short reason; the caller quarantines the member and goes on.
+
+Decoding is libpng through ``imagecodecs`` when it is installed and the PNG is *plain*: 8-bit grey,
+grey+alpha, RGB or RGBA, or 16-bit grey; not interlaced; before the pixel data only IHDR and the fixed-size
+tIME, sRGB, gAMA, pHYs, cHRM chunks, each with a good CRC; IEND right after the last IDAT.  That is 1.16x
+Pillow's rate on the real NIH PNGs (``bench/ingest.py``), with the same pixels, which the tests check on every
+real PNG.  Anything else, and any PNG libpng refuses, goes through Pillow exactly as before, so every rejection
+keeps Pillow's words.
 """
 
 from __future__ import annotations
 
 import io
 import re
+import threading
 import zlib
 
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from xray_tasks.errors import BadInput
+
+try:  # optional: Pillow decodes everything when it is absent
+    from imagecodecs import png_decode as _png_decode
+except ImportError:  # pragma: no cover - exercised where imagecodecs is not installed
+    _png_decode = None
+
+DECODERS = ("imagecodecs", "pillow")
+DEFAULT_DECODER = "imagecodecs" if _png_decode is not None else "pillow"
+"""The decoder ``prepare`` uses unless told: the fastest one installed (measured in ``bench/ingest.py``)."""
 
 ImageFile.LOAD_TRUNCATED_IMAGES = False  # a truncated file is an error, never a silently grey image
 
@@ -35,6 +52,13 @@ _OTHER_FORMATS = (
     (b"%PDF", "a PDF"),
     (b"RIFF", "a RIFF (WebP?) file"),
 )
+_PLAIN_MODES = {(8, 0): "L", (8, 4): "LA", (8, 2): "RGB", (8, 6): "RGBA", (16, 0): "I;16"}
+"""(bit depth, colour type) -> Pillow's mode for the PNGs libpng may decode; Pillow decodes the rest."""
+_PLAIN_ANCILLARY = {b"tIME": 7, b"sRGB": 1, b"gAMA": 4, b"pHYs": 9, b"cHRM": 32}
+"""Chunks allowed before the pixel data of a plain PNG, with their only valid length."""
+_SCRATCH_BYTES = 16 * 1024 * 1024
+"""Largest libpng output kept for the next image (per thread); a fresh 1 MiB array costs 256 page faults."""
+_scratch = threading.local()
 _REPR = re.compile(r"<[^<>]{0,200} at 0x[0-9a-fA-F]+>")
 
 
@@ -55,6 +79,42 @@ def open_png(
     have (``0`` / ``None``: no check).
     """
     _check_structure(data)
+    return _open_pillow(data, max_pixels, min_side, max_aspect)
+
+
+def decode_gray8(
+    data: bytes,
+    max_pixels: int,
+    *,
+    min_side: int = 0,
+    max_aspect: float | None = None,
+    decoder: str | None = None,
+) -> Image.Image:
+    """``to_gray8(open_png(...))``: the same checks, words and pixels, through ``decoder`` where it can.
+
+    ``decoder``: ``imagecodecs`` (libpng, for plain PNGs; Pillow for the rest), ``pillow``, or ``None`` for
+    :data:`DEFAULT_DECODER`.  ``imagecodecs`` when it is not installed means Pillow.
+    """
+    return _gray8(data, max_pixels, min_side, max_aspect, decoder, reuse=False)
+
+
+def _gray8(
+    data: bytes, max_pixels: int, min_side: int, max_aspect: float | None, decoder: str | None, *, reuse: bool
+) -> Image.Image:
+    """``reuse``: libpng may decode into this thread's scratch buffer, which the next call overwrites; only for
+    a caller that copies the pixels out (resize, encode) before it decodes again."""
+    decoder = decoder or DEFAULT_DECODER
+    if decoder not in DECODERS:
+        raise BadInput(f"decoder must be one of {DECODERS}, got {decoder!r}")
+    plain = _check_structure(data)
+    if plain is not None and decoder == "imagecodecs" and _png_decode is not None:
+        gray = _libpng_gray8(data, plain, max_pixels, min_side, max_aspect, reuse)
+        if gray is not None:
+            return gray
+    return to_gray8(_open_pillow(data, max_pixels, min_side, max_aspect))
+
+
+def _open_pillow(data: bytes, max_pixels: int, min_side: int, max_aspect: float | None) -> Image.Image:
     try:
         img = Image.open(io.BytesIO(data), formats=["PNG"])
     except Image.DecompressionBombError as exc:
@@ -77,8 +137,54 @@ def open_png(
     return img
 
 
-def _check_structure(data: bytes) -> None:
-    """Refuse, in words, what is no PNG at all: empty, another format, or cut short among its chunks."""
+def _libpng_gray8(
+    data: bytes,
+    plain: tuple[int, int, str],
+    max_pixels: int,
+    min_side: int,
+    max_aspect: float | None,
+    reuse: bool,
+) -> Image.Image | None:
+    """The 8-bit grey image through libpng, or ``None`` to let Pillow decide (and word any refusal)."""
+    width, height, mode = plain
+    if width * height > min(max_pixels, Image.MAX_IMAGE_PIXELS or max_pixels):
+        return None  # Pillow's path refuses it, in its words
+    _check_plausible(width, height, min_side, max_aspect)  # what Pillow's path would say, before decoding
+    channels = {"L": 0, "I;16": 0, "LA": 2, "RGB": 3, "RGBA": 4}[mode]
+    shape = (height, width, channels) if channels else (height, width)
+    dtype = np.dtype(np.uint16 if mode == "I;16" else np.uint8)
+    out = _scratch_array(shape, dtype) if reuse else None
+    try:
+        pixels = _png_decode(data, out=out)
+    except (RuntimeError, ValueError):  # imagecodecs.PngError is a RuntimeError
+        return None
+    if pixels.shape != shape or pixels.dtype != dtype:
+        return None
+    if mode == "L":
+        return Image.fromarray(pixels)
+    if mode == "LA":
+        return Image.fromarray(np.ascontiguousarray(pixels[:, :, 0]))
+    if mode == "I;16":
+        return Image.fromarray(_scale16(pixels))
+    return Image.fromarray(pixels).convert("L")  # Pillow's own RGB(A) -> L, as for a Pillow-decoded image
+
+
+def _scratch_array(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray | None:
+    """This thread's reusable output array of ``shape``, ``None`` (a fresh one) when it would be too large."""
+    if int(np.prod(shape)) * dtype.itemsize > _SCRATCH_BYTES:
+        return None
+    held = getattr(_scratch, "array", None)
+    if held is None or held.shape != shape or held.dtype != dtype:
+        held = _scratch.array = np.empty(shape, dtype)
+    return held
+
+
+def _check_structure(data: bytes) -> tuple[int, int, str] | None:
+    """Refuse, in words, what is no PNG at all: empty, another format, or cut short among its chunks.
+
+    Returns ``(width, height, mode)`` when the PNG is plain enough for libpng to decode as Pillow would (see the
+    module's docstring), else ``None``.
+    """
     size = len(data)
     if size == 0:
         raise ImageRejected("empty_file", "empty file (0 bytes)")
@@ -93,6 +199,8 @@ def _check_structure(data: bytes) -> None:
         )
     offset = len(PNG_SIGNATURE)
     first = True
+    plain: tuple[int, int, str] | None = None
+    stage = 0  # 0: before the pixel data, 1: among the IDAT chunks, 2: after them
     while True:
         if offset + 8 > size:
             where = "before its IEND chunk" if offset == size else "inside a chunk header"
@@ -101,7 +209,6 @@ def _check_structure(data: bytes) -> None:
         kind = data[offset + 4 : offset + 8]
         if first and kind != b"IHDR":
             raise ImageRejected("corrupt_png", f"corrupt PNG: the first chunk is {kind!r}, not IHDR")
-        first = False
         end = offset + 12 + length
         if end > size:
             raise ImageRejected(
@@ -110,8 +217,38 @@ def _check_structure(data: bytes) -> None:
                 f"(which needs {end - size} more bytes)",
             )
         if kind == b"IEND":
-            return
+            return plain if stage == 1 else None
+        if first:
+            plain = _plain_header(data, offset, length)
+            first = False
+        elif kind == b"IDAT":
+            if stage == 2:
+                plain = None
+            stage = 1
+        else:
+            if stage == 1:
+                stage = 2
+            if stage == 2 or _PLAIN_ANCILLARY.get(kind) != length:
+                plain = None
+        if plain is not None and stage == 0 and not _crc_ok(data, offset, length):
+            plain = None  # Pillow checks these CRCs (libpng would only warn on an ancillary one)
         offset = end
+
+
+def _plain_header(data: bytes, offset: int, length: int) -> tuple[int, int, str] | None:
+    if length != 13:
+        return None
+    fields = data[offset + 8 : offset + 21]
+    width, height = int.from_bytes(fields[0:4], "big"), int.from_bytes(fields[4:8], "big")
+    mode = _PLAIN_MODES.get((fields[8], fields[9]))
+    if mode is None or fields[10:13] != b"\0\0\0" or not (0 < width < 2**31 and 0 < height < 2**31):
+        return None  # another mode, compression or filter method, interlaced, or an impossible size
+    return width, height, mode
+
+
+def _crc_ok(data: bytes, offset: int, length: int) -> bool:
+    stored = int.from_bytes(data[offset + 8 + length : offset + 12 + length], "big")
+    return zlib.crc32(memoryview(data)[offset + 4 : offset + 8 + length]) == stored
 
 
 def _check_plausible(width: int, height: int, min_side: int, max_aspect: float | None) -> None:
@@ -142,9 +279,14 @@ def to_gray8(img: Image.Image) -> Image.Image:
     if img.mode in _DIRECT_TO_L:
         return img.convert("L")
     if img.mode in _SIXTEEN_BIT:
-        wide = np.clip(np.asarray(img, dtype=np.int64), 0, 65535)
-        return Image.fromarray(((wide * 255 + 32767) // 65535).astype(np.uint8), mode="L")
+        return Image.fromarray(_scale16(np.asarray(img, dtype=np.int64)), mode="L")
     raise ImageRejected("unsupported_mode", f"unsupported PNG mode {img.mode!r}")
+
+
+def _scale16(values: np.ndarray) -> np.ndarray:
+    """16-bit values -> 8-bit by ``(v * 255 + 32767) // 65535`` (values outside 0..65535 clipped first)."""
+    wide = np.clip(values.astype(np.int64, copy=False), 0, 65535)
+    return ((wide * 255 + 32767) // 65535).astype(np.uint8)
 
 
 def resize_square(img: Image.Image, size: int, resample: str = "box") -> Image.Image:
@@ -180,7 +322,11 @@ def prepare(
     max_pixels: int = 40_000_000,
     min_side: int = 0,
     max_aspect: float | None = None,
+    decoder: str | None = None,
 ) -> bytes:
-    """PNG bytes from an archive -> the stored image bytes (``size`` x ``size``, 8-bit gray)."""
-    img = open_png(data, max_pixels, min_side=min_side, max_aspect=max_aspect)
-    return encode(resize_square(to_gray8(img), size, resample), encoding, png_level)
+    """PNG bytes from an archive -> the stored image bytes (``size`` x ``size``, 8-bit gray).
+
+    ``decoder``: see :func:`decode_gray8`; every decoder gives the same bytes.
+    """
+    img = _gray8(data, max_pixels, min_side, max_aspect, decoder, reuse=True)
+    return encode(resize_square(img, size, resample), encoding, png_level)
