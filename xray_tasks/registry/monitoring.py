@@ -111,7 +111,9 @@ def record(root: str, doc: DriftReport | Outcome) -> str:
     """Keep a drift report or an outcome under the version's monitoring folder (one file each, by time)."""
     kind = "drift" if isinstance(doc, DriftReport) else "outcomes"
     stamp = doc.created_at.replace(":", "").replace("-", "")
-    name = f"{stamp}-{uuid.uuid4().hex[:8]}.json"  # time first: names sort by time
+    # Time first, so that names sort by time: created_at has whole seconds, so two records of one second are
+    # ordered by the nanosecond clock after it (history() keeps that order among equal created_at).
+    name = f"{stamp}-{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.json"
     uri = storage.join(monitoring_uri(root, doc.model_name, doc.version, kind), name)
     payload = doc.to_dict()
     if isinstance(doc, DriftReport):

@@ -114,6 +114,26 @@ def _doc(threshold=0.5, target=0.95, recall=0.96, cleared=0.4):
     )
 
 
+def test_the_history_keeps_the_order_of_records_made_within_one_second(tmp_path):
+    """created_at has whole seconds: 20 reports of one second come back in the order they were recorded."""
+    root = str(tmp_path / "registry")
+    for i in range(20):
+        report = DriftReport(
+            model_name="xray-triage",
+            version="000001",
+            worklist=f"w{i:02d}.csv",
+            created_at="2026-12-02T10:00:00Z",
+            status="ok",
+            n=60,
+            min_batch=50,
+            checks=(),
+            message="no drift",
+        )
+        monitoring.record(root, report)
+    kept = monitoring.history(root, "xray-triage", "000001", "drift")
+    assert [r.worklist for r in kept] == [f"w{i:02d}.csv" for i in range(20)]
+
+
 def test_outcomes_with_known_answers():
     # 10 unhealthy: 8 at or above 0.5; 10 healthy: 6 below it.  One label row matches nothing.
     probs = [0.9, 0.8, 0.7, 0.6, 0.55, 0.5, 0.5, 0.95, 0.2, 0.1] + [
