@@ -285,7 +285,7 @@ def _wait(
     proc: subprocess.Popen, timeout: float | None, out: _Output, usage: dict[str, float]
 ) -> tuple[int, bool]:
     """Read ``proc``'s stdout to its end and wait for it, killing it after ``timeout`` seconds.  ``usage`` gets the
-    child's CPU seconds and peak RSS (``wait4``'s resource usage: the stage process itself).
+    child's CPU seconds (``wait4``) and peak RSS (its ``VmHWM`` when its last stdout line arrives).
 
     Returns:
         The exit status and whether the timeout killed it.
@@ -302,6 +302,9 @@ def _wait(
             timer.start()
         for line in proc.stdout:
             out.stdout_line(line)
+            # The high-water mark as the summary (the last line, after all the work) arrives: wait4's ru_maxrss
+            # would count the parent's memory, which a forked child carries until it executes the stage.
+            usage["peak_rss_mb"] = _high_water_mb(proc.pid) or usage.get("peak_rss_mb", 0.0)
         returncode = _reap(proc, usage)
     finally:
         if timer:
@@ -320,8 +323,21 @@ def _reap(proc: subprocess.Popen, usage: dict[str, float]) -> int:
         return proc.wait()
     proc.returncode = os.waitstatus_to_exitcode(status)
     usage["cpu_s"] = round(rusage.ru_utime + rusage.ru_stime, 3)
-    usage["peak_rss_mb"] = round(rusage.ru_maxrss / 1024, 1)  # Linux reports kilobytes
+    if not usage.get("peak_rss_mb"):  # no /proc reading: ru_maxrss, an upper bound (it includes the parent's)
+        usage["peak_rss_mb"] = round(rusage.ru_maxrss / 1024, 1)  # Linux reports kilobytes
     return proc.returncode
+
+
+def _high_water_mb(pid: int) -> float | None:
+    """The process's peak resident memory since it executed its program (``VmHWM``), or ``None`` off Linux."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii", errors="replace") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
 
 
 def _outcome(

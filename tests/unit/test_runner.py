@@ -95,7 +95,12 @@ def test_run_stage_reports_the_stage_process_cpu_time_and_peak_memory(tmp_path):
     interpreter.write_text(f"#!/bin/sh\nexec {sys.executable} {program}\n")
     interpreter.chmod(0o755)
     lines: list[str] = []
+    parent = bytearray(
+        700 * 2**20
+    )  # a big parent (as a TensorFlow test process is): the stage must not count it
+    parent[::4096] = b"p" * len(parent[::4096])
     summary = run_stage("anything", python=str(interpreter), log=lines.append)
+    del parent
     assert summary["ok"] == 1
     assert summary["_peak_rss_mb"] >= 300, summary
     assert summary["_peak_rss_mb"] < 300 + 200, summary  # the stage's, not the test process's (TF and all)
