@@ -101,6 +101,20 @@ class BoundedTarInfo(tarfile.TarInfo):
     max_header_bytes = MAX_HEADER_BYTES
     header_problem: tuple[str, str] | None = None
 
+    @classmethod
+    def fromtarfile(cls, tarfile_):
+        # ``tarfile.next()`` ends the member stream without an error when a header after the first is damaged
+        # (bad checksum, a short block): the members behind it would vanish from an archive that reads as
+        # complete.  Past the first header, that is a corrupt archive.
+        try:
+            return super().fromtarfile(tarfile_)
+        except (tarfile.InvalidHeaderError, tarfile.TruncatedHeaderError) as exc:
+            if tarfile_.offset == 0:
+                raise
+            raise tarfile.SubsequentHeaderError(
+                f"damaged tar header at byte {tarfile_.offset} of the tar stream ({exc})"
+            ) from None
+
     def _proc_member(self, tarfile_):
         if self.type in _EXTENDED and self.size > self.max_header_bytes:
             return self._skip_extended(tarfile_)
@@ -252,6 +266,7 @@ def iter_members(
                 count += 1
                 member = _read_member(tar, info, max_member_bytes)
                 yield member
+            _check_end(tar)
     except (
         tarfile.TarError,
         EOFError,
@@ -264,6 +279,25 @@ def iter_members(
         raise ArchiveError(_broken(archive, found, head, count, exc)) from None
     if count == 0:
         raise ArchiveError(f"{archive}: archive is empty (no file members; read as {_DESCRIBED[found]})")
+
+
+def _check_end(tar: tarfile.TarFile) -> None:
+    """Read what follows the end-of-archive marker to the stream's end: only zero padding may be there.
+
+    Draining the stream also makes sure that the decompressor reaches and checks its own trailer (gzip's CRC-32
+    and length) however much padding follows the marker.  Raises ``tarfile.ReadError`` for anything but zeros: a
+    damaged block that looked like the marker, or a second archive appended to the first.
+    """
+    stream = tar.fileobj
+    at = stream.tell()
+    while chunk := stream.read(_READ_BLOCK):
+        if chunk.count(0) != len(chunk):
+            first = next(i for i, byte in enumerate(chunk) if byte)
+            raise tarfile.ReadError(
+                f"data after the end-of-archive marker, at byte {at + first} of the tar stream: "
+                "a damaged block, or more members than the archive admits to"
+            )
+        at += len(chunk)
 
 
 def _read_member(tar: tarfile.TarFile, info: tarfile.TarInfo, max_member_bytes: int) -> Member:

@@ -2,6 +2,7 @@ import bz2
 import gzip
 import io
 import lzma
+import random
 import tarfile
 
 import pytest
@@ -186,3 +187,39 @@ def test_other_member_types_are_named_in_words(kind, words):
     odd_member, plain_member = _members(out.getvalue())
     assert odd_member.problem == ("not_regular_file", f"not a regular file ({words})")
     assert plain_member.data == b"x"
+
+
+# -- damage inside the stream: no member may vanish from an archive that reads as complete (issue 15) -----------
+
+
+def _three_members() -> bytes:
+    return plain_tar([(f"images/{i}.png", bytes([65 + i]) * 700) for i in range(3)])
+
+
+def test_a_damaged_header_mid_archive_is_an_error_not_a_silent_end():
+    data = bytearray(_three_members())
+    second = data.index(b"images/1.png")  # the second member's header block
+    data[second + 148 : second + 156] = b"garbage!"  # its checksum field
+    with pytest.raises(
+        ArchiveError, match=r"truncated or corrupt after 1 member\(s\).*damaged tar header at byte 1536"
+    ):
+        _members(gzip.compress(bytes(data)))
+
+
+def test_data_after_the_end_marker_is_an_error():
+    one = plain_tar([("images/a.png", b"a" * 10)])
+    # A block of zeros where the next member's header should be, the members behind it still there.
+    data = one[:1024] + b"\0" * 512 + plain_tar([("images/b.png", b"b" * 10)])
+    with pytest.raises(ArchiveError, match=r"after 1 member\(s\).*data after the end-of-archive marker"):
+        _members(gzip.compress(data))
+
+
+@pytest.mark.parametrize("gunzip", ["isal", "zlib"])
+def test_a_gzip_trailer_that_does_not_match_the_data_is_an_error(gunzip):
+    # Members larger than the read buffer, so the trailer is met only at the last read, after every member.
+    big = plain_tar([(f"images/{i}.png", random.Random(i).randbytes(400_000)) for i in range(3)])
+    data = bytearray(gzip.compress(big))
+    data[-8] ^= 0xFF  # the CRC-32 of the uncompressed data
+    with pytest.raises(ArchiveError, match=r"truncated or corrupt after 3 member\(s\) \(read as gzip\)"):
+        _members(bytes(data), gunzip=gunzip)
+    assert len(_members(gzip.compress(big), gunzip=gunzip)) == 3
