@@ -104,6 +104,9 @@ def _datasets(workspace: str, cfg: PipelineConfig, epoch: int, class_weights: np
             return x, y, tf.gather(weights, batch["label"])
         return x, y
 
+    # Plain Python while flat_map traces it: autograph would otherwise convert everything split_dataset calls
+    # (reading the markers, the shard format: 38 CPU-s of a 1-epoch demo fine-tune, the epoch itself 6 s).
+    @tf.autograph.experimental.do_not_convert
     def train_epoch(_):
         return dataset.split_dataset(
             workspace,
