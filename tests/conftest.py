@@ -114,6 +114,21 @@ def pytest_collection_modifyitems(items):
     items.sort(key=_weight)
 
 
+def pytest_xdist_node_collection_finished(node, ids):
+    # pytest-xdist's loadgroup marks a grouped test by a suffix on its node id ("...@group"), added on the worker
+    # after the hook above.  Where pytest keeps node ids elsewhere (pytest 9 with xdist 3.8), the suffix is
+    # silently lost, and a module's tests, the cluster's included, run on both workers, each building its module
+    # fixtures: stop before any test runs.
+    if node.config.getoption("dist", None) == "loadgroup":
+        lost = [nodeid for nodeid in ids if "@" not in nodeid]
+        if lost:
+            pytest.exit(
+                f"pytest-xdist's --dist loadgroup did not group {len(lost)} of {len(ids)} test(s) (e.g. "
+                f"{lost[0]}): these pytest and pytest-xdist versions do not work together (see requirements.txt)",
+                returncode=pytest.ExitCode.USAGE_ERROR,
+            )
+
+
 def pytest_sessionfinish(session, exitstatus):
     _EXIT_STATUS.append(int(exitstatus))
 
