@@ -8,11 +8,11 @@ format), then reads the shards ``--passes`` times over through three pipelines, 
 the whole process (all threads) per image, the median of ``--reps``:
 
 - ``raw read``: the TFRecord files interleaved and batched, nothing parsed: the bound, what reading alone costs;
-- ``features``: ``dataset.make_dataset(channels=1)``, as the features stage reads now: records batched, then one
-  ``parse_example`` and one ``decode_raw`` per batch; resizing and grey -> RGB run in the model's function on its
-  device (``training.devices.replicated``);
-- ``grey->RGB on the CPU``: the same pipeline expanding grey to RGB in tf.data (``channels=3``), as fine-tuning and
-  evaluation still read.
+- ``features``: ``dataset.make_dataset(channels=1)``, as the features, fine-tuning and evaluation stages read:
+  records batched, then one ``parse_example`` and one ``decode_raw`` per batch; resizing and grey -> RGB run in the
+  model's function on its device (``training.devices.replicated``, ``training.networks.fed_stored_pixels``);
+- ``grey->RGB on the CPU``: the same pipeline expanding grey to RGB in tf.data (``channels=3``), as every stage
+  read before.
 
 Prints images per CPU-second for each, the ratio of each to the raw read, and the features pipeline against the
 target of 2,500 images per CPU-second.  CPU time, not wall time: a neighbour's load disturbs it far less.

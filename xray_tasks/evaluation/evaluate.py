@@ -57,15 +57,14 @@ def predict_split(model: Any, workspace: str, split: str, batch_size: int = 64) 
     Columns ``image_index, patient_id, probability, label``; with a "pathologies" output also
     ``prob_<finding>`` and ``label_<finding>`` for the 14 findings.  Images are resized to the model's input.
     """
-    import tensorflow as tf
-
-    from xray_tasks.data import dataset
+    from xray_tasks.data import dataset, shards
     from xray_tasks.training import networks
 
     if batch_size < 1:
         raise BadInput(f"batch_size must be >= 1, got {batch_size}")
-    size = int(model.inputs[0].shape[1])
-    ds = dataset.split_dataset(workspace, split, batch_size=batch_size, output_size=size, channels=3)
+    # The stored grey pixels in; the resize and grey -> RGB run in the model's function, on its device.
+    fed = networks.fed_stored_pixels(model, shards.shard_format(workspace).image_size)
+    ds = dataset.split_dataset(workspace, split, batch_size=batch_size, channels=1)
     parts: dict[str, list] = {
         "image_index": [],
         "patient_id": [],
@@ -76,8 +75,8 @@ def predict_split(model: Any, workspace: str, split: str, batch_size: int = 64) 
     }
     started = time.perf_counter()
     for batch in ds:
-        # predict_on_batch reuses the model's own compiled predict function (traced once, any batch size).
-        out = model.predict_on_batch(tf.cast(batch["image"], tf.float32))
+        # predict_on_batch reuses the wrapper's compiled predict function (traced once, any batch size).
+        out = fed.predict_on_batch(batch["image"])
         parts["probability"].append(networks.triage_probability(out))
         if isinstance(out, dict) and networks.PATHOLOGY_OUTPUT in out:
             parts["path"].append(np.asarray(out[networks.PATHOLOGY_OUTPUT]))

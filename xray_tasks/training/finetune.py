@@ -2,7 +2,8 @@
 
 Base + trained head, the last N layers of the base unfrozen (the report: 10; BatchNorm stays frozen and in
 inference mode because the base is always called with ``training=False``), a small learning rate, a few epochs
-(the report: 5; it saw overfitting at 15), images read from the shards through tf.data.
+(the report: 5; it saw overfitting at 15), images read from the shards through tf.data as stored grey pixels
+(resized and expanded to RGB inside the training step, on the device: ``networks.fed_stored_pixels``).
 
 Every epoch ends with a checkpoint (the whole compiled model, optimizer state included) and then
 ``finetune/state.json``, which is the commit marker: a killed run resumes from the last epoch the state names,
@@ -96,7 +97,9 @@ def _datasets(workspace: str, cfg: PipelineConfig, epoch: int, class_weights: np
     weights = None if class_weights is None else tf.constant(class_weights, tf.float32)
 
     def to_xy(batch, weighted):
-        x = tf.cast(batch["image"], tf.float32)
+        x = batch[
+            "image"
+        ]  # stored uint8 pixels: the model resizes and expands them (networks.fed_stored_pixels)
         y = {"triage": tf.one_hot(batch["label"], 2)}
         if multilabel:
             y["pathologies"] = batch["labels"]
@@ -112,7 +115,7 @@ def _datasets(workspace: str, cfg: PipelineConfig, epoch: int, class_weights: np
             workspace,
             "train",
             batch_size=tcfg.batch_size,
-            output_size=cfg.features.input_size,
+            channels=1,
             shuffle=True,
             seed=tcfg.seed + epoch,
             shuffle_buffer=tcfg.shuffle_buffer,
@@ -123,9 +126,9 @@ def _datasets(workspace: str, cfg: PipelineConfig, epoch: int, class_weights: np
     # seeded order: under a tf.distribute strategy Keras' fit reads one batch to build the model and restarts
     # the iterator, which a plain reshuffling dataset would answer with its second order, not the first.
     train = tf.data.Dataset.range(1).flat_map(train_epoch)
-    val = dataset.split_dataset(
-        workspace, "val", batch_size=tcfg.batch_size, output_size=cfg.features.input_size
-    ).map(lambda b: to_xy(b, False))
+    val = dataset.split_dataset(workspace, "val", batch_size=tcfg.batch_size, channels=1).map(
+        lambda b: to_xy(b, False)
+    )
     return train, val
 
 
@@ -149,6 +152,7 @@ def run_finetune(workspace: str, run_dir: str, cfg: PipelineConfig) -> FinetuneS
         StageError: the base does not reproduce the stored features.
     """
     from xray_tasks.training import devices, networks
+    from xray_tasks.training.head import compile_model
 
     run, fcfg, tcfg = RunDir(run_dir), cfg.features, cfg.finetune
     if not storage.exists(run.head_model):
@@ -171,9 +175,16 @@ def run_finetune(workspace: str, run_dir: str, cfg: PipelineConfig) -> FinetuneS
             model = networks.load_model(run.checkpoint(state["checkpoint"]), compile=True)
         else:
             model, feature_error = _start(run, workspace, cfg, weights_path, settings.xla, state)
+        # Trained through a wrapper that takes the stored grey pixels: the resize and grey -> RGB run in the
+        # training step, on the device.  It shares model's weights and optimizer, so the checkpoints (model's,
+        # optimizer state included) and the final model keep the RGB input that the registry publishes.
+        trainer = networks.fed_stored_pixels(model, _format(workspace)["image_size"])
+        compile_model(
+            trainer, model.optimizer, tcfg.learning_rate, tcfg.momentum, cfg.head.multilabel, settings.xla
+        )
     class_weights = _class_weights(workspace, cfg.head.class_weight)
     for epoch in range(state["completed_epochs"], tcfg.epochs):
-        state = _train_epoch(model, workspace, run, cfg, epoch, state, class_weights)
+        state = _train_epoch(trainer, model, workspace, run, cfg, epoch, state, class_weights)
     networks.save_model(_final_model(model, run, state, cfg, settings.mixed_precision), run.model)
     storage.write_json(
         run.history("finetune"),
@@ -224,6 +235,7 @@ def _start(
 
 
 def _train_epoch(
+    trainer: Any,
     model: Any,
     workspace: str,
     run: RunDir,
@@ -245,7 +257,7 @@ def _train_epoch(
     samples = steps * tcfg.batch_size if tcfg.steps_per_epoch else dataset.split_size(workspace, "train")
     started = time.perf_counter()
     with tensorboard(run, RunDir.FINETUNE) as board:
-        fit = model.fit(
+        fit = trainer.fit(
             train,
             initial_epoch=epoch,
             epochs=epoch + 1,

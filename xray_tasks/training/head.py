@@ -48,16 +48,19 @@ def targets(label: np.ndarray, labels: np.ndarray | None, multilabel: bool) -> d
 
 def compile_model(
     model: Any,
-    optimizer: str,
+    optimizer: Any,
     learning_rate: float,
     momentum: float,
     multilabel: bool,
     jit_compile: bool | str = "auto",
 ) -> None:
-    """Binary cross-entropy on every output, accuracy on triage."""
+    """Binary cross-entropy on every output, accuracy on triage.  ``optimizer`` is ``sgd``, ``adam`` or an
+    optimizer object, used as it is (another model's, whose state then carries on: fine-tuning's wrapper)."""
     import keras
 
-    if optimizer == "sgd":
+    if isinstance(optimizer, keras.optimizers.Optimizer):
+        opt = optimizer
+    elif optimizer == "sgd":
         opt = keras.optimizers.SGD(learning_rate=learning_rate, momentum=momentum)
     elif optimizer == "adam":
         opt = keras.optimizers.Adam(learning_rate=learning_rate)

@@ -217,6 +217,25 @@ def assemble(base_model: Any, head: Any) -> Any:
     return keras.Model(image, named, name="xray_triage")
 
 
+def fed_stored_pixels(model: Any, stored_size: int) -> Any:
+    """``model`` behind the input pipeline's last step, for training and prediction: stored uint8
+    ``[B, S, S, 1]`` in, resized and replicated to RGB (``data.dataset.to_model_pixels``) inside the model's own
+    function, so on its device and not on the CPU that feeds it.  Every weight is ``model``'s (the wrapper has none
+    of its own); what is saved and published stays ``model``, with its RGB input.
+    """
+    import keras
+    import tensorflow as tf
+
+    from xray_tasks.data.dataset import to_model_pixels
+
+    size = int(model.inputs[0].shape[1])
+    stored = keras.Input((stored_size, stored_size, 1), dtype="uint8", name="stored_pixels")
+    pixels = keras.layers.Lambda(
+        lambda t: tf.cast(to_model_pixels(t, size, 3), tf.float32), name="to_model_pixels", dtype="float32"
+    )(stored)
+    return keras.Model(stored, model(pixels), name=f"{model.name}_fed")
+
+
 def unfreeze_last(model: Any, n_layers: int) -> list[str]:
     """Make the last ``n_layers`` of the base's application trainable (its final pooling not counted).
 

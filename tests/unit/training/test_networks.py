@@ -167,3 +167,33 @@ def test_device_gpu_without_a_gpu_fails_clearly():
         pytest.skip("a GPU is visible here: the failure path cannot be exercised")
     with pytest.raises(RuntimeError, match="sees no GPU"):
         devices.configure(device="gpu")
+
+
+def test_the_stored_pixels_wrapper_is_the_model_after_the_pipelines_last_step():
+    import tensorflow as tf
+
+    from xray_tasks.data.dataset import to_model_pixels
+    from xray_tasks.training.head import compile_model
+
+    model = networks.assemble(
+        networks.build_base("mobilenetv3small", 32, None, 0),
+        networks.build_head(576, HeadConfig(hidden_units=8)),
+    )
+    fed = networks.fed_stored_pixels(model, 48)
+    stored = np.random.default_rng(1).integers(0, 256, (3, 48, 48, 1), dtype=np.uint8)
+    expected = model(tf.cast(to_model_pixels(tf.constant(stored), 32, 3), tf.float32), training=False)
+    got = fed(tf.constant(stored), training=False)
+    np.testing.assert_array_equal(
+        got["triage"].numpy(), expected["triage"].numpy()
+    )  # the same ops, bit for bit
+    assert fed.inputs[0].shape[1:] == (48, 48, 1) and fed.inputs[0].dtype == "uint8"
+    assert {id(v) for v in fed.weights} == {id(v) for v in model.weights}  # nothing of its own
+    # Trained through the wrapper with the model's optimizer: the model's weights move, and its optimizer state
+    # (what the model's checkpoint saves) is the one that moved.
+    compile_model(model, "sgd", 0.1, 0.9, False)
+    compile_model(fed, model.optimizer, 0.1, 0.9, False)
+    before = [w.copy() for w in model.get_weights()]
+    fed.fit(stored, {"triage": np.eye(2, dtype=np.float32)[[0, 1, 1]]}, epochs=1, verbose=0)
+    assert fed.optimizer is model.optimizer and int(model.optimizer.iterations) == 1
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(before, model.get_weights()))
+    assert model.inputs[0].shape[1:] == (32, 32, 3)  # what is saved and published keeps its RGB input
