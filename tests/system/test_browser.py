@@ -65,8 +65,10 @@ def browser_page():
         if os.environ.get("XRAY_REQUIRE_SERVICES") == "1":
             pytest.fail(message)
         pytest.skip(message)
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
+    # expect()'s own default is 5 s: a page of the loaded two-core cluster can take longer to render its counts.
+    expect.set_options(timeout=TIMEOUT_MS)
     profile = tempfile.mkdtemp(prefix="xray-chromium-")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
