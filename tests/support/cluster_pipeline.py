@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tarfile
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support.cluster import HOSTNAMES, Cluster, ClusterError, artifacts_dir, services_missing
+from support.cluster import HOSTNAMES, Cluster, ClusterError, artifacts_dir, require_services
 from support.procs import command_line, process_tree, still_alive
 
 logger = logging.getLogger(__name__)
@@ -202,12 +201,7 @@ if pytest is not None:
             "error" in _SHARED
         ):  # another module's copy of this fixture already tried: do not start a second one
             pytest.fail(f"the cluster could not be started: {_SHARED['error']}", pytrace=False)
-        missing = services_missing()
-        if missing:
-            message = f"the distributed tests need {', '.join(missing)} (see docs/cluster.md)"
-            if os.environ.get("XRAY_REQUIRE_SERVICES") == "1":
-                pytest.fail(message)
-            pytest.skip(message)
+        require_services("the distributed tests")
         cluster = Cluster(tmp_path_factory.mktemp("cluster"), heartbeat_timeout=45)
         _SHARED["cluster"] = cluster
         try:

@@ -8,13 +8,12 @@ bounds that do not depend on size: every run succeeds, no XCom over 64 KB, every
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
 import pytest
 from support import REPO
-from support.cluster import services_missing
+from support.cluster import require_services
 
 pytestmark = [
     pytest.mark.distributed,
@@ -29,12 +28,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def report(nih_dir, tmp_path_factory):
-    missing = services_missing()
-    if missing:
-        message = f"the scale smoke run needs {', '.join(missing)} (see docs/cluster.md)"
-        if os.environ.get("XRAY_REQUIRE_SERVICES") == "1":
-            pytest.fail(message)
-        pytest.skip(message)
+    require_services("the scale smoke run")
     out = tmp_path_factory.mktemp("scale") / "scale.json"
     command = [
         sys.executable,
