@@ -308,11 +308,11 @@ def _seconds(stamp: str) -> float:
 
 def _gaps(tasks: list[tuple[float, float, str]]) -> list[dict[str, Any]]:
     """The stretches in which no task instance ran, largest first, each with the task that ended it."""
-    gaps, reach = [], float("inf")
+    gaps, reach = [], None
     for begin, end, name in sorted(tasks):
-        if begin > reach:
+        if reach is not None and begin > reach:
             gaps.append({"s": round(begin - reach, 2), "before": name})
-        reach = end if reach == float("inf") else max(reach, end)
+        reach = end if reach is None else max(reach, end)
     return sorted(gaps, key=lambda g: -g["s"])
 
 
