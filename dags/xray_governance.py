@@ -106,6 +106,9 @@ class CandidateApproval(ApprovalOperator):
     def __init__(self, *, candidate_task: str, **kwargs: Any) -> None:
         pull = f"ti.xcom_pull(task_ids='{candidate_task}')"
         kwargs.pop("params", None)  # the DAG's params, handed in by apply_defaults: the form has its own
+        # The wait is bounded by the policy's response_timeout (set in execute); the DAG's execution_timeout would
+        # be taken for it, with a deprecation warning in every task log of the DAG (HITLOperator, Airflow 3.3).
+        kwargs["execution_timeout"] = None
         super().__init__(
             subject="{{ " + pull + "['subject'] }}",
             body="{{ " + pull + "['review'] }}",

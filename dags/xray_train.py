@@ -222,9 +222,7 @@ def xray_train():
             "review": review(p, result) if staged else "",
         }
 
-    approval = CandidateApproval(
-        task_id="approval", candidate_task="stage_candidate", execution_timeout=LIGHT_TIMEOUT
-    )
+    approval = CandidateApproval(task_id="approval", candidate_task="stage_candidate")
     approval.doc_md = (
         "The reviewer's sign-off: candidate against champion, the gate's checks, a link to the Models page. "
         "Approve promotes it; Reject (or no answer before the approval policy's timeout) records why, and the "
