@@ -204,13 +204,12 @@ def rehearse(
 
 def measure(cluster: Any, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per stage: wall, summed duration, CPU, peak RSS, largest XCom; per run: metadata sizes and overhead."""
-    xcoms = {
-        (dag, task, int(index)): json.loads(text)
-        for dag, task, index, text in cluster.query(
-            "SELECT dag_id, task_id, map_index, value::text FROM xcom WHERE key = 'return_value'"
-        )
-        if text is not None
-    }
+    xcoms, usage = {}, {}
+    for dag, task, index, key, text in cluster.query(
+        "SELECT dag_id, task_id, map_index, key, value::text FROM xcom WHERE key IN ('return_value', 'xray_stages')"
+    ):
+        if text is not None:
+            (xcoms if key == "return_value" else usage)[(dag, task, int(index))] = json.loads(text)
     stages: dict[str, dict[str, Any]] = {}
     busy: list[tuple[float, float]] = []
     tasks: list[tuple[float, float, str]] = []
@@ -223,8 +222,9 @@ def measure(cluster: Any, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
                 continue
             begin, end = _seconds(ti["start_date"]), _seconds(ti["end_date"])
             tasks.append((begin, end, f"{dag_id}.{ti['task_id']}"))
-            summary = _summary(xcoms.get((dag_id, ti["task_id"], int(ti["map_index"]))))
             xcom = xcoms.get((dag_id, ti["task_id"], int(ti["map_index"])))
+            # Every stage process the task ran (dags/xray_common.run records them under XCom key xray_stages).
+            ran = _stages_of(usage.get((dag_id, ti["task_id"], int(ti["map_index"]))))
             stage = stages.setdefault(
                 f"{dag_id}.{ti['task_id']}",
                 {"tasks": 0, "begin": begin, "end": end, "task_s": 0.0, "cpu_s": 0.0, "peak_rss_mb": 0.0,
@@ -234,11 +234,12 @@ def measure(cluster: Any, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
             stage["begin"], stage["end"] = min(stage["begin"], begin), max(stage["end"], end)
             stage["task_s"] += end - begin
             stage["xcom_bytes"] = max(stage["xcom_bytes"], len(json.dumps(xcom)) if xcom is not None else 0)
-            if "_elapsed_s" in summary:
-                stage["stage_s"] += summary["_elapsed_s"]
-                stage["cpu_s"] += summary.get("_cpu_s", 0.0)
-                stage["peak_rss_mb"] = max(stage["peak_rss_mb"], summary.get("_peak_rss_mb", 0.0))
-                busy.append((end - summary["_elapsed_s"], end))
+            for one in ran:
+                elapsed = one.get("elapsed_s") or 0.0
+                stage["stage_s"] += elapsed
+                stage["cpu_s"] += one.get("cpu_s") or 0.0
+                stage["peak_rss_mb"] = max(stage["peak_rss_mb"], one.get("peak_rss_mb") or 0.0)
+                busy.append((one["ended_at"] - elapsed, one["ended_at"]))
     first = min(s["begin"] for s in stages.values())
     last = max(s["end"] for s in stages.values())
     for stage in stages.values():
@@ -259,6 +260,8 @@ def measure(cluster: Any, runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "between_tasks_s": round(last - first - in_tasks, 1),
         "in_tasks_not_stages_s": round(in_tasks - in_stages, 1),
         "largest_gaps": _gaps(tasks)[:8],
+        # Every task instance as (start, end, name), in seconds from the first start: where the gaps fall.
+        "timeline": [(round(b - first, 2), round(e - first, 2), name) for b, e, name in sorted(tasks)],
         "largest_xcom_bytes": max(s["xcom_bytes"] for s in stages.values()),
         "workspace": workspace_sizes(cluster),
     }
@@ -288,16 +291,11 @@ def workspace_sizes(cluster: Any) -> dict[str, Any]:
     return out
 
 
-def _summary(value: Any) -> dict[str, Any]:
-    """A stage summary inside an XCom value (Airflow's serde may wrap a dict as ``{"__data__": ...}``)."""
+def _stages_of(value: Any) -> list[dict[str, Any]]:
+    """The stage records of XCom ``xray_stages`` (Airflow's serde may wrap a list as ``{"__data__": ...}``)."""
     if isinstance(value, dict):
-        if "_elapsed_s" in value:
-            return value
-        for inner in value.values():
-            found = _summary(inner)
-            if found:
-                return found
-    return {}
+        value = value.get("__data__", [])
+    return [one for one in value or [] if isinstance(one, dict) and "ended_at" in one]
 
 
 def _seconds(stamp: str) -> float:

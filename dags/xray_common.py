@@ -146,7 +146,40 @@ def run(
         params, SOURCES
     )  # the whole run conf against the deployment's allow-lists, before any work
     env = {**storage_env(setting("s3_conn_id", params)), **(extra_env or {})}
-    return run_stage(stage, args, env=env, log=log.info)
+    summary = run_stage(stage, args, env=env, log=log.info)
+    _record_usage(stage, summary)
+    return summary
+
+
+STAGE_USAGE_KEY = "xray_stages"
+"""XCom key of a task's stage processes: ``[{"stage", "elapsed_s", "cpu_s", "peak_rss_mb", "ended_at"}]``, one
+entry per stage the task ran (``plan`` runs ``fingerprint``, ``stage_candidate`` runs ``publish`` and ``models
+show``...), ``ended_at`` in Unix seconds.  What each cost, on the task's XCom tab; ``bench/scale.py`` counts the
+time in stages from it."""
+
+_usage: dict[Any, list[dict[str, Any]]] = {}  # per task instance id: its stages so far
+
+
+def _record_usage(stage: str, summary: Mapping[str, Any]) -> None:
+    import time
+
+    from airflow.sdk import get_current_context
+
+    try:
+        ti = get_current_context()["ti"]
+    except RuntimeError:  # outside a running task (a test calling run directly): nothing to record it on
+        return
+    stages = _usage.setdefault(ti.id, [])
+    stages.append(
+        {
+            "stage": stage,
+            "elapsed_s": summary.get("_elapsed_s"),
+            "cpu_s": summary.get("_cpu_s"),
+            "peak_rss_mb": summary.get("_peak_rss_mb"),
+            "ended_at": round(time.time(), 3),
+        }
+    )
+    ti.xcom_push(key=STAGE_USAGE_KEY, value=stages)
 
 
 def config_args(params: Mapping[str, Any] | None, *paths: str) -> list[str]:

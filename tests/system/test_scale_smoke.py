@@ -62,6 +62,7 @@ def test_every_stage_ran_as_a_measured_stage_process(report):
     for name in (
         "xray_ingest.ingest_archive",
         "xray_ingest.validate",
+        "xray_train.plan",  # its fingerprint stage: recorded under XCom xray_stages, beside the plan it returns
         "xray_train.features",
         "xray_train.train_head",
         "xray_train.finetune",

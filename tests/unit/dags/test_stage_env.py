@@ -120,3 +120,62 @@ def test_a_run_conf_outside_the_allow_list_fails_before_any_stage_starts(xray_co
         with pytest.raises(NotAllowed, match=message):
             xray_common.run("ingest-archive", ["--workspace", "s3://elsewhere/ws"], conf)
     assert started == []
+
+
+class _TaskInstance:
+    def __init__(self, ti_id: str):
+        self.id = ti_id
+        self.pushed: dict[str, object] = {}
+
+    def xcom_push(self, key: str, value: object) -> None:
+        self.pushed[key] = json.loads(json.dumps(value))  # what the XCom backend would store
+
+
+def test_each_stage_a_task_runs_is_recorded_on_its_xcom(xray_common, monkeypatch):
+    import airflow.sdk
+
+    summaries = iter(
+        [{"_elapsed_s": 1.25, "_cpu_s": 1.0, "_peak_rss_mb": 180.0, "ok": 1}, {"_elapsed_s": 0.5}]
+    )
+    monkeypatch.setattr(xray_common.BaseHook, "get_connection", staticmethod(lambda conn_id: _raise(conn_id)))
+    monkeypatch.setattr(runner, "run_stage", lambda stage, args, env, log: next(summaries))
+    first, second = _TaskInstance("ti-1"), _TaskInstance("ti-2")
+    monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: {"ti": first})
+    assert xray_common.run("fingerprint", [], {})["ok"] == 1  # the summary itself is returned untouched
+    monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: {"ti": second})
+    xray_common.run("models", ["show"], {})
+
+    (entry,) = first.pushed[xray_common.STAGE_USAGE_KEY]
+    assert {k: entry[k] for k in ("stage", "elapsed_s", "cpu_s", "peak_rss_mb")} == {
+        "stage": "fingerprint",
+        "elapsed_s": 1.25,
+        "cpu_s": 1.0,
+        "peak_rss_mb": 180.0,
+    }
+    (other,) = second.pushed[xray_common.STAGE_USAGE_KEY]  # another task instance starts a list of its own
+    assert other["stage"] == "models" and other["elapsed_s"] == 0.5 and other["ended_at"] >= entry["ended_at"]
+
+
+def test_a_second_stage_of_the_same_task_is_appended(xray_common, monkeypatch):
+    import airflow.sdk
+
+    monkeypatch.setattr(xray_common.BaseHook, "get_connection", staticmethod(lambda conn_id: _raise(conn_id)))
+    monkeypatch.setattr(runner, "run_stage", lambda stage, args, env, log: {"_elapsed_s": 2.0})
+    ti = _TaskInstance("ti-3")
+    monkeypatch.setattr(airflow.sdk, "get_current_context", lambda: {"ti": ti})
+    xray_common.run("publish", [], {})
+    xray_common.run("models", ["show"], {})
+    assert [e["stage"] for e in ti.pushed[xray_common.STAGE_USAGE_KEY]] == ["publish", "models"]
+
+
+def test_outside_a_task_nothing_is_recorded_and_the_stage_still_runs(xray_common, monkeypatch):
+    monkeypatch.setattr(xray_common.BaseHook, "get_connection", staticmethod(lambda conn_id: _raise(conn_id)))
+    monkeypatch.setattr(runner, "run_stage", lambda stage, args, env, log: {"_elapsed_s": 2.0, "n": 3})
+    assert xray_common.run("validate", [], {})["n"] == 3
+    assert xray_common._usage == {}
+
+
+def _raise(conn_id):
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    raise AirflowNotFoundException(conn_id)
