@@ -215,8 +215,12 @@ class Cluster:
                 # A lost worker's task is noticed after this long (default 300 s), then retried.
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT": str(self.heartbeat_timeout),
                 "AIRFLOW__SCHEDULER__TASK_INSTANCE_HEARTBEAT_TIMEOUT_DETECTION_INTERVAL": "5",
-                # Two cores: one parsing process; the scheduler's own loop as usual.
+                # Two cores: one parsing process.
                 "AIRFLOW__DAG_PROCESSOR__PARSING_PROCESSES": "1",
+                # As the compose file sets them (docs/cluster.md, "Orchestration overhead"): a worker slot comes
+                # free within 1 s of its task's end, and the scheduler looks for the next task twice a second.
+                "AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL": "1",
+                "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
                 "AIRFLOW__API__WORKERS": "1",
                 "XRAY_TASK_RETRIES": str(self.retries),
                 "XRAY_SOURCE": self.uri("source"),
@@ -477,10 +481,18 @@ class Cluster:
         if status != 200:
             return False
         health = json.loads(body)
-        return all(
+        if not all(
             (health.get(part) or {}).get("status") == "healthy"
             for part in ("metadatabase", "scheduler", "dag_processor")
-        )
+        ):
+            return False
+        # The execution API (what workers call) answers too: its first request costs seconds, paid here rather
+        # than by the first task.
+        try:
+            status, _ = self.request("GET", "/execution/health", auth=False)
+        except OSError:
+            return False
+        return status == 200
 
     def _wait(self, check: Callable[[], bool], what: str, timeout: float, watch: Iterable[Service]) -> None:
         """Poll ``check`` until true; fail early, with its log, when a watched service dies."""

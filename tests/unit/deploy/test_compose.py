@@ -241,6 +241,19 @@ def test_all_airflow_components_share_secrets_broker_database_and_execution_api(
     assert "AWS_SECRET_ACCESS_KEY" not in envs["airflow-worker"]
 
 
+def test_the_harness_tunes_the_task_loop_as_the_compose_file_does(model, tmp_path):
+    """What the rehearsal measured (docs/cluster.md, "Orchestration overhead") is what a deployment runs: the
+    supervisor's heartbeat interval (a worker slot's delay after a task ends) and the scheduler's idle sleep."""
+    from support.cluster import Cluster
+
+    keys = ("AIRFLOW__WORKERS__MIN_HEARTBEAT_INTERVAL", "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME")
+    env = Cluster(tmp_path).env()  # its settings only: nothing is started
+    for name in AIRFLOW_SERVICES:
+        compose = env_of(model["services"][name])
+        assert {k: compose.get(k) for k in keys} == {k: env[k] for k in keys}, name
+    assert float(env[keys[0]]) <= 1 and float(env[keys[1]]) <= 0.5
+
+
 def test_every_pipeline_location_is_in_object_storage(model):
     """Workers on other containers or hosts share nothing but object storage: no setting may be a local path."""
     for name in AIRFLOW_SERVICES:
