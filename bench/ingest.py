@@ -115,6 +115,17 @@ def decoders() -> tuple[dict, dict]:
         )
     except ImportError as exc:
         missing["OpenCV"] = f"{exc} (opencv-python-headless is not a project dependency)"
+    try:
+        from pywuffs import ImageDecoderType, PixelFormat
+        from pywuffs.aux import ImageDecoder, ImageDecoderConfig
+
+        config = ImageDecoderConfig()
+        config.enabled_decoders = [ImageDecoderType.PNG]
+        config.pixel_format = PixelFormat.Y  # 8-bit grey out, as ingest stores it
+        wuffs = ImageDecoder(config)
+        found["Wuffs (pywuffs), to grey"] = wuffs.decode
+    except ImportError as exc:
+        missing["Wuffs"] = f"{exc} (pywuffs ships as source only; not a project dependency)"
     return found, missing
 
 
