@@ -35,9 +35,11 @@ Storage credentials come from the `aws` connection named by the setting `s3_conn
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import Any
 
 import pendulum
-from airflow.sdk import Asset, Param, dag, task
+from airflow.sdk import Asset, BaseHook, Param, dag, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from xray_alerts import notify_person
 from xray_common import (
@@ -46,12 +48,9 @@ from xray_common import (
     LIGHT_TIMEOUT,
     MODEL,
     TAGS,
-    champion_of,
     deployment_overrides,
-    read_text,
     run,
     setting,
-    top_of_worklist,
 )
 
 DRIFT = Asset(name="xray_drift", uri="xray://drift", group="xray")
@@ -59,6 +58,85 @@ DRIFT = Asset(name="xray_drift", uri="xray://drift", group="xray")
 
 WORKLIST_TEMPLATE = "{model_name}-v{version}-{run}.csv"
 log = logging.getLogger("xray.dags")
+
+
+def champion_of(params: Mapping[str, Any], event: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The champion to score with: registry and model from the triggering ``xray_model`` event, else settings.
+
+    Returns the version, its key metrics and every location the scoring task needs.
+    """
+    from xray_tasks.contracts import Metrics
+
+    event = event or {}
+    registry = params.get("registry") or event.get("registry") or setting("registry")
+    model_name = params.get("model_name") or event.get("model_name") or setting("model_name")
+    conn_id = setting("s3_conn_id", params)
+    details = run(
+        "models",
+        ["show", "--registry", registry, "--model-name", model_name, "--format", "json"],
+        {"s3_conn_id": conn_id},
+    )
+    if event.get("version") and event["version"] != details["version"]:
+        # Another publish promoted a newer champion since the event: score with the current one.
+        log.info("event announced version %s, the champion is now %s", event["version"], details["version"])
+    metrics = Metrics.from_dict(details["metrics"], where=f"{details['uri']}/metrics.json")
+    champion = {
+        "registry": registry,
+        "model_name": model_name,
+        "version": details["version"],
+        "uri": details["uri"],
+        "threshold": metrics.operating_point.threshold,
+        "test_auroc": metrics.test.auroc,
+        "sensitivity": metrics.test.at_operating_point.recall,
+        "healthy_cleared": metrics.test.at_operating_point.healthy_cleared,
+        "images": setting("images", params),
+        "worklists": setting("worklists", params),
+        "s3_conn_id": conn_id,
+    }
+    log.info(
+        "champion %s v%s at %s: test AUROC %.3f, threshold %.3f",
+        model_name,
+        champion["version"],
+        champion["uri"],
+        champion["test_auroc"],
+        champion["threshold"],
+    )
+    return champion
+
+
+def read_text(uri: str, conn_id: str) -> str:
+    """A small text object, read in the task itself: ``s3://`` through the Amazon provider's hook and the same
+    connection the stages get (its credentials never enter this process's environment), else a local path."""
+    from xray_tasks import storage
+
+    if storage.is_s3(uri):
+        from airflow.providers.amazon.aws.hooks.s3 import S3Hook
+        from airflow.sdk.exceptions import AirflowNotFoundException
+
+        try:
+            BaseHook.get_connection(conn_id)
+        except AirflowNotFoundException:
+            return storage.read_text(uri)  # no connection: the worker's own environment, as for the stages
+        bucket, key = storage.split_s3(uri)
+        return S3Hook(aws_conn_id=conn_id).read_key(key, bucket)
+    return storage.read_text(uri)
+
+
+def top_of_worklist(uri: str, rows: int, conn_id: str) -> list[dict[str, str]]:
+    """The first ``rows`` rows of a CSV worklist, also written to the task log as a small table."""
+    import csv
+    import io
+
+    top = list(csv.DictReader(io.StringIO(read_text(uri, conn_id))))[:rows]
+    for row in top:
+        log.info(
+            "%4s  %-40s  %s  %s",
+            row.get("rank"),
+            row.get("image", "").rsplit("/", 1)[-1],
+            row.get("probability") or "-",
+            row.get("decision") or row.get("error"),
+        )
+    return top
 
 
 @dag(

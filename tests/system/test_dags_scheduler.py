@@ -102,7 +102,9 @@ def test_asset_events_trigger_training_then_scoring(tmp_path, synth_tree):
     )
     # Training found the shards through the event, not through a param.
     plan = json.loads(
-        af.query("SELECT value FROM xcom WHERE dag_id = 'xray_train' AND task_id = 'plan'")[0]["value"]
+        af.query(
+            "SELECT value FROM xcom WHERE dag_id = 'xray_train' AND task_id = 'plan' AND key = 'return_value'"
+        )[0]["value"]
     )
     assert plan["workspace"] == str(workspace) != af.env["XRAY_WORKSPACE"]
     model_events = af.asset_events("xray_model", trains[0]["run_id"])
@@ -243,7 +245,8 @@ def test_scheduled_ingest_starts_training_only_for_news(tmp_path):
     plans = [
         json.loads(r["value"])
         for r in af.query(
-            "SELECT value FROM xcom WHERE dag_id = 'xray_train' AND task_id = 'plan' ORDER BY dag_run_id"
+            "SELECT value FROM xcom WHERE dag_id = 'xray_train' AND task_id = 'plan' AND key = 'return_value' "
+            "ORDER BY dag_run_id"
         )
     ]
     assert len({p["fingerprint"] for p in plans}) == 3  # each retrain had something new to train on
