@@ -267,9 +267,9 @@ def test_every_pipeline_location_is_in_object_storage(model):
         # A run conf may name this bucket and this connection only (xray_tasks.settings allow-lists).
         assert env["AIRFLOW__XRAY__ALLOWED_LOCATIONS"] == "s3://xray/", name
         assert env["AIRFLOW__XRAY__ALLOWED_CONN_IDS"] == env["XRAY_S3_CONN_ID"] == "xray_s3", name
-    # The DAGs fall back to a path under $AIRFLOW_HOME for each of these when nothing is set (dags/xray_common.py).
-    common = (REPO / "dags" / "xray_common.py").read_text()
-    assert all(f'"{name}"' in common for name in ("workspace", "registry", "images", "worklists"))
+    # The DAGs read each of these through the settings resolver (a path under $AIRFLOW_HOME when nothing is set).
+    dags = "".join(path.read_text() for path in (REPO / "dags").glob("*.py"))
+    assert all(f'setting("{name}"' in dags for name in ("workspace", "registry", "images", "worklists"))
 
 
 def test_remote_hosts_are_reached_through_settings(model):
